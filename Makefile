@@ -1,0 +1,49 @@
+# The two set-up commands of the README: `make demo` and `make test`. Each creates or refreshes
+# .venv itself (only when requirements/cpu.txt or pyproject.toml changed), then runs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# Offline by design: nothing loads weights or data from a hub at run time.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export RAY_USAGE_STATS_ENABLED := 0
+export VLLM_CPU_KVCACHE_SPACE ?= 1
+export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
+
+.PHONY: venv test test-unit test-ray demo bench clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): requirements/cpu.txt pyproject.toml
+	@echo ">> creating/refreshing $(VENV) (first time: about 3 minutes, 4-5 GB)"
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -r requirements/cpu.txt
+	@# PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm` and
+	@# transformers model imports beside torch 2.13.0+cpu (FEASIBILITY.md item 3).
+	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest tests -q
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit -q
+
+test-ray: $(STAMP)
+	$(PY) -m pytest tests/ray_local -q -m ray
+
+demo: $(STAMP)
+	$(VENV)/bin/diadem-ray demo
+
+bench: $(STAMP)
+	$(PY) bench/reward_throughput.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,188 @@
+"""The wire format every layer speaks: plain frozen dataclasses, stdlib only.
+
+Units are in the field names or documented next to them: seconds (``_s``), sample rates in hertz
+(``_hz``). Media are never embedded in these objects when they travel between actors; a
+:class:`Prompt` carries references (``media``: a mapping of name to an array, a Ray ObjectRef or a
+URI) so that only small objects cross the driver.
+
+Example:
+    >>> t = Turn(speaker="the woman in the red coat", text="Where were you?", start_s=0.4, end_s=1.6)
+    >>> t.line()
+    'the woman in the red coat: Where were you?'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Tuple
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One utterance of a dialogue.
+
+    Attributes:
+        speaker: the speaker's description as a viewer would give it ("the man in scrubs") or a
+            character-bank name; never empty.
+        text: the words spoken, verbatim.
+        start_s / end_s: time span within the clip in seconds, or ``None`` when unknown
+            (DiaDemBench references carry no times).
+    """
+
+    speaker: str
+    text: str
+    start_s: Optional[float] = None
+    end_s: Optional[float] = None
+
+    def line(self) -> str:
+        """The DiaDemBench line form ``"<speaker>: <utterance>"``."""
+        return f"{self.speaker}: {self.text}"
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One audiovisual clip with its ground truth.
+
+    Attributes:
+        clip_id: unique id within a dataset (DiaDemBench ``video_id``).
+        video_uri: local path or any pyarrow/fsspec URI (``s3://…``) of the MP4.
+        duration_s: clip length in seconds.
+        language: BCP-47-ish tag, e.g. ``"en"``, ``"zh"``.
+        prompt: the user instruction given to the captioner for this clip.
+        characters: descriptions of the people a viewer can see.
+        dialogue: the reference dialogue, in order.
+        speaker_num: number of distinct speakers; 0 encodes overlapping speech (DiaDemBench).
+        people_on_screen: people visible (DiaDemBench ``people_num_in_screen``).
+        is_single_shot / has_off_screen_speaker / has_same_sex_speakers /
+        only_opposite_sex_speakers: DiaDemBench scenario attributes.
+        bucket: difficulty bucket name (``"easy"``, ``"hard"``, …) or ``""`` before profiling.
+        pass_rate: mean reward of the profiling policy on this clip in [0, 1], or ``None``.
+    """
+
+    clip_id: str
+    video_uri: str
+    duration_s: float
+    language: str
+    prompt: str
+    characters: Tuple[str, ...]
+    dialogue: Tuple[Turn, ...]
+    speaker_num: int
+    people_on_screen: int
+    is_single_shot: bool
+    has_off_screen_speaker: bool
+    has_same_sex_speakers: bool
+    only_opposite_sex_speakers: bool
+    bucket: str = ""
+    pass_rate: Optional[float] = None
+
+    def gt_dialogues(self) -> list[str]:
+        """The reference as DiaDemBench ``gt_dialogues`` lines."""
+        return [t.line() for t in self.dialogue]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A model-ready request for one clip, as streamed from the data plane to the rollout group.
+
+    Attributes:
+        prompt_id: unique within a step (``"<clip_id>#<step>"``); rollouts echo it.
+        clip_id: the clip it was built from.
+        text: the chat-formatted prompt text (media placeholders included by the model family).
+        media: name → payload: ``"audio"`` (float32 mono at ``audio_sample_rate_hz``, shape
+            ``[num_samples]``), ``"frames"`` (uint8 ``[num_frames, height, width, 3]``), or Ray
+            ObjectRefs / URIs to them.
+        reference: the reference dialogue the reward workers score against.
+        characters: on-screen people descriptions (speaker judges may use them).
+        audio_sample_rate_hz: sample rate of ``media["audio"]``.
+    """
+
+    prompt_id: str
+    clip_id: str
+    text: str
+    media: Mapping[str, Any] = field(default_factory=dict)
+    reference: Tuple[Turn, ...] = ()
+    characters: Tuple[str, ...] = ()
+    audio_sample_rate_hz: int = 16000
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One sampled caption for one prompt.
+
+    Attributes:
+        prompt_id: the :class:`Prompt` it answers.
+        sample_index: 0 … samples_per_prompt-1 within its group.
+        prompt_token_ids: tokens the engine saw, shape ``[prompt_len]``.
+        token_ids: generated tokens, shape ``[response_len]``.
+        logprobs: per-token log-probabilities under the sampling policy (nats), shape
+            ``[response_len]``.
+        text: the decoded caption.
+        finish_reason: ``"stop"`` | ``"length"`` | ``"abort"``.
+        policy_version: the weight version that produced it (see WeightSync).
+    """
+
+    prompt_id: str
+    sample_index: int
+    prompt_token_ids: Tuple[int, ...]
+    token_ids: Tuple[int, ...]
+    logprobs: Tuple[float, ...]
+    text: str
+    finish_reason: str
+    policy_version: int
+
+
+@dataclass(frozen=True)
+class ScoredRollout:
+    """A rollout with its scalar reward and the parts that made it.
+
+    Attributes:
+        rollout: the scored sample.
+        reward: the weighted sum of enabled components (dimensionless).
+        components: component name → unweighted value, e.g. ``{"asr_f1": 0.8, "ref_f1": 0.5}``.
+        error: ``None``, or why it could not be scored (then ``reward == 0.0``); counted, never
+            dropped.
+    """
+
+    rollout: Rollout
+    reward: float
+    components: Mapping[str, float] = field(default_factory=dict)
+    error: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class TrainBatch:
+    """What the driver hands the learner group for one optimizer step.
+
+    Every sequence is a (prompt, response) pair; per-sequence arrays share index ``b``.
+
+    Attributes:
+        prompt_token_ids: ``B`` tuples of prompt tokens.
+        response_token_ids: ``B`` tuples of response tokens.
+        advantages: ``B`` scalars (GRPO group advantages; 0.0 for SFT).
+        old_logprobs: ``B`` tuples of sampling log-probs (nats), ``[response_len]`` each; empty
+            for SFT.
+        prompt_ids: ``B`` prompt ids (for logging and media lookup).
+        media: prompt_id → media mapping (shared by a group's samples).
+        policy_version: the version the rollouts were generated with.
+    """
+
+    prompt_token_ids: Tuple[Tuple[int, ...], ...]
+    response_token_ids: Tuple[Tuple[int, ...], ...]
+    advantages: Tuple[float, ...]
+    old_logprobs: Tuple[Tuple[float, ...], ...]
+    prompt_ids: Tuple[str, ...]
+    media: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    policy_version: int = 0
+
+    def __post_init__(self) -> None:
+        n = len(self.prompt_token_ids)
+        lengths = {
+            "response_token_ids": len(self.response_token_ids),
+            "advantages": len(self.advantages),
+            "prompt_ids": len(self.prompt_ids),
+        }
+        if self.old_logprobs:
+            lengths["old_logprobs"] = len(self.old_logprobs)
+        bad = {k: v for k, v in lengths.items() if v != n}
+        if bad:
+            raise ValueError(f"TrainBatch: {n} prompts but {bad}; every field needs one entry per sequence")
