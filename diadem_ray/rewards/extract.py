@@ -71,29 +71,63 @@ def extract_structured(caption: str) -> List[Turn]:
 
 
 # --- prose ------------------------------------------------------------------------------------
+# A quote is attributed, in order of preference, to: the subject of the clause that introduces it
+# ('The man in scrubs then speaks slowly, "…"'), the phrase after it ('"…," says the man' /
+# '"…," she answers'), or the subject of the sentence just before it. Pronouns resolve to the
+# latest earlier mention of matching gender. Verbs are recognised from a word list (no tagger).
 
-_SPEECH_VERBS = (
-    "say|says|said|saying|ask|asks|asked|asking|reply|replies|replied|replying|answer|answers|answered|"
-    "respond|responds|responded|responding|exclaim|exclaims|exclaimed|shout|shouts|shouted|yell|yells|yelled|"
-    "whisper|whispers|whispered|mutter|mutters|muttered|add|adds|added|continue|continues|continued|"
-    "interject|interjects|interjected|remark|remarks|remarked|tell|tells|told|call|calls|called|"
-    "speak|speaks|spoke|speaking|state|states|stated|declare|declares|declared|explain|explains|explained|"
-    "announce|announces|announced|insist|insists|insisted|cry|cries|cried|laugh|laughs|laughed|"
-    "begin|begins|began|start|starts|started|chime|chimes|chimed|murmur|murmurs|murmured|counter|counters|"
-    "countered|retort|retorts|retorted|greet|greets|greeted|agree|agrees|agreed|protest|protests|protested|"
-    "plead|pleads|pleaded|warn|warns|warned|suggest|suggests|suggested|note|notes|noted|inquire|inquires|inquired|"
-    "scream|screams|screamed|sing|sings|sang|comment|comments|commented|concede|concedes|conceded"
+_SPEECH = (
+    "say ask reply answer respond exclaim shout yell whisper mutter add continue interject remark tell call "
+    "speak state declare explain announce insist cry begin start chime murmur counter retort greet agree protest "
+    "plead warn suggest note inquire scream sing comment concede interrupt mumble stammer stutter repeat "
+    "read recite order demand beg admit confirm observe joke tease"
+).split()
+_ACTION = (
+    "smile look lean run stand sit check laugh raise write taste enter hold grab walk fix kick shake hesitate "
+    "hug blow groan rise slam study point frown nod type sigh gasp growl apologize apologise turn step pause glance "
+    "shrug wave open close put take give hand pick drop reach move jump climb wipe cross fold pull push tap knock "
+    "sip drink eat cook pour lift carry watch stare gaze smirk grin wink sob snap hiss bark roar appear come go "
+    "exit leave return arrive approach follow hurry rush storm burst hum play dance hear listen notice realize "
+    "gesture motion signal adjust rub scratch touch kneel crouch bend lie rest wait stop try seem remain stay keep "
+    "pace wander kiss squeeze clap cheer face shift peer squint blink chuckle giggle snort scoff sneer beam pout "
+    "huff breathe exhale swallow cough yawn stretch get make show leap dash glare tilt fidget sniff whimper wail "
+    "nudge hold pat lower spin stumble trip sway roll"
+).split()
+_IRREGULAR = (
+    "said told spoke ran sat stood held took gave came went rose shook began sang wrote blew ate drank caught threw "
+    "left knelt lay got made leapt hears is was are were has had"
+).split()
+
+
+def _forms(base: str) -> List[str]:
+    if base.endswith("y") and base[-2] not in "aeiou":
+        return [base, base[:-1] + "ies", base[:-1] + "ied"]
+    if base.endswith("e"):
+        return [base, base + "s", base + "d"]
+    if base.endswith(("s", "sh", "ch", "x", "z", "o")):
+        return [base, base + "es", base + "ed"]
+    return [base, base + "s", base + "ed", base + base[-1] + "ed"]
+
+
+_SPEECH_FORMS = frozenset(f for b in _SPEECH for f in _forms(b)) | {"said", "told", "spoke", "began", "sang"}
+_VERB_FORMS = _SPEECH_FORMS | frozenset(f for b in _ACTION for f in _forms(b)) | frozenset(_IRREGULAR)
+_ADVERBS = frozenset(
+    "then also again finally suddenly quickly slowly softly loudly quietly calmly angrily immediately gently firmly "
+    "nervously excitedly happily sadly simply just still now together abruptly sharply warmly coldly flatly".split()
 )
-_VERB_RE = re.compile(rf"\b(?:{_SPEECH_VERBS})\b", re.IGNORECASE)
+_FRONTED = re.compile(
+    r"^(?:(?:then|finally|next|now|suddenly|meanwhile|later|again|also|first|afterwards|at last)\b,?\s*"
+    r"|(?:in|on|at|inside|outside|after|before|during|from|across|behind|beside|near|under|with|when|while|as|back)\b[^,]{0,60},\s*)",
+    re.IGNORECASE,
+)
 _QUOTE_RE = re.compile(r"“([^”]*)”|\"([^\"]*)\"")
-_CLAUSE_START = re.compile(r"(?:^|[.!?;]\s+|,\s*(?:and|then|while|as|before|after|when)\s+|\b(?:and|then|while|as|when)\s+)", re.IGNORECASE)
-_PRONOUNS = {"he": "m", "she": "f", "they": None, "i": None, "we": None, "it": None}
-_MALE = re.compile(r"\b(man|men|boy|guy|he|him|his|gentleman|father|dad|son|brother|husband|king|sir|mr|male|grandfather|uncle)\b", re.I)
-_FEMALE = re.compile(r"\b(woman|women|girl|lady|she|her|mother|mom|daughter|sister|wife|queen|madam|mrs|ms|female|grandmother|aunt)\b", re.I)
-_LEADING_NOISE = re.compile(r"^(?:then|finally|next|now|suddenly|meanwhile|later|again|also|first|after that|at this point)\b[,\s]*", re.I)
-_TRAILING_NOISE = re.compile(
-    r"(?:\s+(?:then|also|again|quickly|slowly|softly|loudly|calmly|angrily|quietly|finally|suddenly|immediately|continues to|begins to|starts to|goes on to|turns to|looks at|leans in and|smiles and|nods and|sighs and|laughs and|and))+$",
-    re.I,
+_SENTENCE_END = re.compile(r"[.!?]+(?:\s+|$)")
+_PRONOUNS = {"he": "m", "him": "m", "she": "f", "her": "f", "they": None, "i": None, "we": None}
+_MALE = re.compile(r"\b(man|men|boy|guy|gentleman|father|dad|son|brother|husband|king|prince|sir|mr|male|grandfather|grandpa|uncle|soldier|monk|priest)\b", re.I)
+_FEMALE = re.compile(r"\b(woman|women|girl|lady|mother|mom|daughter|sister|wife|queen|princess|madam|mrs|ms|female|grandmother|grandma|aunt|nun)\b", re.I)
+_GENDERED_NP = re.compile(
+    r"\b(?:the|a|an|his|her|their|my|your)\s+(?:[\w'-]+\s+){0,3}?(?:" + _MALE.pattern[5:-3] + "|" + _FEMALE.pattern[5:-3] + r")\b",
+    re.IGNORECASE,
 )
 
 
@@ -102,67 +136,139 @@ def _gender(phrase: str) -> Optional[str]:
     return "m" if m and not f else "f" if f and not m else None
 
 
-def _subject_before(context: str) -> Optional[str]:
-    """The noun phrase before the last speech verb of ``context`` (the clause's subject)."""
-    verbs = list(_VERB_RE.finditer(context))
-    for verb in reversed(verbs):
-        head = context[: verb.start()]
-        starts = list(_CLAUSE_START.finditer(head))
-        clause = head[starts[-1].end():] if starts else head
-        # Drop participial/adverbial detail: "The man, visibly upset," -> "The man".
-        clause = re.split(r",|\bwho\b|\bwith a\b|\bin a\b(?=\s+\w+\s+(?:voice|tone))", clause)[0]
-        clause = _LEADING_NOISE.sub("", clause.strip())
-        clause = _TRAILING_NOISE.sub("", clause).strip()
-        clause = re.sub(r"\s+(?:\w+ly)$", "", clause).strip()
-        if clause and len(clause.split()) <= 14:
-            return clause
+def _noun_phrase(clause: str) -> Optional[str]:
+    """The leading noun phrase of a clause: fronted adverbials dropped, cut at the first verb,
+    adverb, comma, or relative word. ``None`` when nothing noun-like is left."""
+    text = clause.strip()
+    for _ in range(3):
+        text = _FRONTED.sub("", text, count=1).strip()
+    words: List[str] = []
+    tokens = text.split()
+    for i, raw in enumerate(tokens):
+        word = raw.strip(",;:").lower()
+        if word in _VERB_FORMS or word in _ADVERBS or word in ("who", "which", "that", "and", "but", "as", "while"):
+            break
+        if i and _looks_like_verb(raw, tokens[i - 1], tokens[i + 1] if i + 1 < len(tokens) else None):
+            break
+        words.append(raw.rstrip(",;:"))
+        if raw.endswith((",", ";", ":")):
+            break
+    if not words or len(words) > 12:
+        return None
+    return " ".join(words)
+
+
+_PREPOSITIONS = frozenset(
+    "at in on over under to toward towards into onto from with by up down out off back around across through "
+    "behind beside near for of about along against past".split()
+)
+_DETERMINERS = frozenset("the a an his her their its my your our this that these those".split())
+_THIRD_PERSON = re.compile(r"[a-z]{2,}[^s'u]s|[a-z]{2,}(?:ches|shes|sses|xes)")
+
+
+def _looks_like_verb(raw: str, prev: str, nxt: Optional[str]) -> bool:
+    """An unlisted third-person verb: '-s' word after a noun, before a preposition, determiner,
+    pronoun, adverb, 'and' or a clause-ending comma ('peeks over', 'reports,')."""
+    word = raw.strip(",;:").lower()
+    if not _THIRD_PERSON.fullmatch(word):
+        return False
+    if prev.lower() in _PREPOSITIONS or prev.lower() in _DETERMINERS:
+        return False
+    if raw.endswith(",") or nxt is None:
+        return True
+    n = nxt.strip(",;:").lower()
+    return n in _PREPOSITIONS or n in _DETERMINERS or n in _ADVERBS or n in _PRONOUNS or n == "and"
+
+
+def _has_verb(text: str) -> bool:
+    tokens = text.split()
+    return any(
+        t.strip(",;:").lower() in _VERB_FORMS or (i and _looks_like_verb(t, tokens[i - 1], tokens[i + 1] if i + 1 < len(tokens) else None))
+        for i, t in enumerate(tokens)
+    )
+
+
+def _after_phrase(text: str) -> Optional[str]:
+    """``," says the man in the suit.`` or ``," the friend insists.`` -> the speaker phrase."""
+    head = _SENTENCE_END.split(text.lstrip(" ,.!?;:"), maxsplit=1)[0]
+    words = head.split()
+    if not words:
+        return None
+    if words[0].lower().strip(",") in _SPEECH_FORMS:  # verb first: 'says the man in the suit'
+        phrase = _noun_phrase(" ".join(words[1:]))
+        return phrase
+    for i, w in enumerate(words[:8]):  # subject first: 'the detective announces'
+        if w.lower().strip(",") in _SPEECH_FORMS:
+            return _noun_phrase(" ".join(words[:i]))
     return None
 
 
-def _subject_after(context: str) -> Optional[str]:
-    """``…," says the man`` / ``…," the woman replies`` → the phrase after the quote."""
-    m = re.match(rf"^\s*[,.!?]?\s*(?:(?:{_SPEECH_VERBS})\s+(?P<a>[^,.;!?\"“]+)|(?P<b>[^,.;!?\"“]+?)\s+(?:{_SPEECH_VERBS})\b)", context, re.I)
-    if not m:
-        return None
-    phrase = (m["a"] or m["b"]).strip()
-    phrase = re.split(r"\s+(?:with|in|as|while|before|after|to)\s+", phrase)[0].strip()
-    return phrase or None
+class _Mentions:
+    """Earlier people mentions (position, phrase, gender) for pronoun resolution."""
 
+    def __init__(self) -> None:
+        self.items: List[Tuple[int, str, Optional[str]]] = []
 
-def _resolve(phrase: str, history: List[Tuple[str, Optional[str]]]) -> str:
-    key = phrase.lower()
-    if key in _PRONOUNS:
+    def add_text(self, text: str, offset: int) -> None:
+        start = 0
+        for m in _SENTENCE_END.finditer(text + "."):
+            part = text[start:m.start()]
+            lead = len(part) - len(part.lstrip())
+            np_ = _noun_phrase(part) if _has_verb(part) else None
+            if np_ and np_.lower() not in _PRONOUNS:
+                self.items.append((offset + start + lead, np_, _gender(np_)))
+            start = m.end()
+        for m in _GENDERED_NP.finditer(text):
+            self.items.append((offset + m.start(), m.group(0), _gender(m.group(0))))
+        # At one position the longer phrase wins ('The man in the hard hat' over 'The man').
+        self.items.sort(key=lambda x: (x[0], len(x[1])))
+
+    def resolve(self, phrase: str, before: int) -> str:
+        key = phrase.lower()
+        if key not in _PRONOUNS:
+            return phrase
         want = _PRONOUNS[key]
-        for name, gender in reversed(history):
+        earlier = [(name, gender) for pos, name, gender in self.items if pos < before]
+        for name, gender in reversed(earlier):
             if want is None or gender == want:
                 return name
+        # No gendered antecedent: the latest person whose description carries no gender.
+        for name, gender in reversed(earlier):
+            if gender is None:
+                return name
         return UNKNOWN_SPEAKER
-    return phrase
 
 
 def extract_prose(caption: str) -> List[Turn]:
     """Attribute each quoted utterance of a narrative caption to its speaker phrase."""
+    quotes = [q for q in _QUOTE_RE.finditer(caption)]
+    mentions = _Mentions()
+    prev_end = 0
+    for q in quotes:
+        mentions.add_text(caption[prev_end:q.start()], prev_end)
+        prev_end = q.end()
+    mentions.add_text(caption[prev_end:], prev_end)
+
     turns: List[Turn] = []
-    history: List[Tuple[str, Optional[str]]] = []
-    quotes = list(_QUOTE_RE.finditer(caption))
     prev_end = 0
     for idx, q in enumerate(quotes):
         text = (q.group(1) if q.group(1) is not None else q.group(2)).strip()
+        before = caption[prev_end:q.start()]
+        prev_end = q.end()
         if not text:
-            prev_end = q.end()
             continue
         next_start = quotes[idx + 1].start() if idx + 1 < len(quotes) else len(caption)
-        before = caption[prev_end:q.start()]
-        phrase = _subject_before(before)
+        fragments = _SENTENCE_END.split(before)
+        lead = fragments[-1] if fragments else ""
+        phrase = _noun_phrase(lead) if lead.strip() and lead.rstrip().endswith((",", ":")) or _has_verb(lead) else None
         if phrase is None:
-            phrase = _subject_after(caption[q.end():next_start])
+            phrase = _after_phrase(caption[q.end():next_start])
         if phrase is None:
-            phrase = history[-1][0] if history and not before.strip(" ,") else UNKNOWN_SPEAKER
-        speaker = _speaker(_resolve(phrase, history))
-        if speaker != UNKNOWN_SPEAKER:
-            history.append((speaker, _gender(speaker)))
-        turns.append(Turn(speaker, text))
-        prev_end = q.end()
+            earlier = [f for f in fragments[:-1] if f.strip()]
+            phrase = _noun_phrase(earlier[-1]) if earlier and _has_verb(earlier[-1]) else None
+        if phrase is None:
+            phrase = turns[-1].speaker if turns else UNKNOWN_SPEAKER
+        turns.append(Turn(_speaker(mentions.resolve(phrase, q.start())), text))
     return turns
 
 
