@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-PURE = ["diadem_ray.types", "diadem_ray.config", "diadem_ray.rewards.normalize", "diadem_ray.rewards.align",
+PURE = ["diadem_ray.types", "diadem_ray.config", "diadem_ray.grpo", "diadem_ray.rewards.normalize", "diadem_ray.rewards.align",
         "diadem_ray.rewards.metrics", "diadem_ray.rewards.extract", "diadem_ray.rewards.speakers",
         "diadem_ray.rewards.components", "diadem_ray.rewards.compose", "diadem_ray.rewards.benchmark",
         "diadem_ray.cli"]

@@ -1,0 +1,243 @@
+"""GRPO core: pure torch functions with flat keyword arguments (no config objects, no Ray).
+
+Shapes: ``P`` prompts, ``G`` samples per prompt, ``B`` sequences (= P·G in a full step, or a
+micro-batch of them), ``T`` response tokens (right-padded), ``V`` vocabulary. ``mask`` is 1.0 on
+real response tokens and 0.0 on padding. Log-probabilities are natural-log (nats).
+
+Formulas (each function's docstring repeats its own):
+
+* advantage, baseline ``mean``:           A_i = r_i − mean_g(r)
+* advantage, baseline ``leave_one_out``:  A_i = r_i − (Σ_g r − r_i)/(G − 1) = G/(G−1)·(r_i − mean_g(r))
+* std normalisation ``group``: A / (std_g(r) + eps); ``batch``: A / (std_all(r) + eps); ``none``
+  (Dr. GRPO). ``std`` uses Bessel's correction (n − 1) by default. Groups whose rewards are all
+  equal get A = 0 exactly and are flagged for the dynamic-sampling gate.
+* ratio ρ = exp(logπ − logπ_old); clipped loss ℓ = max(−A·ρ, −A·clip(ρ, 1−ε_low, 1+ε_high));
+  dual-clip (A < 0): ℓ = min(ℓ, −A·c).
+* KL to the reference, per token, with δ = logπ_ref − logπ:  k1 = −δ,  k2 = δ²/2,  k3 = e^δ − δ − 1.
+* aggregation ``token_mean``: Σ_{b,t} ℓ·m / N_tok (N_tok = the step's token count over every
+  data-parallel rank and micro-batch, so the gradient does not depend on the split);
+  ``seq_mean_token_mean``: Σ_b (Σ_t ℓ·m / Σ_t m) / N_seq; ``seq_mean_token_sum_norm``:
+  Σ_{b,t} ℓ·m / (L_max · N_seq) with a constant L_max (Dr. GRPO).
+
+Example:
+    >>> import torch
+    >>> adv, flat = group_advantages(torch.tensor([[1., 0., 0., 1.], [2., 2., 2., 2.]]))
+    >>> adv.tolist()[1], flat.tolist()
+    ([0.0, 0.0, 0.0, 0.0], [False, True])
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+
+def group_advantages(
+    rewards: Tensor,
+    *,
+    baseline: str = "mean",
+    std_normalization: str = "group",
+    eps: float = 1e-6,
+    unbiased_std: bool = True,
+) -> Tuple[Tensor, Tensor]:
+    """Group-relative advantages.
+
+    Args:
+        rewards: ``[P, G]`` scalar rewards.
+        baseline: ``mean`` (A = r − mean_g r) or ``leave_one_out`` (A = r − mean of the other G−1).
+        std_normalization: ``group`` (÷ std_g + eps), ``batch`` (÷ std over all P·G + eps) or
+            ``none`` (Dr. GRPO).
+        eps: added to the std (dimensionless, same unit as rewards).
+        unbiased_std: Bessel's correction (n − 1) in the std.
+
+    Returns:
+        ``(advantages [P, G], zero_variance [P] bool)``; zero-variance groups have A = 0 exactly.
+    """
+    if rewards.dim() != 2 or rewards.shape[1] < 2:
+        raise ValueError(f"rewards must be [num_prompts, samples_per_prompt >= 2], got {tuple(rewards.shape)}")
+    r = rewards.to(torch.float64)
+    g = r.shape[1]
+    centred = r - r.mean(dim=1, keepdim=True)
+    if baseline == "mean":
+        adv = centred
+    elif baseline == "leave_one_out":
+        adv = centred * (g / (g - 1))
+    else:
+        raise ValueError(f"baseline must be 'mean' or 'leave_one_out', got {baseline!r}")
+    zero_var = (r == r[:, :1]).all(dim=1)
+    if std_normalization == "group":
+        adv = adv / (r.std(dim=1, keepdim=True, unbiased=unbiased_std) + eps)
+    elif std_normalization == "batch":
+        adv = adv / (r.std(unbiased=unbiased_std) + eps)
+    elif std_normalization != "none":
+        raise ValueError(f"std_normalization must be 'group', 'batch' or 'none', got {std_normalization!r}")
+    adv = torch.where(zero_var[:, None], torch.zeros_like(adv), adv)
+    return adv.to(rewards.dtype), zero_var
+
+
+def kl_per_token(logprobs: Tensor, ref_logprobs: Tensor, *, estimator: str = "k3") -> Tensor:
+    """Per-token estimate of KL(π‖π_ref) from samples of π; ``[B, T]`` → ``[B, T]``.
+
+    With δ = logπ_ref − logπ: k1 = −δ (unbiased, high variance), k2 = δ²/2, k3 = e^δ − δ − 1
+    (unbiased, non-negative; Schulman's estimator).
+    """
+    delta = ref_logprobs - logprobs
+    if estimator == "k1":
+        return -delta
+    if estimator == "k2":
+        return 0.5 * delta.pow(2)
+    if estimator == "k3":
+        return torch.exp(delta) - delta - 1.0
+    raise ValueError(f"kl estimator must be k1, k2 or k3, got {estimator!r}")
+
+
+def clipped_policy_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    *,
+    clip_eps_low: float = 0.2,
+    clip_eps_high: float = 0.28,
+    dual_clip_c: Optional[float] = None,
+) -> Tuple[Tensor, Tensor]:
+    """Per-token PPO/GRPO surrogate loss (to minimise).
+
+    ρ = exp(logπ − logπ_old); ℓ = max(−A·ρ, −A·clip(ρ, 1 − ε_low, 1 + ε_high)); with dual-clip
+    and A < 0, ℓ = min(ℓ, −A·c) (c > 1 bounds the loss of very off-policy tokens).
+
+    Args:
+        logprobs, old_logprobs: ``[B, T]``.
+        advantages: ``[B]`` (one per sequence) or ``[B, T]``.
+
+    Returns:
+        ``(loss [B, T], clipped [B, T] bool)`` — ``clipped`` marks tokens where a clip was active.
+    """
+    adv = advantages[:, None] if advantages.dim() == 1 else advantages
+    ratio = torch.exp(logprobs - old_logprobs)
+    unclipped = -adv * ratio
+    clipped = -adv * torch.clamp(ratio, 1.0 - clip_eps_low, 1.0 + clip_eps_high)
+    loss = torch.maximum(unclipped, clipped)
+    was_clipped = clipped > unclipped
+    if dual_clip_c is not None:
+        if dual_clip_c <= 1.0:
+            raise ValueError(f"dual_clip_c must be > 1, got {dual_clip_c}")
+        bound = -adv * dual_clip_c
+        dual = (adv < 0) & (loss > bound)
+        loss = torch.where(dual, bound, loss)
+        was_clipped = was_clipped | dual
+    return loss, was_clipped
+
+
+def aggregate(
+    per_token: Tensor,
+    mask: Tensor,
+    *,
+    mode: str = "token_mean",
+    num_tokens: Optional[float] = None,
+    num_sequences: Optional[float] = None,
+    max_response_len: Optional[int] = None,
+) -> Tensor:
+    """Reduce ``[B, T]`` per-token values of one micro-batch to the scalar to backpropagate.
+
+    Normalisers are the whole optimizer step's, so summing micro-batch losses over ranks and
+    accumulation steps gives the gradient of the full batch regardless of the split:
+
+    * ``token_mean``: Σ ℓ·m / ``num_tokens`` (default: this micro-batch's Σm).
+    * ``seq_mean_token_mean``: Σ_b (Σ_t ℓ·m / Σ_t m) / ``num_sequences`` (default: B).
+    * ``seq_mean_token_sum_norm``: Σ ℓ·m / (``max_response_len`` · ``num_sequences``).
+    """
+    m = mask.to(per_token.dtype)
+    if mode == "token_mean":
+        denom = float(m.sum().item()) if num_tokens is None else float(num_tokens)
+        return (per_token * m).sum() / max(denom, 1.0)
+    n_seq = float(per_token.shape[0]) if num_sequences is None else float(num_sequences)
+    if mode == "seq_mean_token_mean":
+        per_seq = (per_token * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+        return per_seq.sum() / max(n_seq, 1.0)
+    if mode == "seq_mean_token_sum_norm":
+        length = per_token.shape[1] if max_response_len is None else max_response_len
+        return (per_token * m).sum() / (float(length) * max(n_seq, 1.0))
+    raise ValueError(f"loss aggregation must be token_mean, seq_mean_token_mean or seq_mean_token_sum_norm, got {mode!r}")
+
+
+def entropy_from_logits(logits: Tensor) -> Tensor:
+    """Per-token entropy (nats) of the categorical over ``V``: ``[B, T, V]`` → ``[B, T]``."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1)
+
+
+def token_logprobs(logits: Tensor, tokens: Tensor, *, temperature: float = 1.0) -> Tensor:
+    """log π(token) under ``logits / temperature``: ``[B, T, V]``, ``[B, T]`` → ``[B, T]``.
+
+    ``logits[:, t]`` must be the prediction for ``tokens[:, t]`` (shift before calling).
+    """
+    logp = F.log_softmax(logits.float() / temperature, dim=-1)
+    return logp.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)
+
+
+def grpo_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    ref_logprobs: Optional[Tensor] = None,
+    entropy: Optional[Tensor] = None,
+    clip_eps_low: float = 0.2,
+    clip_eps_high: float = 0.28,
+    dual_clip_c: Optional[float] = None,
+    kl_coef: float = 0.0,
+    kl_estimator: str = "k3",
+    entropy_coef: float = 0.0,
+    loss_aggregation: str = "token_mean",
+    num_tokens: Optional[float] = None,
+    num_sequences: Optional[float] = None,
+    max_response_len: Optional[int] = None,
+) -> Tuple[Tensor, Dict[str, float]]:
+    """Total per-micro-batch loss: policy + kl_coef·KL − entropy_coef·H, each aggregated alike.
+
+    All per-token inputs are ``[B, T]``; ``advantages`` is ``[B]``. Returns the scalar loss and
+    float metrics (``pg_loss``, ``kl``, ``entropy``, ``clip_frac``, ``ratio_mean``), every metric
+    aggregated with the same normaliser.
+    """
+    agg = dict(mode=loss_aggregation, num_tokens=num_tokens, num_sequences=num_sequences, max_response_len=max_response_len)
+    pg, was_clipped = clipped_policy_loss(logprobs, old_logprobs, advantages, clip_eps_low=clip_eps_low,
+                                          clip_eps_high=clip_eps_high, dual_clip_c=dual_clip_c)
+    loss = aggregate(pg, mask, **agg)
+    m = mask.to(logprobs.dtype)
+    n = m.sum().clamp(min=1.0)
+    metrics = {
+        "pg_loss": float(loss.detach()),
+        "clip_frac": float((was_clipped.to(m.dtype) * m).sum() / n),
+        "ratio_mean": float((torch.exp(logprobs - old_logprobs).detach() * m).sum() / n),
+    }
+    if ref_logprobs is not None and kl_coef != 0.0:
+        kl = aggregate(kl_per_token(logprobs, ref_logprobs, estimator=kl_estimator), mask, **agg)
+        loss = loss + kl_coef * kl
+        metrics["kl"] = float(kl.detach())
+    if entropy is not None and entropy_coef != 0.0:
+        ent = aggregate(entropy, mask, **agg)
+        loss = loss - entropy_coef * ent
+        metrics["entropy"] = float(ent.detach())
+    return loss, metrics
+
+
+def kl_penalised_rewards(rewards: Tensor, logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor, *,
+                         kl_coef: float, estimator: str = "k1") -> Tensor:
+    """KL in the reward instead of the loss: r_b − kl_coef · Σ_t KL_t·m (``[B]`` → ``[B]``)."""
+    kl = kl_per_token(logprobs, ref_logprobs, estimator=estimator) * mask.to(logprobs.dtype)
+    return rewards - kl_coef * kl.sum(dim=1)
+
+
+def sft_loss(logits: Tensor, labels: Tensor, loss_mask: Tensor, *, num_tokens: Optional[float] = None) -> Tensor:
+    """Cross-entropy over caption tokens only (prompt and media tokens have ``loss_mask`` 0).
+
+    ``logits [B, T, V]`` predict ``labels [B, T]`` (already shifted); normalised by ``num_tokens``
+    (the step's caption-token count across ranks and micro-batches; default: this batch's).
+    """
+    nll = -token_logprobs(logits, labels)
+    return aggregate(nll, loss_mask, mode="token_mean", num_tokens=num_tokens)
