@@ -241,3 +241,47 @@ def sft_loss(logits: Tensor, labels: Tensor, loss_mask: Tensor, *, num_tokens: O
     """
     nll = -token_logprobs(logits, labels)
     return aggregate(nll, loss_mask, mode="token_mean", num_tokens=num_tokens)
+
+
+def pack_sequences(
+    prompt_ids: "list[list[int]] | tuple",
+    response_ids: "list[list[int]] | tuple",
+    *,
+    old_logprobs: "Optional[list] | tuple" = None,
+    pad_id: int = 0,
+) -> Dict[str, Tensor]:
+    """Right-pad (prompt + response) sequences for one forward pass.
+
+    Position ``t`` of every ``[B, L-1]`` output refers to predicting token ``t + 1`` from tokens
+    ``0 … t``, so ``token_logprobs(logits[:, :-1], input_ids[:, 1:])`` lines up with them.
+
+    Returns:
+        ``input_ids [B, L]`` (long), ``attention_mask [B, L]``, ``targets [B, L-1]`` (=
+        ``input_ids[:, 1:]``), ``response_mask [B, L-1]`` (1.0 where the target is a response
+        token), and ``old_logprobs [B, L-1]`` (0 outside the response) when given.
+    """
+    if len(prompt_ids) != len(response_ids):
+        raise ValueError(f"{len(prompt_ids)} prompts but {len(response_ids)} responses")
+    seqs = [list(p) + list(r) for p, r in zip(prompt_ids, response_ids)]
+    if any(len(p) == 0 for p in prompt_ids):
+        raise ValueError("every sequence needs at least one prompt token")
+    width = max(len(s) for s in seqs)
+    b = len(seqs)
+    input_ids = torch.full((b, width), pad_id, dtype=torch.long)
+    attention = torch.zeros((b, width), dtype=torch.long)
+    response_mask = torch.zeros((b, max(width - 1, 1)))
+    old = torch.zeros((b, max(width - 1, 1))) if old_logprobs is not None else None
+    for i, (p, r) in enumerate(zip(prompt_ids, response_ids)):
+        n = len(p) + len(r)
+        input_ids[i, :n] = torch.tensor(seqs[i], dtype=torch.long)
+        attention[i, :n] = 1
+        response_mask[i, len(p) - 1:n - 1] = 1.0
+        if old is not None:
+            row = list(old_logprobs[i])  # type: ignore[index]
+            if len(row) != len(r):
+                raise ValueError(f"sequence {i}: {len(row)} old log-probs for {len(r)} response tokens")
+            old[i, len(p) - 1:n - 1] = torch.tensor(row, dtype=old.dtype)
+    out = {"input_ids": input_ids, "attention_mask": attention, "targets": input_ids[:, 1:], "response_mask": response_mask}
+    if old is not None:
+        out["old_logprobs"] = old
+    return out

@@ -15,11 +15,12 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Tuple
 
 from diadem_ray.rewards.align import MATCH_THRESHOLD, MAX_MERGE_WINDOW, Group, align
 from diadem_ray.rewards.normalize import CleanItem, clean_dialogue
+from diadem_ray.rewards.speakers import exact_judge
 
 #: A speaker judge: for each (hypothesis speaker, reference speaker) pair → same person?
 SpeakerJudge = Callable[[Sequence[Tuple[str, str]]], Sequence[bool]]
@@ -110,7 +111,6 @@ class Totals:
     ref_hits: int = 0
     dt_num: int = 0
     gt_num: int = 0
-    skipped: int = field(default=0)
 
     def __add__(self, other: "Totals") -> "Totals":
         if not isinstance(other, Totals):
@@ -124,8 +124,7 @@ class Totals:
 
     def _values(self) -> tuple:
         return (self.clips, self.asr_recall_sum, self.asr_precision_sum, self.ref_recall_sum,
-                self.ref_precision_sum, self.similarity_sum, self.ref_hits, self.dt_num, self.gt_num,
-                self.skipped)
+                self.ref_precision_sum, self.similarity_sum, self.ref_hits, self.dt_num, self.gt_num)
 
     def _mean(self, total: float) -> float:
         return total / self.clips if self.clips else 0.0
@@ -163,11 +162,7 @@ def score_clean(
     if not groups:
         return score
     pairs = score.speaker_pairs()
-    if judge is None:
-        from diadem_ray.rewards.speakers import exact_judge
-
-        judge = exact_judge
-    verdicts = list(judge(pairs))
+    verdicts = list((judge or exact_judge)(pairs))
     if len(verdicts) != len(pairs):
         raise ValueError(f"speaker judge returned {len(verdicts)} verdicts for {len(pairs)} groups")
     return ClipScore(score.clean_dt, score.clean_gt, groups, dt_num, gt_num, score.similarity_sum,

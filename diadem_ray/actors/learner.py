@@ -1,0 +1,356 @@
+"""Learner: one DeepSpeed data-parallel rank, owning the policy (and its frozen reference).
+
+A plain class; :mod:`diadem_ray.cluster.learner_group` makes it a Ray actor and creates the ranks
+in one placement group. ``deepspeed`` and ``peft`` are imported inside methods (STYLE.md §11).
+
+Gradient bookkeeping: DeepSpeed runs with ``managed_gradient_accumulation: false``, so
+``backward`` only accumulates locally and the single ``step()`` per optimizer step reduces and
+updates. Losses are normalised by the *step's* token (or sequence) count over all ranks and
+micro-batches (grpo.aggregate), and multiplied by the world size because DeepSpeed averages
+gradients over data-parallel ranks; the gradient is then independent of how the batch is split.
+
+Every collective has a timeout (``collective_timeout_s``): a dead peer fails the step instead of
+hanging it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import socket
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+
+from diadem_ray import grpo
+
+PEFT_PREFIX = "base_model.model."
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _skip_shm_build() -> None:
+    """DeepSpeed JIT-compiles a shared-memory comm op on CPU (30–40 s per venv) that gloo does not
+    need; skipping it gives identical results (FEASIBILITY.md §2)."""
+    import sys
+
+    import deepspeed.comm.torch  # noqa: F401  (module object taken from sys.modules on purpose)
+
+    sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
+
+
+def _lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        if schedule == "linear":
+            return 1.0 - progress
+        if schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        raise ValueError(f"lr_schedule must be constant, linear or cosine, got {schedule!r}")
+
+    return factor
+
+
+class Learner:
+    """One DeepSpeed rank. Construct, then :meth:`setup` on every rank with the same address."""
+
+    def __init__(self, *, rank: int, world_size: int, model_path: str, zero_stage: int = 2,
+                 comm_backend: str = "auto", bf16: bool = False, lr: float = 1e-5, lr_schedule: str = "constant",
+                 warmup_steps: int = 0, total_steps: int = 1000, weight_decay: float = 0.0,
+                 grad_clip_norm: float = 1.0, micro_batch_size: int = 4, collective_timeout_s: float = 120.0,
+                 lora: Optional[Mapping[str, Any]] = None, optimizer: str = "adamw", need_reference: bool = True,
+                 seed: int = 0):
+        self.rank, self.world_size = rank, world_size
+        self.model_path = model_path
+        self.zero_stage = zero_stage
+        self.comm_backend = comm_backend
+        self.bf16 = bf16
+        self.lr, self.lr_schedule, self.warmup_steps, self.total_steps = lr, lr_schedule, warmup_steps, total_steps
+        self.weight_decay, self.grad_clip_norm = weight_decay, grad_clip_norm
+        self.micro_batch_size = micro_batch_size
+        self.collective_timeout_s = collective_timeout_s
+        self.lora = dict(lora) if lora and lora.get("enabled") else None
+        self.optimizer_name = optimizer
+        self.need_reference = need_reference
+        self.seed = seed
+        self.engine: Any = None
+        self.reference: Any = None
+        self.step_count = 0
+
+    # ---- setup -----------------------------------------------------------------------------
+
+    def node_address(self, single_node: bool) -> Tuple[str, int]:
+        """(address, free port) for rank 0 to host the process group: loopback when every rank
+        is on this node (nothing leaves the machine), else this host's resolvable address."""
+        host = "127.0.0.1" if single_node else socket.gethostbyname(socket.gethostname())
+        return host, free_port()
+
+    def setup(self, master_addr: str, master_port: int) -> Dict[str, Any]:
+        """Join the process group, load the model, build the DeepSpeed engine."""
+        cuda = torch.cuda.is_available()
+        backend = ("nccl" if cuda else "gloo") if self.comm_backend == "auto" else self.comm_backend
+        os.environ.update({"MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port), "RANK": str(self.rank),
+                           "WORLD_SIZE": str(self.world_size), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"})
+        if not cuda:
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        torch.manual_seed(self.seed)
+        random.seed(self.seed)
+        import deepspeed
+
+        if backend == "gloo":
+            _skip_shm_build()
+        deepspeed.init_distributed(dist_backend=backend, timeout=timedelta(seconds=self.collective_timeout_s))
+        self.device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+        model = self._load_model()
+        params = [p for p in model.parameters() if p.requires_grad]
+        if self.optimizer_name == "adamw":
+            opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        elif self.optimizer_name == "sgd":  # tests: the update equals -lr * gradient
+            opt = torch.optim.SGD(params, lr=self.lr)
+        else:
+            raise ValueError(f"optimizer must be adamw or sgd, got {self.optimizer_name!r}")
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(self.lr_schedule, self.warmup_steps, self.total_steps))
+        ds_config = {
+            "train_micro_batch_size_per_gpu": self.micro_batch_size,
+            "gradient_accumulation_steps": 1,
+            "managed_gradient_accumulation": False,
+            "gradient_clipping": self.grad_clip_norm,
+            "zero_optimization": {"stage": self.zero_stage},
+            "zero_allow_untested_optimizer": True,  # SGD (tests) is a plain torch optimizer too
+            "bf16": {"enabled": bool(self.bf16)},
+            "steps_per_print": 10**9,
+            "wall_clock_breakdown": False,
+        }
+        self.engine, _, _, self.scheduler = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=ds_config)
+        if self.need_reference and self.lora is None:
+            self.reference = self._load_model(trainable=False)
+        n_params = sum(p.numel() for p in model.parameters())
+        n_train = sum(p.numel() for p in params)
+        return {"rank": self.rank, "backend": backend, "params": n_params, "trainable_params": n_train}
+
+    def _load_model(self, trainable: bool = True):
+        from transformers import AutoModelForCausalLM
+
+        dtype = torch.bfloat16 if self.bf16 else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype, local_files_only=True)
+        if not trainable:
+            model.requires_grad_(False)
+            return model.eval().to(self.device)
+        if self.lora is not None:
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(model, LoraConfig(r=int(self.lora.get("rank", 16)), lora_alpha=float(self.lora.get("alpha", 32)),
+                                                     lora_dropout=float(self.lora.get("dropout", 0.0)),
+                                                     target_modules=list(self.lora.get("target_modules", ["q_proj", "v_proj"]))))
+        return model.to(self.device)
+
+    # ---- forward helpers ---------------------------------------------------------------------
+
+    def _micro_batches(self, n: int) -> List[slice]:
+        return [slice(i, min(i + self.micro_batch_size, n)) for i in range(0, n, self.micro_batch_size)]
+
+    def _forward(self, model, packed: Dict[str, torch.Tensor], need_entropy: bool = False):
+        ids = packed["input_ids"].to(self.device)
+        out = model(input_ids=ids, attention_mask=packed["attention_mask"].to(self.device), use_cache=False)
+        logits = out.logits[:, :-1]
+        lp = grpo.token_logprobs(logits, packed["targets"].to(self.device))
+        ent = grpo.entropy_from_logits(logits) if need_entropy else None
+        return lp, ent
+
+    def _reference_logprobs(self, packed: Dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad():
+            if self.lora is not None:  # the reference is the adapter-disabled policy
+                with self.engine.module.disable_adapter():
+                    return self._forward(self.engine.module, packed)[0]
+            if self.reference is None:
+                raise RuntimeError("learner built with need_reference=False cannot compute a KL term")
+            return self._forward(self.reference, packed)[0]
+
+    def compute_logprobs(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]]) -> List[List[float]]:
+        """Per-token log-probs of each response under the current policy (no gradient)."""
+        out: List[List[float]] = []
+        self.engine.eval()
+        with torch.no_grad():
+            for mb in self._micro_batches(len(prompt_ids)):
+                packed = grpo.pack_sequences(prompt_ids[mb], response_ids[mb])
+                lp, _ = self._forward(self.engine, packed)
+                for row, mask in zip(lp.float().cpu(), packed["response_mask"]):
+                    out.append(row[mask.bool()].tolist())
+        return out
+
+    # ---- steps -------------------------------------------------------------------------------
+
+    def grpo_step(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
+                  advantages: Sequence[float], *, num_tokens: float, num_sequences: float,
+                  rollout_logprobs: Optional[Sequence[Sequence[float]]] = None, clip_eps_low: float = 0.2,
+                  clip_eps_high: float = 0.28, dual_clip_c: Optional[float] = None, kl_coef: float = 0.0,
+                  kl_estimator: str = "k3", entropy_coef: float = 0.0, loss_aggregation: str = "token_mean",
+                  max_response_len: Optional[int] = None) -> Dict[str, float]:
+        """One optimizer step on this rank's shard. ``num_tokens`` / ``num_sequences``: the whole
+        step's response-token and sequence counts over all ranks."""
+        start = time.perf_counter()
+        # Old log-probs are recomputed with the weights that generated the batch (before the update).
+        old = self.compute_logprobs(prompt_ids, response_ids)
+        mismatch = None
+        if rollout_logprobs is not None:
+            diffs = [abs(a - b) for o, r in zip(old, rollout_logprobs) for a, b in zip(o, r)]
+            mismatch = sum(diffs) / max(1, len(diffs))
+        self.engine.train()
+        sums: Dict[str, float] = {}
+        tokens = 0
+        for mb in self._micro_batches(len(prompt_ids)):
+            packed = grpo.pack_sequences(prompt_ids[mb], response_ids[mb], old_logprobs=old[mb])
+            lp, ent = self._forward(self.engine, packed, need_entropy=entropy_coef != 0.0)
+            mask = packed["response_mask"].to(self.device)
+            ref = self._reference_logprobs(packed) if kl_coef != 0.0 else None
+            adv = torch.tensor(list(advantages[mb]), dtype=lp.dtype, device=self.device)
+            loss, metrics = grpo.grpo_loss(
+                lp, packed["old_logprobs"].to(self.device, lp.dtype), adv, mask, ref_logprobs=ref, entropy=ent,
+                clip_eps_low=clip_eps_low, clip_eps_high=clip_eps_high, dual_clip_c=dual_clip_c, kl_coef=kl_coef,
+                kl_estimator=kl_estimator, entropy_coef=entropy_coef, loss_aggregation=loss_aggregation,
+                num_tokens=num_tokens, num_sequences=num_sequences, max_response_len=max_response_len)
+            self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
+            n = float(mask.sum())
+            tokens += int(n)
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+            for k in ("clip_frac", "ratio_mean"):
+                sums[k] = sums.get(k, 0.0) + metrics[k] * n
+            for k in ("kl", "entropy"):
+                if k in metrics:
+                    sums[k] = sums.get(k, 0.0) + metrics[k]
+        self.engine.step()
+        self.step_count += 1
+        elapsed = time.perf_counter() - start
+        out = {"learner/loss_part": sums.pop("loss"), "learner/grad_norm": self._grad_norm(),
+               "learner/lr": float(self.scheduler.get_last_lr()[0]), "learner/tokens": float(tokens),
+               "learner/tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0, "learner/seconds": elapsed,
+               "learner/clip_frac": sums.pop("clip_frac") / max(1, tokens), "learner/ratio_mean": sums.pop("ratio_mean") / max(1, tokens)}
+        out.update({f"learner/{k}_part": v for k, v in sums.items()})
+        if mismatch is not None:
+            out["learner/rollout_logprob_abs_diff"] = mismatch
+        return out
+
+    def sft_step(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], *,
+                 num_tokens: float) -> Dict[str, float]:
+        """One optimizer step of cross-entropy on response (caption) tokens only."""
+        start = time.perf_counter()
+        self.engine.train()
+        total, tokens = 0.0, 0
+        for mb in self._micro_batches(len(prompt_ids)):
+            packed = grpo.pack_sequences(prompt_ids[mb], response_ids[mb])
+            ids = packed["input_ids"].to(self.device)
+            logits = self.engine(input_ids=ids, attention_mask=packed["attention_mask"].to(self.device), use_cache=False).logits[:, :-1]
+            mask = packed["response_mask"].to(self.device)
+            loss = grpo.sft_loss(logits, packed["targets"].to(self.device), mask, num_tokens=num_tokens)
+            self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
+            total += float(loss.detach())
+            tokens += int(mask.sum())
+        self.engine.step()
+        self.step_count += 1
+        elapsed = time.perf_counter() - start
+        return {"learner/sft_loss_part": total, "learner/grad_norm": self._grad_norm(), "learner/tokens": float(tokens),
+                "learner/lr": float(self.scheduler.get_last_lr()[0]), "learner/seconds": elapsed}
+
+    def _grad_norm(self) -> float:
+        norm = self.engine.get_global_grad_norm()
+        return float(norm) if norm is not None else float("nan")
+
+    # ---- weights -----------------------------------------------------------------------------
+
+    def export_weights(self, bucket_bytes: int = 256 << 20) -> List[List[Tuple[str, torch.Tensor]]]:
+        """Full weights as size-bounded buckets of (name, CPU tensor), names as the base model
+        (and a rollout engine) expects them; LoRA deltas merged. Every rank must call it (ZeRO-3
+        gathers are collectives); rank 0 returns the buckets, others ``[]``."""
+        import deepspeed
+
+        module = self.engine.module
+        merged = self.lora is not None
+        if merged:
+            module.merge_adapter()
+        try:
+            buckets: List[List[Tuple[str, torch.Tensor]]] = [[]]
+            size = 0
+            for name, param in module.named_parameters():
+                if "lora_" in name:
+                    continue
+                with deepspeed.zero.GatheredParameters([param], enabled=self.zero_stage == 3):
+                    if self.rank == 0:
+                        tensor = param.detach().to("cpu", copy=True)
+                        key = name[len(PEFT_PREFIX):] if name.startswith(PEFT_PREFIX) else name
+                        key = key.replace(".base_layer.", ".")
+                        if size and size + tensor.numel() * tensor.element_size() > bucket_bytes:
+                            buckets.append([])
+                            size = 0
+                        buckets[-1].append((key, tensor))
+                        size += tensor.numel() * tensor.element_size()
+        finally:
+            if merged:
+                module.unmerge_adapter()
+        if self.rank != 0:
+            return []
+        names = {k for b in buckets for k, _ in b}
+        config = getattr(getattr(module, "base_model", module), "config", None) or module.config
+        if getattr(config, "tie_word_embeddings", False) and "lm_head.weight" not in names:
+            # Engines that repack lm_head need it explicitly (FEASIBILITY.md: tied-embedding gotcha).
+            emb = next(t for b in buckets for k, t in b if k.endswith("embed_tokens.weight"))
+            buckets[-1].append(("lm_head.weight", emb.clone()))
+        return buckets
+
+    def parameter_snapshot(self, trainable_only: bool = True) -> Dict[str, torch.Tensor]:
+        """Full parameters by name, float64 on CPU (every rank calls; rank 0 returns; tests)."""
+        import deepspeed
+
+        out: Dict[str, torch.Tensor] = {}
+        for name, param in self.engine.module.named_parameters():
+            if trainable_only and not param.requires_grad:
+                continue
+            with deepspeed.zero.GatheredParameters([param], enabled=self.zero_stage == 3):
+                if self.rank == 0:
+                    out[name] = param.detach().to("cpu", torch.float64, copy=True)
+        return out
+
+    # ---- checkpoints -------------------------------------------------------------------------
+
+    def save_checkpoint(self, directory: str, tag: str, metadata: Mapping[str, Any]) -> str:
+        """DeepSpeed state + this rank's RNG; rank 0 writes ``meta.json`` into the tag folder.
+        The ``latest`` marker is written by the group after every rank has returned."""
+        root = Path(directory)
+        self.engine.save_checkpoint(str(root), tag=tag, client_state={"step_count": self.step_count}, save_latest=False)
+        tag_dir = root / tag
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
+               "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        torch.save(rng, tag_dir / f"rng_rank{self.rank}.pt")
+        if self.rank == 0:
+            tmp = tag_dir / "meta.json.tmp"
+            tmp.write_text(json.dumps(dict(metadata), indent=2, sort_keys=True))
+            os.replace(tmp, tag_dir / "meta.json")
+        return str(tag_dir)
+
+    def load_checkpoint(self, directory: str, tag: str) -> Dict[str, Any]:
+        root = Path(directory)
+        _, client = self.engine.load_checkpoint(str(root), tag=tag)
+        if client is None:
+            raise FileNotFoundError(f"no DeepSpeed checkpoint {root / tag}")
+        self.step_count = int(client.get("step_count", 0))
+        rng = torch.load(root / tag / f"rng_rank{self.rank}.pt", weights_only=False)
+        torch.set_rng_state(rng["torch"])
+        random.setstate(rng["python"])
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        return json.loads((root / tag / "meta.json").read_text())
+
+    def ping(self) -> int:
+        return self.rank

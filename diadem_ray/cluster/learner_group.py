@@ -1,0 +1,157 @@
+"""LearnerGroup: ``num_ranks`` Learner actors in one placement group, driven as one.
+
+Sequences of a step are split evenly over ranks (ZeRO-3 needs every rank to run the same number
+of forward passes). A rank that dies surfaces as :class:`LearnerDied` naming the rank and the
+step; the other ranks fail their collectives after ``collective_timeout_s`` instead of hanging,
+and the group is torn down so the run can resume from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from diadem_ray.actors.learner import Learner
+
+
+class LearnerDied(RuntimeError):
+    """A learner rank died; ``rank`` and ``step`` say which and when."""
+
+    def __init__(self, rank: int, step: int, cause: BaseException):
+        self.rank, self.step = rank, step
+        super().__init__(f"learner rank {rank} died at step {step} ({type(cause).__name__}: {str(cause)[:300]}); "
+                         "resume from the last checkpoint")
+
+
+class LearnerGroup:
+    def __init__(self, *, num_ranks: int, num_cpus_per_rank: float = 1.0, num_gpus_per_rank: float = 0.0,
+                 setup_timeout_s: float = 600.0, **learner_kwargs: Any):
+        self.num_ranks = num_ranks
+        bundle = {"CPU": num_cpus_per_rank, **({"GPU": num_gpus_per_rank} if num_gpus_per_rank else {})}
+        self.pg = placement_group([dict(bundle) for _ in range(num_ranks)], strategy="PACK")
+        ray.get(self.pg.ready(), timeout=setup_timeout_s)
+        env = {"DS_ACCELERATOR": "cpu"} if not num_gpus_per_rank else {}
+        env.update({k: os.environ[k] for k in ("TORCH_EXTENSIONS_DIR", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if k in os.environ})
+        remote = ray.remote(Learner)
+        self.actors = [
+            remote.options(num_cpus=num_cpus_per_rank, num_gpus=num_gpus_per_rank, max_restarts=0,
+                           runtime_env={"env_vars": env},
+                           scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=r)
+                           ).remote(rank=r, world_size=num_ranks, **learner_kwargs)
+            for r in range(num_ranks)
+        ]
+        single_node = len({n["NodeID"] for n in ray.nodes() if n["Alive"]}) == 1
+        addr, port = ray.get(self.actors[0].node_address.remote(single_node))
+        self.info = self._all("setup", addr, port, step=-1, timeout=setup_timeout_s)
+        self.step = 0
+
+    def _all(self, method: str, *args: Any, step: Optional[int] = None, timeout: Optional[float] = None, **kwargs: Any) -> List[Any]:
+        refs = [getattr(a, method).remote(*args, **kwargs) for a in self.actors]
+        return self._get(refs, self.step if step is None else step, timeout)
+
+    def _get(self, refs: Sequence[Any], step: int, timeout: Optional[float] = None) -> List[Any]:
+        out: List[Any] = [None] * len(refs)
+        pending = {ref: r for r, ref in enumerate(refs)}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=timeout)
+            if not done:
+                raise TimeoutError(f"learner group: no rank answered within {timeout} s at step {step}")
+            ref = done[0]
+            rank = pending.pop(ref)
+            try:
+                out[rank] = ray.get(ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
+                self.shutdown()
+                raise LearnerDied(rank, step, exc) from exc
+        return out
+
+    def _shards(self, n: int) -> List[slice]:
+        if n % self.num_ranks:
+            raise ValueError(f"{n} sequences do not split evenly over {self.num_ranks} learner ranks")
+        k = n // self.num_ranks
+        return [slice(r * k, (r + 1) * k) for r in range(self.num_ranks)]
+
+    def grpo_step(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
+                  advantages: Sequence[float], *, rollout_logprobs: Optional[Sequence[Sequence[float]]] = None,
+                  **loss_kwargs: Any) -> Dict[str, float]:
+        """One optimizer step over the whole batch; returns rank-summed loss parts and rank-0 metrics."""
+        num_tokens = float(sum(len(r) for r in response_ids))
+        refs = [a.grpo_step.remote(list(prompt_ids[s]), list(response_ids[s]), list(advantages[s]),
+                                   num_tokens=num_tokens, num_sequences=float(len(prompt_ids)),
+                                   rollout_logprobs=None if rollout_logprobs is None else list(rollout_logprobs[s]),
+                                   **loss_kwargs)
+                for a, s in zip(self.actors, self._shards(len(prompt_ids)))]
+        metrics = self._get(refs, self.step)
+        self.step += 1
+        return _merge(metrics)
+
+    def sft_step(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]]) -> Dict[str, float]:
+        num_tokens = float(sum(len(r) for r in response_ids))
+        refs = [a.sft_step.remote(list(prompt_ids[s]), list(response_ids[s]), num_tokens=num_tokens)
+                for a, s in zip(self.actors, self._shards(len(prompt_ids)))]
+        metrics = self._get(refs, self.step)
+        self.step += 1
+        return _merge(metrics)
+
+    def compute_logprobs(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]]) -> List[List[float]]:
+        refs = [a.compute_logprobs.remote(list(prompt_ids[s]), list(response_ids[s]))
+                for a, s in zip(self.actors, self._shards(len(prompt_ids)))]
+        return [row for part in self._get(refs, self.step) for row in part]
+
+    def export_weights(self, bucket_bytes: int = 256 << 20):
+        return self._all("export_weights", bucket_bytes)[0]
+
+    def parameter_snapshot(self, trainable_only: bool = True):
+        return self._all("parameter_snapshot", trainable_only)[0]
+
+    def save_checkpoint(self, directory: str, metadata: Mapping[str, Any]) -> str:
+        """Write ``step_<n>`` on every rank, then the ``latest`` marker (atomically, last)."""
+        tag = f"step_{self.step}"
+        self._all("save_checkpoint", directory, tag, dict(metadata, learner_step=self.step))
+        marker = Path(directory) / "latest"
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(tag)
+        os.replace(tmp, marker)
+        return str(Path(directory) / tag)
+
+    def load_checkpoint(self, directory: str) -> Dict[str, Any]:
+        marker = Path(directory) / "latest"
+        if not marker.is_file():
+            raise FileNotFoundError(f"{directory}: no 'latest' marker; nothing to resume from")
+        tag = marker.read_text().strip()
+        meta = self._all("load_checkpoint", directory, tag)[0]
+        self.step = int(meta.get("learner_step", 0))
+        return meta
+
+    def shutdown(self) -> None:
+        for a in getattr(self, "actors", []):
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:
+                pass
+        self.actors = []
+        if getattr(self, "pg", None) is not None:
+            try:
+                remove_placement_group(self.pg)
+            except Exception:
+                pass
+            self.pg = None
+
+
+def _merge(per_rank: List[Dict[str, float]]) -> Dict[str, float]:
+    """``*_part`` values are each rank's share of the step's loss: sum them (and drop the
+    suffix); everything else is reported from rank 0, and tokens/s are summed."""
+    out: Dict[str, float] = {}
+    for k, v in per_rank[0].items():
+        if k.endswith("_part"):
+            out[k[: -len("_part")]] = sum(m[k] for m in per_rank)
+        elif k in ("learner/tokens", "learner/tokens_per_s"):
+            out[k] = sum(m[k] for m in per_rank)
+        else:
+            out[k] = v
+    return out
