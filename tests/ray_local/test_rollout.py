@@ -1,0 +1,69 @@
+"""vLLM rollout replicas and weight sync from DeepSpeed learners (tiny model, CPU)."""
+
+import threading
+
+import pytest
+
+from diadem_ray.models.tiny_lm import build_tiny_lm
+
+PROMPTS = [{"prompt_id": f"p{i}", "prompt_token_ids": [5 + i, 17, 42, 99, 3 + 7 * i]} for i in range(4)]
+
+
+@pytest.fixture(scope="module")
+def stack(ray_local, tmp_path_factory):
+    from diadem_ray.cluster.learner_group import LearnerGroup
+    from diadem_ray.cluster.rollout_group import RolloutGroup
+
+    model = str(build_tiny_lm(tmp_path_factory.mktemp("tiny_lm_rollout"), seed=3))
+    learners = LearnerGroup(num_ranks=2, num_cpus_per_rank=0.5, model_path=model, zero_stage=3, lr=2e-2,
+                            micro_batch_size=4, need_reference=False, collective_timeout_s=60)
+    rollouts = RolloutGroup(num_replicas=1, num_cpus_per_replica=0.5, model_path=model, max_model_len=256, max_num_seqs=16)
+    yield learners, rollouts
+    rollouts.shutdown()
+    learners.shutdown()
+
+
+def _max_abs_diff(a, b):
+    return max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
+
+
+def test_rollouts_then_sync_match_learner_logprobs(stack):
+    from diadem_ray.cluster.weight_sync import WeightSync
+
+    learners, rollouts = stack
+    out, metrics = rollouts.generate(PROMPTS, samples_per_prompt=4, max_new_tokens=12, seed=1)
+    assert len(out) == 16 and [r.prompt_id for r in out[:4]] == ["p0"] * 4
+    assert all(r.policy_version == 0 and len(r.logprobs) == len(r.token_ids) for r in out)
+    assert metrics["rollout/tokens_per_s"] > 0
+    p = [list(r.prompt_token_ids) for r in out]
+    resp = [list(r.token_ids) for r in out]
+    # The sampling log-probs of the engine equal the learner's for the same weights.
+    assert _max_abs_diff(learners.compute_logprobs(p, resp), [list(r.logprobs) for r in out]) < 1e-4
+    adv = [1.0, -1.0, 0.5, -0.5] * 4
+    step = learners.grpo_step(p, resp, adv, rollout_logprobs=[list(r.logprobs) for r in out])
+    assert step["learner/rollout_logprob_abs_diff"] < 1e-4
+    sync = WeightSync(learners, rollouts, bucket_bytes=64 << 10, timeout_s=120).push()
+    assert sync["sync/policy_version"] == 1 and sync["sync/buckets"] > 1 and sync["sync/bytes"] > 0
+    after_learner = learners.compute_logprobs(p, resp)
+    after_engine = __import__("ray").get(rollouts.replicas[0].sequence_logprobs.remote(p, resp))
+    assert _max_abs_diff(after_learner, after_engine) < 1e-4
+    assert _max_abs_diff(after_learner, [list(r.logprobs) for r in out]) > 1e-3  # the weights did change
+    again, _ = rollouts.generate(PROMPTS[:1], samples_per_prompt=2, max_new_tokens=4)
+    assert {r.policy_version for r in again} == {1}
+
+
+def test_version_mismatch_and_sync_timeout_fail_loudly(stack):
+    import ray
+
+    from diadem_ray.actors.rollout import VersionMismatch
+    from diadem_ray.cluster.weight_sync import WeightSync, WeightSyncTimeout
+
+    learners, rollouts = stack
+    replica = rollouts.replicas[0]
+    held = ray.get(replica.get_version.remote())
+    with pytest.raises(VersionMismatch, match=f"rollout replica 0 holds policy_version {held}, the batch expects {held + 5}"):
+        ray.get(replica.generate.remote(PROMPTS[:1], samples_per_prompt=1, max_new_tokens=2, expected_version=held + 5))
+    with pytest.raises(VersionMismatch, match=f"refusing policy_version {held}"):
+        ray.get(replica.update_weights.remote(held))
+    with pytest.raises(WeightSyncTimeout, match=rf"replica\(s\) \[0\] did not load policy_version {held + 1} within 1e-06 s"):
+        WeightSync(learners, rollouts, timeout_s=1e-6).push()
