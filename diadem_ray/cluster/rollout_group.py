@@ -44,50 +44,66 @@ class RolloutGroup:
         chunks = [list(range(i, min(i + self.chunk_size, len(prompts)))) for i in range(0, len(prompts), self.chunk_size)]
         results: List[Optional[List[Rollout]]] = [None] * len(chunks)
         load = [0] * len(self.replicas)
-        pending: Dict[Any, Tuple[int, int, int, float]] = {}
+        healthy = [True] * len(self.replicas)
+        pending: Dict[Any, Tuple[int, int, int, float]] = {}  # generate ref -> (chunk, replica, attempt, t0)
+        restoring: Dict[Any, Tuple[int, str]] = {}  # restore ref -> (replica, phase)
         queue = [(c, 0) for c in range(len(chunks))]
         latencies: List[float] = []
         requeued = 0
         while queue or pending:
-            while queue:
+            while queue and any(healthy):
                 c, attempt = queue.pop(0)
-                w = min(range(len(self.replicas)), key=lambda i: load[i])
+                w = min((i for i in range(len(self.replicas)) if healthy[i]), key=lambda i: load[i])
                 ref = self.replicas[w].generate.remote(
                     [prompts[i] for i in chunks[c]], samples_per_prompt=samples_per_prompt, max_new_tokens=max_new_tokens,
                     temperature=temperature, top_p=top_p, seed=None if seed is None else seed + c,
                     expected_version=self.version)
                 pending[ref] = (c, w, attempt, time.perf_counter())
                 load[w] += 1
-            done, _ = ray.wait(list(pending), num_returns=1)
-            c, w, attempt, t0 = pending.pop(done[0])
+            if not pending and not restoring:
+                raise RuntimeError("rollout: every replica is dead and none could be restored")
+            done, _ = ray.wait(list(pending) + list(restoring), num_returns=1)
+            ref = done[0]
+            if ref in restoring:
+                self._advance_restore(ref, restoring, healthy)
+                continue
+            c, w, attempt, t0 = pending.pop(ref)
             load[w] -= 1
             try:
-                results[c] = ray.get(done[0])
+                results[c] = ray.get(ref)
                 latencies.append(time.perf_counter() - t0)
             except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
                 if attempt >= self.max_chunk_retries:
                     raise RuntimeError(f"rollout chunk {c} failed on {attempt + 1} replicas; last: {exc}") from exc
                 log.warning("rollout replica %d died; re-queueing %d prompts", w, len(chunks[c]))
                 requeued += len(chunks[c])
-                self._restore(w)
                 queue.append((c, attempt + 1))
+                if healthy[w]:
+                    # Ray restarts the actor (constructor only); set it up and reload weights, then reuse it.
+                    healthy[w] = False
+                    restoring[self.replicas[w].setup.options(max_task_retries=-1).remote()] = (w, "setup")
         rollouts = [r for chunk in results for r in (chunk or [])]
         elapsed = time.perf_counter() - start
         tokens = sum(len(r.token_ids) for r in rollouts)
         lat = sorted(latencies) or [0.0]
+        while restoring:  # finish restores so the next call sees every replica ready
+            self._advance_restore(ray.wait(list(restoring), num_returns=1)[0][0], restoring, healthy)
         return rollouts, {"rollout/seconds": elapsed, "rollout/tokens": float(tokens),
                           "rollout/tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
                           "rollout/latency_p50_s": lat[len(lat) // 2], "rollout/latency_p90_s": lat[int(0.9 * (len(lat) - 1))],
                           "rollout/requeued_prompts": float(requeued)}
 
-    def _restore(self, w: int) -> None:
-        """After Ray restarts replica ``w`` (constructor only), set it up and reload the weights."""
+    def _advance_restore(self, ref: Any, restoring: Dict[Any, Tuple[int, str]], healthy: List[bool]) -> None:
+        """A restarted replica: after ``setup`` reload the last pushed weights, then mark it healthy."""
+        w, phase = restoring.pop(ref)
         try:
-            ray.get(self.replicas[w].setup.remote(), timeout=600)
-            if self.last_buckets is not None:
-                ray.get(self.replicas[w].update_weights.remote(self.version, *self.last_buckets), timeout=600)
-        except Exception as exc:  # it stays out of rotation only by failing again; others carry on
-            log.warning("rollout replica %d could not be restored yet: %s", w, exc)
+            ray.get(ref)
+        except Exception as exc:
+            raise RuntimeError(f"rollout replica {w} could not be restored ({phase}): {exc}") from exc
+        if phase == "setup" and self.last_buckets is not None:
+            restoring[self.replicas[w].update_weights.remote(self.version, *self.last_buckets)] = (w, "weights")
+        else:
+            healthy[w] = True
 
     def shutdown(self) -> None:
         for r in self.replicas:

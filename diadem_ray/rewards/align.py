@@ -20,8 +20,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 from rapidfuzz.distance import Levenshtein
@@ -34,14 +33,15 @@ MAX_MERGE_WINDOW = 6
 _BOUND_MARGIN = 1e-9  # covers float rounding between a length bound and the computed similarity
 
 
-@dataclass(frozen=True)
-class Group:
+class Group(NamedTuple):
     """One matched group: consecutive hypothesis items against consecutive reference items.
 
     Attributes:
         dt_indices: indices into the cleaned hypothesis list (ascending, consecutive).
         gt_indices: indices into the cleaned reference list (ascending, consecutive).
         score: the group's similarity in (threshold, 1] (the DP increment, as the reference).
+
+    A NamedTuple (immutable, and several times cheaper to build than a frozen dataclass).
     """
 
     dt_indices: Tuple[int, ...]
@@ -58,6 +58,9 @@ def _merges(items: Sequence[CleanItem], window: int) -> List[List[str]]:
     out: List[List[str]] = []
     for i, (speaker, _) in enumerate(items):
         merged = [squeezed[i]]
+        if i == 0 or items[i - 1][0] != speaker:  # the common case: a run of one
+            out.append(merged)
+            continue
         for k in range(2, min(window, i + 1) + 1):
             idx = i - k + 1
             if items[idx][0] != speaker:

@@ -24,7 +24,6 @@ SPEAKER_MAX_CHARS = 100
 CONTENT_MAX_CHARS = 1000
 
 _TRAILING = frozenset("。.?？!！")
-_DROP_QUOTES = str.maketrans("", "", '"“”')
 _NON_WORD = re.compile(r"[^\w\s\u4e00-\u9fff]")
 _KANA = re.compile(r"[\u3040-\u30ff]")
 
@@ -46,12 +45,20 @@ def to_simplified(text: str) -> str:
     return _t2s().convert(text)
 
 
+@lru_cache(maxsize=1 << 16)  # references repeat for every sample of a group and every step
 def clean_line(line: str) -> Optional[CleanItem]:
     """Clean one ``"<speaker>: <utterance>"`` line exactly as DiaDemBench does.
 
     Returns ``(speaker, content)``, or ``None`` when the line has no ASCII colon (dropped).
     """
-    s = line.strip().translate(_DROP_QUOTES)
+    s = line.strip()
+    # Three guarded replace() calls are ~3x faster than str.translate on short lines.
+    if '"' in s:
+        s = s.replace('"', "")
+    if "“" in s:
+        s = s.replace("“", "")
+    if "”" in s:
+        s = s.replace("”", "")
     if s and s[-1] in _TRAILING:
         s = s[:-1]
     idx = s.find(":")

@@ -67,3 +67,24 @@ def test_version_mismatch_and_sync_timeout_fail_loudly(stack):
         ray.get(replica.update_weights.remote(held))
     with pytest.raises(WeightSyncTimeout, match=rf"replica\(s\) \[0\] did not load policy_version {held + 1} within 1e-06 s"):
         WeightSync(learners, rollouts, timeout_s=1e-6).push()
+
+
+def test_dead_replica_loses_and_duplicates_no_prompt(ray_local, tmp_path):
+    import ray
+
+    from diadem_ray.cluster.rollout_group import RolloutGroup
+
+    model = str(build_tiny_lm(tmp_path / "m", seed=4))
+    group = RolloutGroup(num_replicas=2, num_cpus_per_replica=0.25, model_path=model, max_model_len=256, max_num_seqs=16,
+                         chunk_size=2)
+    try:
+        prompts = [{"prompt_id": f"q{i}", "prompt_token_ids": [3 + i, 11, 12]} for i in range(24)]
+        killer = threading.Timer(0.5, lambda: ray.kill(group.replicas[1], no_restart=False))
+        killer.start()
+        out, metrics = group.generate(prompts, samples_per_prompt=2, max_new_tokens=48)
+        killer.join()
+        ids = [(r.prompt_id, r.sample_index) for r in out]
+        assert ids == [(f"q{i}", s) for i in range(24) for s in range(2)]
+        assert metrics["rollout/requeued_prompts"] >= 1
+    finally:
+        group.shutdown()
