@@ -44,6 +44,8 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/reward_throughput.py
+	$(PY) bench/rollout_throughput.py
+	$(PY) bench/weight_sync.py
 
 clean-venv:
 	rm -rf $(VENV)
