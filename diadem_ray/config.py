@@ -248,6 +248,8 @@ class RewardSpec:
     extractor: str = "structured"  # structured | prose | llm
     speaker_judge: str = "exact"  # exact | embedding | llm | mllm
     judge_threshold: float = 0.7  # cosine threshold of the embedding judge
+    judge_prompt: str = ""  # llm/mllm judge prompt with {pairs}; "" = the built-in prompt
+    extract_prompt: str = ""  # llm extractor prompt with {caption}; "" = the built-in prompt
     components: List[RewardComponentConfig] = field(default_factory=list)
 
 

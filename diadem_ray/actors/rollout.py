@@ -178,6 +178,28 @@ class RolloutWorker:
             result.append([float(e[t].logprob) for e, t in zip(entries, joined[len(p):])])
         return result
 
+    def generate_text(self, prompts: Sequence[str], *, max_new_tokens: int = 256) -> List[str]:
+        """Greedy chat completions of plain-text prompts (the ``llm`` judge and extractor)."""
+        if self.tokenizer is None:
+            raise RuntimeError(f"rollout replica {self.replica_id}: {self.model_path} has no tokenizer; text prompts need one")
+        if self.backend == "hf":
+            import torch
+
+            texts = []
+            for p in prompts:
+                ids = self.tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                                        return_tensors="pt", return_dict=False)
+                ids = ids.to(next(self.hf.parameters()).device)
+                with torch.no_grad():
+                    out = self.hf.generate(ids, do_sample=False, max_new_tokens=max_new_tokens)
+                texts.append(self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+            return texts
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+        outs = self.llm.chat([[{"role": "user", "content": p}] for p in prompts], params, use_tqdm=False)
+        return [o.outputs[0].text for o in outs]
+
     # ---- weights -----------------------------------------------------------------------------
 
     def update_weights(self, version: int, *buckets: Sequence[Tuple[str, Any]]) -> Dict[str, float]:

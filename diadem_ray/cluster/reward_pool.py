@@ -48,14 +48,17 @@ class RewardPool:
 
     def __init__(self, spec: Mapping[str, Any], *, num_workers: int = 1, num_cpus_per_worker: float = 0.5,
                  batch_size: int = 32, reward_timeout_s: float = 10.0, max_task_retries: int = 2,
-                 resources: Optional[Dict[str, float]] = None):
+                 resources: Optional[Dict[str, float]] = None, generate: Optional[Any] = None):
+        """``generate``: a picklable text generator (e.g. ``ActorTextGenerator``) for the ``llm``
+        judge or extractor; the reward spec decides whether it is used."""
         if num_workers < 1 or batch_size < 1:
             raise ValueError(f"RewardPool needs num_workers >= 1 and batch_size >= 1, got {num_workers}, {batch_size}")
         self.batch_size = batch_size
         self.max_task_retries = max_task_retries
         remote = ray.remote(RewardWorker).options(num_cpus=num_cpus_per_worker, max_restarts=-1, max_task_retries=0,
                                                   resources=resources or None)
-        self.workers = [remote.remote(dict(spec), reward_timeout_s=reward_timeout_s) for _ in range(num_workers)]
+        self.workers = [remote.remote(dict(spec), reward_timeout_s=reward_timeout_s, generate=generate)
+                        for _ in range(num_workers)]
         self.reward_hash: str = ray.get(self.workers[0].reward_hash.remote())
 
     def score(self, items: Sequence[Item], *, step: int) -> Tuple[List[ScoredRollout], PoolStats]:

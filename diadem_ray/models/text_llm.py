@@ -6,14 +6,20 @@ In training the same callables are backed by a vLLM actor group instead.
 
 from __future__ import annotations
 
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 
-def local_generate(model_dir: str, *, max_new_tokens: int = 512, max_model_len: int = 4096) -> Callable[[List[str]], List[str]]:
-    """Load ``model_dir`` into an in-process vLLM engine and return a greedy chat generator."""
+def local_generate(model_dir: str, *, max_new_tokens: int = 512, max_model_len: Optional[int] = None) -> Callable[[List[str]], List[str]]:
+    """Load ``model_dir`` into an in-process vLLM engine and return a greedy chat generator
+    (``max_model_len`` None: the model's own limit)."""
     import torch
     from vllm import LLM, SamplingParams
 
+    import os
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     llm = LLM(model=model_dir, dtype="bfloat16" if torch.cuda.is_available() else "float32",
               enforce_eager=not torch.cuda.is_available(), max_model_len=max_model_len)
     params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)

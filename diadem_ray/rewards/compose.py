@@ -82,6 +82,10 @@ def check_spec(spec: Any) -> List[str]:
         problems.append(f"{where}.extractor: {spec.extractor!r} is not one of {', '.join(EXTRACTORS)}")
     if spec.speaker_judge not in JUDGES:
         problems.append(f"{where}.speaker_judge: {spec.speaker_judge!r} is not one of {', '.join(JUDGES)}")
+    if spec.judge_prompt and "{pairs}" not in spec.judge_prompt:
+        problems.append(f"{where}.judge_prompt: must contain '{{pairs}}' where the speaker pairs go")
+    if spec.extract_prompt and "{caption}" not in spec.extract_prompt:
+        problems.append(f"{where}.extract_prompt: must contain '{{caption}}' where the caption goes")
     if not spec.components:
         problems.append(f"{where}.components: empty; name at least one of {', '.join(COMPONENTS)}")
     for i, comp in enumerate(spec.components):
@@ -107,11 +111,14 @@ def check_spec(spec: Any) -> List[str]:
 class Composition:
     """A checked reward spec, ready to score captions. Build with :meth:`from_spec`."""
 
-    def __init__(self, name: str, extractor: str, speaker_judge: str, judge_threshold: float, parts: Sequence[Part]):
+    def __init__(self, name: str, extractor: str, speaker_judge: str, judge_threshold: float, parts: Sequence[Part],
+                 judge_prompt: str = "", extract_prompt: str = ""):
         self.name = name
         self.extractor_name = extractor
         self.judge_name = speaker_judge
         self.judge_threshold = judge_threshold
+        self.judge_prompt = judge_prompt
+        self.extract_prompt = extract_prompt
         self.parts = tuple(parts)
         self._extract: Optional[Callable[[str], List[Turn]]] = None
         self._judge: Optional[Callable] = None
@@ -128,19 +135,25 @@ class Composition:
                  tuple(sorted((k, float(v)) for k, v in dict(c.params).items())))
             for c in spec.components
         ]
-        return cls(spec.name, spec.extractor, spec.speaker_judge, float(spec.judge_threshold), parts)
+        return cls(spec.name, spec.extractor, spec.speaker_judge, float(spec.judge_threshold), parts,
+                   judge_prompt=str(spec.judge_prompt), extract_prompt=str(spec.extract_prompt))
 
     def canonical(self) -> Dict[str, Any]:
         """What defines the reward (the name is a label and is left out)."""
         judge: Dict[str, Any] = {"name": self.judge_name}
         if self.judge_name == "embedding":
             judge["threshold"] = self.judge_threshold
+        if self.judge_name in ("llm", "mllm"):
+            judge["prompt"] = self.judge_prompt
+        extractor: Dict[str, Any] = {"name": self.extractor_name}
+        if self.extractor_name == "llm":
+            extractor["prompt"] = self.extract_prompt
         parts = sorted(
             ({"name": p.name, "weight": p.weight, "enable_step": p.enable_step, "disable_step": p.disable_step,
               "params": dict(p.params)} for p in self.parts),
             key=lambda d: json.dumps(d, sort_keys=True),
         )
-        return {"extractor": self.extractor_name, "speaker_judge": judge, "components": parts}
+        return {"extractor": extractor, "speaker_judge": judge, "components": parts}
 
     def hash(self) -> str:
         """12 hex digits of SHA-256 over the canonical JSON."""
@@ -149,8 +162,8 @@ class Composition:
 
     def bind(self, *, generate: Optional[Callable] = None) -> "Composition":
         """Attach the extractor and judge (``generate`` serves the ``llm`` ones)."""
-        self._extract = make_extractor(self.extractor_name, generate=generate)
-        self._judge = make_judge(self.judge_name, threshold=self.judge_threshold, generate=generate)
+        self._extract = make_extractor(self.extractor_name, generate=generate, prompt=self.extract_prompt)
+        self._judge = make_judge(self.judge_name, threshold=self.judge_threshold, generate=generate, prompt=self.judge_prompt)
         return self
 
     def extract(self, caption: str) -> List[Turn]:

@@ -292,8 +292,9 @@ def extract_llm(caption: str, generate: Callable[[List[str]], List[str]], *, pro
     return extract_structured(answers[0])
 
 
-def make_extractor(name: str, *, generate: Optional[Callable] = None) -> Callable[[str], List[Turn]]:
-    """``structured`` | ``prose`` | ``llm`` (needs ``generate``) → ``caption -> turns``."""
+def make_extractor(name: str, *, generate: Optional[Callable] = None, prompt: str = "") -> Callable[[str], List[Turn]]:
+    """``structured`` | ``prose`` | ``llm`` (needs ``generate``; ``prompt`` with ``{caption}``
+    replaces the built-in one) → ``caption -> turns``."""
     if name == "structured":
         return extract_structured
     if name == "prose":
@@ -301,7 +302,10 @@ def make_extractor(name: str, *, generate: Optional[Callable] = None) -> Callabl
     if name == "llm":
         if generate is None:
             raise ValueError("extractor 'llm' needs a generate callable (a served LLM); none was given")
-        return lambda caption: extract_llm(caption, generate)
+        if prompt and "{caption}" not in prompt:
+            raise ValueError("the llm extractor prompt must contain '{caption}'")
+        template = prompt or LLM_EXTRACT_PROMPT
+        return lambda caption: extract_llm(caption, generate, prompt=template)
     raise ValueError(f"unknown extractor '{name}'; choose structured, prose or llm")
 
 

@@ -148,8 +148,10 @@ class MLLMJudge(LLMJudge):
         return LLMJudge(lambda prompts: self._generate_with_video(prompts, video_uri), prompt=self.prompt)
 
 
-def make_judge(name: str, *, threshold: float = 0.7, generate: Optional[Callable] = None) -> Callable[[Sequence[Pair]], List[bool]]:
-    """Build a judge by name: ``exact`` | ``embedding`` | ``llm`` | ``mllm`` (the last two need ``generate``)."""
+def make_judge(name: str, *, threshold: float = 0.7, generate: Optional[Callable] = None,
+               prompt: str = "") -> Callable[[Sequence[Pair]], List[bool]]:
+    """Build a judge by name: ``exact`` | ``embedding`` | ``llm`` | ``mllm`` (the last two need
+    ``generate``; ``prompt`` replaces the built-in pair prompt when given)."""
     if name == "exact":
         return exact_judge
     if name == "embedding":
@@ -157,5 +159,6 @@ def make_judge(name: str, *, threshold: float = 0.7, generate: Optional[Callable
     if name in ("llm", "mllm"):
         if generate is None:
             raise ValueError(f"speaker judge '{name}' needs a generate callable (a served LLM); none was given")
-        return LLMJudge(generate) if name == "llm" else MLLMJudge(generate)
+        prompt = prompt or DEFAULT_PAIR_PROMPT
+        return LLMJudge(generate, prompt=prompt) if name == "llm" else MLLMJudge(generate, prompt=prompt)
     raise ValueError(f"unknown speaker judge '{name}'; choose exact, embedding, llm or mllm")

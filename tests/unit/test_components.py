@@ -103,3 +103,27 @@ def test_embedding_judge_offline():
                                ("a tall man in a black suit", "a little girl with a red balloon")])
     assert sims[0] > 0.6 > sims[1]
     assert judge([("a tall man in a black suit", "the man wearing a black suit")]) == [True]
+
+
+def test_llm_prompts_are_checked_and_hashed():
+    from diadem_ray.rewards.compose import check_spec
+
+    bad = _spec([{"name": "ref_f1"}], speaker_judge="llm", judge_prompt="no placeholder", extractor="llm",
+                extract_prompt="nothing")
+    problems = check_spec(bad)
+    assert any("judge_prompt" in p and "{pairs}" in p for p in problems)
+    assert any("extract_prompt" in p and "{caption}" in p for p in problems)
+    a = _spec([{"name": "ref_f1"}], speaker_judge="llm", judge_prompt="A {pairs}")
+    b = _spec([{"name": "ref_f1"}], speaker_judge="llm", judge_prompt="B {pairs}")
+    c = _spec([{"name": "ref_f1"}], speaker_judge="exact", judge_prompt="B {pairs}")  # unused prompt: same reward
+    d = _spec([{"name": "ref_f1"}], speaker_judge="exact")
+    ha, hb, hc, hd = (Composition.from_spec(x).hash() for x in (a, b, c, d))
+    assert ha != hb and hc == hd
+
+
+def test_custom_judge_prompt_reaches_the_model():
+    seen = []
+    spec = _spec([{"name": "ref_f1"}], speaker_judge="llm", judge_prompt="Pairs:\n{pairs}\nYes/No?")
+    comp = Composition.from_spec(spec).bind(generate=lambda ps: (seen.extend(ps), ["Yes"])[1])
+    out = comp.score('the tall guy: "hello there"', (Turn("the man", "hello there"),), step=0)
+    assert out.reward == 1.0 and seen == ['Pairs:\n"the tall guy" | "the man"\nYes/No?']
