@@ -31,7 +31,6 @@ PENDING: Dict[str, str] = {
     "synth": "#6 (the data plane)",
     "profile": "#6 (the data plane)",
     "compare": "#8 (the training driver)",
-    "serve": "#9 (Ray Serve endpoints)",
 }
 
 
@@ -112,6 +111,43 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 1 if res.input_problems else 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from diadem_ray.config import ConfigError, load_config
+
+    if args.checkpoint:
+        from diadem_ray.serve import CAPTION_PENDING
+
+        print(f"diadem-ray serve: {CAPTION_PENDING}; run without --checkpoint to serve POST /score.", file=sys.stderr)
+        return NOT_READY_EXIT
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    import time
+
+    import ray
+
+    from diadem_ray.serve import deploy
+
+    host = args.host or cfg.serve.host
+    port = args.port or cfg.serve.port
+    ray.init(address=args.ray_address or "local", include_dashboard=False, log_to_driver=False)
+    try:
+        deploy(host=host, port=port, max_caption_chars=cfg.serve.max_caption_chars,
+               max_dialogue_lines=cfg.serve.max_dialogue_lines)
+        print(f"serving on http://{host}:{port}  (POST /score, GET /healthz, docs at /docs); Ctrl-C stops", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diadem-ray",
@@ -123,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    for name in ("demo", "train", "synth", "profile", "compare", "serve"):
+    for name in ("demo", "train", "synth", "profile", "compare"):
         p = sub.add_parser(name, help=COMMANDS[name], description=COMMANDS[name] + f" (pending: issue {PENDING[name]})")
         p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         p.set_defaults(func=_pending(name))
@@ -141,6 +177,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-caption-chars", type=int, default=200_000, help="longer captions are skipped with a reason")
     p.add_argument("--max-lines", type=int, default=2_000, help="dialogues with more lines are skipped with a reason")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("serve", help=COMMANDS["serve"], description=COMMANDS["serve"] + ". POST /score, GET /healthz, "
+                       "OpenAPI at /docs; POST /caption needs --checkpoint and the policy models (issue #7), not served yet.")
+    p.add_argument("--config", default=None, help="YAML whose serve.* section sets host, port and input limits")
+    p.add_argument("--checkpoint", default=None, help="trained captioner checkpoint for POST /caption (not available yet)")
+    p.add_argument("--host", default=None, help="bind address (default: serve.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="HTTP port (default: serve.port, 8000)")
+    p.add_argument("--ray-address", default=None, help="Ray cluster to join (default: a private local one)")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("config", help=COMMANDS["config"], description=COMMANDS["config"])
     p.add_argument("action", choices=("show", "check"), help="show: print the resolved YAML; check: report every problem")

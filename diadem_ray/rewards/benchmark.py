@@ -172,6 +172,11 @@ def _row(vid: str, score: Optional[ClipScore], error: Optional[str]) -> Dict[str
     }
 
 
+def row_of(score: ClipScore) -> Dict[str, Any]:
+    """The per-sample fields of one scored clip (the eval --per-sample line, less the id)."""
+    return _row("", score, None)
+
+
 def score_prediction(pred: Dict[str, Any], ann: Dict[str, Any], *, extract: Callable[[str], list],
                      judge: Optional[SpeakerJudge], max_caption_chars: int, max_lines: int) -> ClipScore:
     """Score one prediction against its annotation; raises ``ValueError`` with the reason."""

@@ -1,0 +1,82 @@
+"""Load test of POST /score: N concurrent clients for T seconds against a local Ray Serve app on
+127.0.0.1; reports requests, errors, throughput and p50/p99 latency. Bounded in time and count.
+
+    .venv/bin/python bench/serve_load.py [--clients 32] [--seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import random
+import socket
+import statistics
+import threading
+import time
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--max-requests", type=int, default=200_000)
+    args = ap.parse_args()
+    import ray
+    from ray import serve
+
+    from diadem_ray.serve import deploy
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    deploy(host="127.0.0.1", port=port, num_cpus=0.5)
+    rng = random.Random(0)
+    words = "where were you last night at the office I waited for hours sorry the train was late".split()
+    bodies = []
+    for _ in range(64):
+        ref = [f"{'AB'[k % 2]}: " + " ".join(rng.choice(words) for _ in range(8)) for k in range(10)]
+        cap = "\n".join(f'{line.split(": ")[0]}: "{line.split(": ")[1]}"' for line in ref if rng.random() < 0.9)
+        bodies.append(json.dumps({"caption": cap, "reference": ref}).encode())
+    latencies, errors, lock = [], [], threading.Lock()
+    deadline = time.perf_counter() + args.seconds
+
+    def client(i: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        n = 0
+        while time.perf_counter() < deadline and len(latencies) < args.max_requests:
+            body = bodies[(i + n) % len(bodies)]
+            n += 1
+            t = time.perf_counter()
+            try:
+                conn.request("POST", "/score", body, {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                resp.read()
+                ok = resp.status == 200
+            except Exception as exc:  # counted, and the connection is rebuilt
+                ok = False
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                resp = exc
+            with lock:
+                (latencies if ok else errors).append(time.perf_counter() - t if ok else str(getattr(resp, "status", resp)))
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    serve.shutdown()
+    ray.shutdown()
+    lat = sorted(latencies)
+    p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")
+    print(f"| clients | seconds | requests | errors | requests/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|")
+    print(f"| {args.clients} | {elapsed:.1f} | {len(lat)} | {len(errors)} | {len(lat) / elapsed:.1f} | {p(0.5):.1f} | {p(0.99):.1f} |")
+    if errors:
+        print("errors:", sorted(set(errors))[:5])
+
+
+if __name__ == "__main__":
+    main()
