@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(PY) bench/reward_throughput.py
 	$(PY) bench/rollout_throughput.py
 	$(PY) bench/weight_sync.py
+	$(PY) bench/serve_load.py
 
 clean-venv:
 	rm -rf $(VENV)
