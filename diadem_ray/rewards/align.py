@@ -148,20 +148,40 @@ def _single_similarities(d1: List[str], g1: List[str], threshold: float) -> List
 
 
 def _merge_candidates(dp, i, j, drow, grow, best, best_step, threshold):
-    """Candidates with a merge on either side, after 1-against-1, in the reference's order:
-    (k ≥ 2, 1), then (1, l ≥ 2), then (k ≥ 2, l ≥ 2) k-major. ``drow``/``grow`` hold the merged
-    strings of the same-speaker runs ending at i and j."""
-    kmax, lmax = len(drow), len(grow)
-    order = [(k, 1) for k in range(2, kmax + 1)] + [(1, l) for l in range(2, lmax + 1)]
-    order += [(k, l) for k in range(2, kmax + 1) for l in range(2, lmax + 1)]
-    for k, l in order:
-        base = dp[i - k][j - l]
-        a, b = drow[k - 1], grow[l - 1]
-        if base + _bound(a, b) <= best:  # cannot beat the best: skipping it changes nothing
+    """Candidates with a merge on either side, in the reference's order, after 1-against-1."""
+    # k = 2 … run hypothesis items against reference item j.
+    b = grow[0]
+    for k in range(2, len(drow) + 1):
+        base = dp[i - k][j - 1]
+        a = drow[k - 1]
+        if base + _bound(a, b) <= best:
             continue
         sim = _sim(a, b, threshold)
         if sim > threshold and base + sim > best:
-            best, best_step = base + sim, (k, l)
+            best, best_step = base + sim, (k, 1)
+    # Hypothesis item i against l = 2 … run reference items.
+    a = drow[0]
+    dp_prev = dp[i - 1]
+    for l in range(2, len(grow) + 1):
+        base = dp_prev[j - l]
+        b = grow[l - 1]
+        if base + _bound(a, b) <= best:
+            continue
+        sim = _sim(a, b, threshold)
+        if sim > threshold and base + sim > best:
+            best, best_step = base + sim, (1, l)
+    # k > 1 hypothesis items against l > 1 reference items, k-major as the reference.
+    for k in range(2, len(drow) + 1):
+        a = drow[k - 1]
+        dp_k = dp[i - k]
+        for l in range(2, len(grow) + 1):
+            base = dp_k[j - l]
+            b = grow[l - 1]
+            if base + _bound(a, b) <= best:
+                continue
+            sim = _sim(a, b, threshold)
+            if sim > threshold and base + sim > best:
+                best, best_step = base + sim, (k, l)
     return best, best_step
 
 
