@@ -81,6 +81,8 @@ class LearnerGroup:
                   **loss_kwargs: Any) -> Dict[str, float]:
         """One optimizer step over the whole batch; returns rank-summed loss parts and rank-0 metrics."""
         num_tokens = float(sum(len(r) for r in response_ids))
+        # Dr. GRPO's constant must be the same on every rank and micro-batch: the step's longest response.
+        loss_kwargs.setdefault("max_response_len", max(len(r) for r in response_ids))
         refs = [a.grpo_step.remote(list(prompt_ids[s]), list(response_ids[s]), list(advantages[s]),
                                    num_tokens=num_tokens, num_sequences=float(len(prompt_ids)),
                                    rollout_logprobs=None if rollout_logprobs is None else list(rollout_logprobs[s]),

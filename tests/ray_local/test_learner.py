@@ -30,8 +30,8 @@ def group(model, **kw):
     return LearnerGroup(**args)
 
 
-@pytest.mark.parametrize("stage", [2, 3])
-def test_gradient_split_invariance(ray_local, tiny_model, stage):
+@pytest.mark.parametrize("stage,mode", [(2, "token_mean"), (3, "token_mean"), (2, "seq_mean_token_sum_norm")])
+def test_gradient_split_invariance(ray_local, tiny_model, stage, mode):
     """SGD(lr=1) makes the update equal the gradient: 1 rank x 1 micro-batch vs 2 ranks x 2."""
     p, r, a = batch()
     deltas = []
@@ -39,7 +39,7 @@ def test_gradient_split_invariance(ray_local, tiny_model, stage):
         g = group(tiny_model, num_ranks=ranks, micro_batch_size=micro, zero_stage=stage, optimizer="sgd", lr=1.0)
         try:
             before = g.parameter_snapshot()
-            g.grpo_step(p, r, a, kl_coef=0.0)
+            g.grpo_step(p, r, a, kl_coef=0.0, loss_aggregation=mode)
             after = g.parameter_snapshot()
         finally:
             g.shutdown()
