@@ -29,8 +29,6 @@ def build_app(*, max_caption_chars: int = 100_000, max_dialogue_lines: int = 500
     from diadem_ray.rewards.extract import make_extractor
     from diadem_ray.rewards.speakers import JudgeError, make_judge
 
-    Line = Field(max_length=max_line_chars)
-
     class ScoreRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
         caption: Optional[str] = Field(None, max_length=max_caption_chars,

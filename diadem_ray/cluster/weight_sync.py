@@ -45,7 +45,7 @@ class WeightSync:
                 missing = sorted(calls.values())
                 raise WeightSyncTimeout(f"weight sync: replica(s) {missing} did not load policy_version {version} "
                                         f"within {self.timeout_s} s")
-            i = calls.pop(done[0])
+            calls.pop(done[0])
             ray.get(done[0])  # re-raises a replica's refusal (VersionMismatch) with its message
         self.rollouts.version = version
         self.rollouts.last_buckets = refs

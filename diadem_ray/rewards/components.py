@@ -15,9 +15,9 @@ Example:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from diadem_ray.rewards.metrics import ClipScore, SpeakerJudge, score_dialogue
 from diadem_ray.types import Turn
@@ -43,7 +43,6 @@ class Context:
     ref: Sequence[Turn]
     response_tokens: int = 0
     judge: Optional[SpeakerJudge] = None
-    _cache: Dict[str, Any] = field(default_factory=dict, repr=False)
 
     @cached_property
     def clip_score(self) -> ClipScore:

@@ -1,8 +1,6 @@
 import random
 import threading
 
-import pytest
-
 from diadem_ray.actors.reward import RewardWorker
 from diadem_ray.types import Rollout, Turn
 

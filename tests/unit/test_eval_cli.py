@@ -2,8 +2,6 @@
 
 import json
 
-import pytest
-
 from diadem_ray.cli import main
 
 ANN = {"speaker_num": 2, "people_num_in_screen": 2, "is_single_shot": 1, "has_off_screen_speaker": 0,
