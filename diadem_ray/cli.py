@@ -26,11 +26,7 @@ COMMANDS: Dict[str, str] = {
 
 #: commands not implemented yet -> the issue that delivers them
 PENDING: Dict[str, str] = {
-    "demo": "#8 (the training driver)",
-    "train": "#8 (the training driver)",
-    "synth": "#6 (the data plane)",
-    "profile": "#6 (the data plane)",
-    "compare": "#8 (the training driver)",
+    "profile": "#6 (the data plane; today profiling runs as the `profile` stage of `train`)",
 }
 
 
@@ -69,6 +65,76 @@ def _cmd_config(args: argparse.Namespace) -> int:
         print(to_yaml(cfg), end="")
     else:
         print(f"{args.config}: OK")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import logging
+
+    from diadem_ray.config import ConfigError, load_config
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    from diadem_ray.driver import Driver
+
+    ckpt = Path(cfg.run.output_dir) / cfg.run.name / "checkpoints" / "latest"
+    if args.resume and not ckpt.is_file():
+        print(f"error: --resume: no checkpoint at {ckpt}; run without --resume to start", file=sys.stderr)
+        return 1
+    if not args.resume and ckpt.is_file():
+        print(f"error: {ckpt.parent} already holds a run's checkpoints; pass --resume to continue it, or choose "
+              f"another run.name / run.output_dir", file=sys.stderr)
+        return 1
+    Driver(cfg, config_dir=str(Path(args.config).parent), resume=args.resume).run()
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    here = Path(__file__).resolve().parent.parent / "configs" / "demo_cpu.yaml"
+    config = Path("configs/demo_cpu.yaml") if Path("configs/demo_cpu.yaml").is_file() else here
+    if not config.is_file():
+        print("error: configs/demo_cpu.yaml not found; run from the repository root", file=sys.stderr)
+        return 1
+    args.config = str(config)
+    return _cmd_train(args)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from diadem_ray.data.synth import SynthRates, describe, synthesize
+
+    if args.clips < 1:
+        print(f"error: --clips must be >= 1, got {args.clips}", file=sys.stderr)
+        return 1
+    rates = SynthRates(off_screen=args.off_screen_rate, overlap=args.overlap_rate, single_shot=args.single_shot_rate)
+    for name, v in (("--off-screen-rate", rates.off_screen), ("--overlap-rate", rates.overlap), ("--single-shot-rate", rates.single_shot)):
+        if not 0.0 <= v <= 1.0:
+            print(f"error: {name} must be in [0, 1], got {v}", file=sys.stderr)
+            return 1
+    clips = synthesize(args.out, args.clips, seed=args.seed, prefix=args.prefix, workers=args.workers, rates=rates)
+    print(describe(clips))
+    print(f"videos: {Path(args.out) / 'videos'}\nshards: {Path(args.out) / 'shards'}\n"
+          f"annotations (for diadem-ray eval): {Path(args.out) / 'annotations.jsonl'}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from diadem_ray.compare import collect, plot, table
+
+    try:
+        runs = collect(args.tracking_uri, args.experiment)
+    except LookupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not runs:
+        print(f"error: experiment {args.experiment!r} has no runs yet", file=sys.stderr)
+        return 1
+    print(table(runs))
+    png = plot(runs, args.png or f"runs/compare_{args.experiment}.png", f"{args.experiment}: runs by reward-config hash")
+    print(f"\ncurves: {png}")
     return 0
 
 
@@ -159,7 +225,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    for name in ("demo", "train", "synth", "profile", "compare"):
+    for name in ("train", "demo"):
+        p = sub.add_parser(name, help=COMMANDS[name], description=COMMANDS[name])
+        if name == "train":
+            p.add_argument("--config", required=True, help="a YAML under configs/ (its sibling base.yaml is applied first)")
+        p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint and MLflow run")
+        p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. stages.sft.steps=10")
+        p.set_defaults(func=_cmd_train if name == "train" else _cmd_demo)
+
+    p = sub.add_parser("synth", help=COMMANDS["synth"], description=COMMANDS["synth"])
+    p.add_argument("--out", required=True, help="output folder (videos/, shards/, annotations.jsonl)")
+    p.add_argument("--clips", type=int, required=True, help="number of clips")
+    p.add_argument("--seed", type=int, default=0, help="dataset seed: same seed, same clips")
+    p.add_argument("--prefix", default="syn", help="clip_id prefix")
+    p.add_argument("--workers", type=int, default=2, help="processes rendering in parallel")
+    p.add_argument("--off-screen-rate", type=float, default=0.25, help="share of clips with an off-screen speaker")
+    p.add_argument("--overlap-rate", type=float, default=0.06, help="chance that a turn overlaps the previous one")
+    p.add_argument("--single-shot-rate", type=float, default=0.5, help="share of clips without cuts")
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("compare", help=COMMANDS["compare"], description=COMMANDS["compare"])
+    p.add_argument("--experiment", required=True, help="MLflow experiment name (tracking.experiment of the runs)")
+    p.add_argument("--tracking-uri", default="sqlite:///runs/mlflow.db", help="MLflow tracking URI (default: the demo's)")
+    p.add_argument("--png", default=None, help="where to write the curves (default: runs/compare_<experiment>.png)")
+    p.set_defaults(func=_cmd_compare)
+
+    for name in ("profile",):
         p = sub.add_parser(name, help=COMMANDS[name], description=COMMANDS[name] + f" (pending: issue {PENDING[name]})")
         p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         p.set_defaults(func=_pending(name))

@@ -88,6 +88,8 @@ class RolloutConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     num_cpus_per_replica: float = 0.5
+    prompts_per_task: int = 16  # prompts sent to a replica in one call (its generation batch)
+    cpu_threads: int = 0  # CPU engines: OpenMP threads per replica (0 = Ray's default, one per whole CPU)
     num_gpus_per_replica: float = 0.0
     gpu_memory_utilization: float = 0.5
     cpu_kv_cache_gib: float = 1.0
@@ -102,6 +104,7 @@ class RewardWorkersConfig:
     batch_size: int = 32  # captions per scoring task
     reward_timeout_s: float = 10.0  # per caption
     max_task_retries: int = 2
+    custom_resources: Dict[str, float] = field(default_factory=dict)  # e.g. {reward_cpu: 1}: CPU nodes only (cluster/*.yaml)
 
 
 @dataclass

@@ -134,6 +134,7 @@ class Learner:
             "steps_per_print": 10**9,
             "wall_clock_breakdown": False,
         }
+        self._optimizer = opt
         self.engine, _, _, self.scheduler = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=ds_config)
         if self.need_reference and self.lora is None:
             self.reference = self._load_model(trainable=False)
@@ -263,6 +264,12 @@ class Learner:
         elapsed = time.perf_counter() - start
         return {"learner/sft_loss_part": total, "learner/grad_norm": self._grad_norm(), "learner/tokens": float(tokens),
                 "learner/lr": float(self.scheduler.get_last_lr()[0]), "learner/seconds": elapsed}
+
+    def set_lr(self, lr: float) -> None:
+        """A stage's learning rate: the schedule's base value from now on."""
+        self.scheduler.base_lrs = [lr for _ in self.scheduler.base_lrs]
+        for g, f in zip(self._optimizer.param_groups, self.scheduler.lr_lambdas):
+            g["lr"] = lr * f(self.scheduler.last_epoch)
 
     def _grad_norm(self) -> float:
         norm = self.engine.get_global_grad_norm()

@@ -206,6 +206,11 @@ class RolloutWorker:
         """Load full weights (buckets of (name, tensor)) in place and move to ``version``.
 
         Buckets are separate positional arguments so Ray resolves each object-store reference."""
+        return self.load_weight_buckets(version, buckets)
+
+    def load_weight_buckets(self, version: int, buckets: Sequence[Sequence[Tuple[str, Any]]]) -> Dict[str, float]:
+        """As :meth:`update_weights`, with all buckets in one argument: the learner's export
+        result is passed by reference straight from learner rank 0 to every replica."""
         if version <= self.policy_version:
             raise VersionMismatch(f"rollout replica {self.replica_id}: refusing policy_version {version}; "
                                   f"it already holds {self.policy_version} (versions only increase)")
@@ -220,7 +225,8 @@ class RolloutWorker:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": items, "is_checkpoint_format": True})
             self.llm.reset_prefix_cache()  # cached KV blocks belong to the old weights
         self.policy_version = version
-        return {"seconds": time.perf_counter() - start, "bytes": float(nbytes), "version": float(version)}
+        return {"seconds": time.perf_counter() - start, "bytes": float(nbytes), "version": float(version),
+                "buckets": float(len(buckets))}
 
     def get_version(self) -> int:
         return self.policy_version

@@ -105,20 +105,45 @@ class LearnerGroup:
                 for a, s in zip(self.actors, self._shards(len(prompt_ids)))]
         return [row for part in self._get(refs, self.step) for row in part]
 
+    def set_lr(self, lr: float) -> None:
+        self._all("set_lr", lr)
+
     def export_weights(self, bucket_bytes: int = 256 << 20):
         return self._all("export_weights", bucket_bytes)[0]
+
+    def export_weights_ref(self, bucket_bytes: int = 256 << 20, timeout: Optional[float] = None):
+        """Rank 0's exported buckets as an ObjectRef (never fetched into the driver); every rank
+        runs the export (ZeRO-3 gathers are collectives) and is awaited, failures named."""
+        refs = [a.export_weights.remote(bucket_bytes) for a in self.actors]
+        pending = {ref: r for r, ref in enumerate(refs)}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=timeout, fetch_local=False)
+            if not done:
+                raise TimeoutError(f"learner group: weight export not finished within {timeout} s at step {self.step}")
+            rank = pending.pop(done[0])
+            if rank != 0:
+                self._get([done[0]], self.step)
+        return refs[0]
 
     def parameter_snapshot(self, trainable_only: bool = True):
         return self._all("parameter_snapshot", trainable_only)[0]
 
-    def save_checkpoint(self, directory: str, metadata: Mapping[str, Any]) -> str:
-        """Write ``step_<n>`` on every rank, then the ``latest`` marker (atomically, last)."""
+    def save_checkpoint(self, directory: str, metadata: Mapping[str, Any], keep_last: int = 0) -> str:
+        """Write ``step_<n>`` on every rank, then the ``latest`` marker (atomically, last); then
+        remove all but the newest ``keep_last`` step folders (0 keeps everything)."""
         tag = f"step_{self.step}"
         self._all("save_checkpoint", directory, tag, dict(metadata, learner_step=self.step))
         marker = Path(directory) / "latest"
         tmp = marker.with_suffix(".tmp")
         tmp.write_text(tag)
         os.replace(tmp, marker)
+        if keep_last > 0:
+            import shutil
+
+            old = sorted((p for p in Path(directory).glob("step_*") if p.is_dir()), key=lambda p: int(p.name[5:]))
+            for p in old[:-keep_last]:
+                if p.name != tag:
+                    shutil.rmtree(p, ignore_errors=True)
         return str(Path(directory) / tag)
 
     def load_checkpoint(self, directory: str) -> Dict[str, Any]:

@@ -23,11 +23,15 @@ log = logging.getLogger(__name__)
 
 class RolloutGroup:
     def __init__(self, *, num_replicas: int = 1, num_cpus_per_replica: float = 0.5, num_gpus_per_replica: float = 0.0,
-                 chunk_size: int = 8, max_chunk_retries: int = 2, **worker_kwargs: Any):
+                 chunk_size: int = 8, max_chunk_retries: int = 2, cpu_threads: int = 0, **worker_kwargs: Any):
+        """``cpu_threads``: OpenMP threads of a CPU engine; rollouts and learner steps alternate,
+        so a replica may use more threads than its fractional CPU reservation."""
         env = {k: os.environ[k] for k in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_ENABLE_V1_MULTIPROCESSING", "HF_HUB_OFFLINE",
                                           "TRANSFORMERS_OFFLINE") if k in os.environ}
         if not num_gpus_per_replica:
             env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            if cpu_threads > 0:
+                env["OMP_NUM_THREADS"] = str(cpu_threads)
         remote = ray.remote(RolloutWorker).options(num_cpus=num_cpus_per_replica, num_gpus=num_gpus_per_replica,
                                                    max_restarts=-1, max_task_retries=0, runtime_env={"env_vars": env})
         self.replicas = [remote.remote(replica_id=i, **worker_kwargs) for i in range(num_replicas)]
@@ -35,7 +39,7 @@ class RolloutGroup:
         self.chunk_size = chunk_size
         self.max_chunk_retries = max_chunk_retries
         self.version = 0
-        self.last_buckets: Optional[List[Any]] = None  # object refs of the last pushed weights
+        self.last_buckets: Optional[Any] = None  # ObjectRef of the last pushed weights (a list of buckets)
 
     def generate(self, prompts: Sequence[Mapping[str, Any]], *, samples_per_prompt: int, max_new_tokens: int,
                  temperature: float = 1.0, top_p: float = 1.0, seed: Optional[int] = None) -> Tuple[List[Rollout], Dict[str, float]]:
@@ -101,7 +105,7 @@ class RolloutGroup:
         except Exception as exc:
             raise RuntimeError(f"rollout replica {w} could not be restored ({phase}): {exc}") from exc
         if phase == "setup" and self.last_buckets is not None:
-            restoring[self.replicas[w].update_weights.remote(self.version, *self.last_buckets)] = (w, "weights")
+            restoring[self.replicas[w].load_weight_buckets.remote(self.version, self.last_buckets)] = (w, "weights")
         else:
             healthy[w] = True
 

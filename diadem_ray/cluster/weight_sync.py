@@ -34,11 +34,13 @@ class WeightSync:
         """Export, publish and load the learner's weights as version ``rollouts.version + 1``."""
         version = self.rollouts.version + 1
         start = time.perf_counter()
-        buckets = self.learners.export_weights(self.bucket_bytes)
-        refs = [ray.put(b) for b in buckets]
-        nbytes = float(sum(t.numel() * t.element_size() for b in buckets for _, t in b))
-        calls = {r.update_weights.remote(version, *refs): i for i, r in enumerate(self.rollouts.replicas)}
+        # The buckets go from learner rank 0's object store to every replica by reference: the
+        # driver never deserialises them. (The export is bounded by the learners' own collective
+        # timeout; ``timeout_s`` bounds the replicas' loading.)
+        ref = self.learners.export_weights_ref(self.bucket_bytes)
+        calls = {r.load_weight_buckets.remote(version, ref): i for i, r in enumerate(self.rollouts.replicas)}
         deadline = time.perf_counter() + self.timeout_s
+        results = []
         while calls:
             done, _ = ray.wait(list(calls), num_returns=1, timeout=max(0.0, deadline - time.perf_counter()))
             if not done:
@@ -46,9 +48,11 @@ class WeightSync:
                 raise WeightSyncTimeout(f"weight sync: replica(s) {missing} did not load policy_version {version} "
                                         f"within {self.timeout_s} s")
             calls.pop(done[0])
-            ray.get(done[0])  # re-raises a replica's refusal (VersionMismatch) with its message
+            results.append(ray.get(done[0]))  # re-raises a replica's refusal (VersionMismatch) with its message
+        nbytes = float(results[0]["bytes"]) if results else 0.0
+        nbuckets = float(results[0].get("buckets", 0.0)) if results else 0.0
         self.rollouts.version = version
-        self.rollouts.last_buckets = refs
+        self.rollouts.last_buckets = ref
         seconds = time.perf_counter() - start
         return {"sync/seconds": seconds, "sync/bytes": nbytes, "sync/gb_per_s": nbytes / seconds / 1e9 if seconds > 0 else 0.0,
-                "sync/buckets": float(len(buckets)), "sync/policy_version": float(version)}
+                "sync/buckets": nbuckets, "sync/policy_version": float(version)}

@@ -35,7 +35,7 @@ def test_overlay_applies_over_base():
     cfg = load_config(ROOT / "configs" / "demo_cpu.yaml")
     assert cfg.run.name == "demo-cpu"  # overlay
     assert cfg.grpo.clip_eps_high == 0.28  # from base
-    assert cfg.stages.grpo_stage2.buckets == {"hard": 1.0}
+    assert cfg.stages.grpo_stage2.buckets == {"hard": 1.0, "medium": 0.5}  # a YAML mapping replaces
 
 
 def test_bad_value_and_misspelt_key_reported_together():

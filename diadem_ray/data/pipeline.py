@@ -1,0 +1,110 @@
+"""Ray Data: shards → decoded media → the model family's evidence/prompt text, on CPU workers.
+
+``encode_clips`` reads the shards of the named buckets with ``ray.data.read_parquet``, decodes each
+clip (PyAV: frames + 16 kHz mono audio) and runs the family's frozen front-end in ``map_batches``
+actors, and streams one small row per clip back to the driver (``iter_rows``: bounded memory; media
+never reach the driver). Results are cached per clip under ``cache_dir`` keyed by the front-end
+version and the video's size and modification time, so later stages and resumed runs do not decode
+again. A corrupt or missing clip is skipped, counted and named in the log; the run goes on.
+
+The order in which a stage consumes clips is not Ray Data's: :class:`~diadem_ray.data.cursor.ClipStream`
+decides it, reproducibly and resumably; this module only supplies each clip's prompt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EncodeReport:
+    evidence: Dict[str, str] = field(default_factory=dict)  # clip_id -> evidence text
+    failed: Dict[str, str] = field(default_factory=dict)  # clip_id -> reason
+    cached: int = 0
+    decoded: int = 0
+    seconds: float = 0.0
+
+
+def _cache_key(uri: str, version: str) -> str:
+    try:
+        st = os.stat(uri.removeprefix("file://"))
+        stamp = f"{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        stamp = "remote"
+    return hashlib.sha1(f"{version}|{uri}|{stamp}".encode()).hexdigest()[:16]
+
+
+class ClipEncoder:
+    """``map_batches`` callable: one front-end per actor (the Whisper model loads once)."""
+
+    def __init__(self, cache_dir: str, max_frames: int, sample_rate_hz: int, cpu_threads: int = 1, frontend: bool = True):
+        from diadem_ray.models.tiny_av_frontend import FRONTEND_VERSION, FrontEnd
+
+        self.cache = Path(cache_dir)
+        self.cache.mkdir(parents=True, exist_ok=True)
+        self.version = FRONTEND_VERSION
+        self.max_frames, self.rate = max_frames, sample_rate_hz
+        # frontend=False: decode only and describe the media (benchmarks of the decode stage)
+        self.frontend = FrontEnd(cpu_threads=cpu_threads) if frontend else None
+
+    def encode(self, clip_id: str, uri: str) -> Dict[str, str]:
+        from diadem_ray.data.decode import DecodeError, decode_clip
+
+        path = self.cache / f"{clip_id}.{_cache_key(uri, self.version)}.txt"
+        if self.frontend is None:
+            try:
+                m = decode_clip(uri, max_frames=self.max_frames, sample_rate_hz=self.rate)
+            except DecodeError as exc:
+                return {"clip_id": clip_id, "evidence": "", "error": str(exc), "cached": "0"}
+            return {"clip_id": clip_id, "evidence": f"frames {m.frames.shape} audio {len(m.audio) / m.sample_rate_hz:.2f} s",
+                    "error": "", "cached": "0"}
+        if path.is_file():
+            return {"clip_id": clip_id, "evidence": path.read_text(encoding="utf-8"), "error": "", "cached": "1"}
+        try:
+            media = decode_clip(uri, max_frames=self.max_frames, sample_rate_hz=self.rate)
+            text = self.frontend.evidence(media.frames, media.frame_times_s, media.audio, media.sample_rate_hz).text()
+        except DecodeError as exc:
+            return {"clip_id": clip_id, "evidence": "", "error": str(exc), "cached": "0"}
+        except Exception as exc:  # a clip that breaks the front-end is data, not a crash
+            return {"clip_id": clip_id, "evidence": "", "error": f"{uri}: {type(exc).__name__}: {exc}", "cached": "0"}
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+        return {"clip_id": clip_id, "evidence": text, "error": "", "cached": "0"}
+
+    def __call__(self, batch: Dict[str, List]) -> Dict[str, List]:
+        rows = [self.encode(c, u) for c, u in zip(batch["clip_id"], batch["video_uri"])]
+        return {k: [r[k] for r in rows] for k in ("clip_id", "evidence", "error", "cached")}
+
+
+def encode_clips(shard_paths: Sequence[str], *, cache_dir: str, max_frames: int = 64, sample_rate_hz: int = 16000,
+                 num_cpus: float = 0.5, concurrency: int = 2, filesystem: Optional[object] = None,
+                 frontend: bool = True) -> EncodeReport:
+    """Evidence text for every clip of ``shard_paths`` (see the module docstring)."""
+    import time
+
+    import ray.data
+
+    start = time.perf_counter()
+    ds = ray.data.read_parquet(list(shard_paths), columns=["clip_id", "video_uri"], filesystem=filesystem)
+    ds = ds.map_batches(ClipEncoder, fn_constructor_kwargs={"cache_dir": cache_dir, "max_frames": max_frames,
+                                                            "sample_rate_hz": sample_rate_hz, "frontend": frontend},
+                        batch_size=2, concurrency=(1, max(1, concurrency)), num_cpus=num_cpus)
+    report = EncodeReport()
+    for row in ds.iter_rows():
+        if row["error"]:
+            report.failed[row["clip_id"]] = row["error"]
+            log.warning("clip %s skipped: %s", row["clip_id"], row["error"])
+            continue
+        report.evidence[row["clip_id"]] = row["evidence"]
+        report.cached += row["cached"] == "1"
+        report.decoded += row["cached"] != "1"
+    report.seconds = time.perf_counter() - start
+    return report

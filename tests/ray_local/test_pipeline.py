@@ -1,0 +1,25 @@
+"""Ray Data front-end encoding: every readable clip encoded, a corrupt one skipped and named, cache reused."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from diadem_ray.data.pipeline import encode_clips
+from diadem_ray.data.shards import list_shards, write_shards
+from diadem_ray.data.synth import synthesize
+
+
+def test_encode_skips_corrupt_clip_and_caches(ray_local, tmp_path):
+    clips = synthesize(tmp_path / "syn", 3, seed=5, workers=1, progress=False)
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00" * 100)
+    clips.append(replace(clips[0], clip_id="broken", video_uri=str(bad)))
+    write_shards(clips, str(tmp_path / "shards"))
+    shards = list_shards(str(tmp_path / "shards"))
+    rep = encode_clips(shards, cache_dir=str(tmp_path / "cache"), concurrency=1)
+    assert sorted(rep.evidence) == sorted(c.clip_id for c in clips[:3])
+    assert list(rep.failed) == ["broken"] and "broken.mp4" in rep.failed["broken"]
+    assert rep.decoded == 3 and rep.cached == 0
+    assert all(text.startswith("People:") for text in rep.evidence.values())
+    again = encode_clips(shards, cache_dir=str(tmp_path / "cache"), concurrency=1)
+    assert again.evidence == rep.evidence and again.cached == 3 and again.decoded == 0
