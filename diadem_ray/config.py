@@ -53,7 +53,7 @@ class RunConfig:
 
 @dataclass
 class ClusterConfig:
-    ray_address: str = "local"  # "local" starts a private local cluster; "auto" joins one
+    ray_address: str = "local"  # "local": a private local cluster (or the job's, when RAY_ADDRESS is set); "auto" joins one
     layout: str = "disaggregated"  # disaggregated | colocated (GPU only)
     local_num_cpus: Optional[int] = None
     object_store_memory_bytes: Optional[int] = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -105,10 +106,15 @@ class Driver:
         c = self.cfg.cluster
         self._own_ray = not ray.is_initialized()
         if self._own_ray:
-            kwargs: Dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            if c.ray_address == "local":
-                kwargs.update(address="local", num_cpus=c.local_num_cpus, object_store_memory=c.object_store_memory_bytes)
-            else:
+            kwargs: Dict[str, Any] = {"log_to_driver": False}
+            if c.ray_address == "local" and os.environ.get("RAY_ADDRESS"):
+                # Inside `ray job submit`: run on the job's cluster, not a private one.
+                _say(f"RAY_ADDRESS is set ({os.environ['RAY_ADDRESS']}): joining that cluster")
+                kwargs["address"] = os.environ["RAY_ADDRESS"]
+            elif c.ray_address == "local":
+                kwargs.update(address="local", num_cpus=c.local_num_cpus, object_store_memory=c.object_store_memory_bytes,
+                              include_dashboard=False)
+            else:  # join a running cluster (a `ray job submit` entrypoint, or "auto" / "ray://…")
                 kwargs["address"] = c.ray_address
             ray.init(**{k: v for k, v in kwargs.items() if v is not None})
         import ray.data
@@ -157,7 +163,9 @@ class Driver:
         if cfg.model.family != "tiny_av":
             raise NotImplementedError(f"model.family {cfg.model.family!r}: the driver runs only 'tiny_av' so far "
                                       "(Qwen2.5-Omni needs the models issue #7)")
-        model_path = str(Path(cfg.model.path) if cfg.model.path else tiny_av.checkpoint(Path(".cache") / "models"))
+        # The converted backbone is cached per user (DIADEM_CACHE or ~/.cache/diadem-ray), so jobs
+        # submitted from another working directory reuse it.
+        model_path = str(Path(cfg.model.path) if cfg.model.path else tiny_av.checkpoint())
         self.tokens = tiny_av.Tokens(model_path)
         r, lr = cfg.rollout, cfg.learner
         _say(f"starting {r.num_replicas} rollout replica(s) ({r.backend}) and {lr.num_ranks} learner rank(s) (ZeRO-{lr.zero_stage})")

