@@ -88,9 +88,13 @@ def plot(runs: List[RunSummary], path: str | Path, title: str) -> Path:
         ax.set_title(label)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, title="reward hash, run")
+    handles = {}
+    for ax in axes:  # one legend for the figure: a run may lack GRPO steps but has evaluations
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), fontsize=8, title="reward hash, run", loc="upper right")
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
