@@ -136,11 +136,14 @@ class Driver:
         self.train_root = str(root / "train" / "shards")
         self.eval_root = str(root / "eval" / "shards")
         self.clips: Dict[str, Clip] = {}
-        for r in (self.train_root, self.eval_root):
+        self.split_ids: Dict[str, List[str]] = {}  # shard order, read once here
+        for split, r in (("train", self.train_root), ("eval", self.eval_root)):
+            ids = self.split_ids[split] = []
             for path in list_shards(r):
                 for c in read_shard(path, r):
                     self.clips[c.clip_id] = c
-        self.eval_ids = sorted(c.clip_id for p in list_shards(self.eval_root) for c in read_shard(p, self.eval_root))
+                    ids.append(c.clip_id)
+        self.eval_ids = sorted(self.split_ids["eval"])
         self.annotations = [json.loads(line) for line in (root / "eval" / "annotations.jsonl").read_text().splitlines() if line]
         _say(f"encoding clips with the {self.cfg.model.family} front-end (Ray Data; cached after the first pass)")
         rep = encode_clips(list_shards(self.train_root) + list_shards(self.eval_root), cache_dir=str(root / "features"),
@@ -292,10 +295,10 @@ class Driver:
 
     def _profile(self) -> None:
         """Roll out the current policy on every training clip, then bucket clips by pass rate."""
-        from diadem_ray.data.shards import list_shards, read_shard, write_shards
+        from diadem_ray.data.shards import write_shards
 
         p = self.cfg.stages.profile
-        train = [c for path in list_shards(self.train_root) for c in read_shard(path, self.train_root) if c.clip_id in self.evidence]
+        train = [self.clips[i] for i in self.split_ids["train"] if i in self.evidence]
         _say(f"profile: {len(train)} clips x {p.samples_per_prompt} samples with reward {p.reward!r}")
         t0 = time.perf_counter()
         prompts = [self._prompt(c.clip_id, "profile") for c in train]
@@ -359,7 +362,7 @@ class Driver:
             m: Dict[str, float] = {}
             kept: List[Tuple[List[int], List[Any], List[float]]] = []  # (prompt ids, rollouts, advantages)
             flat: List[Tuple[List[int], List[Any], List[float]]] = []
-            zero_var = refills = 0
+            zero_var = 0
             t_roll = t_rew = 0.0
             round_ = 0
             while len(kept) < s.prompts_per_step and round_ <= (g.max_refill_rounds if g.dynamic_sampling else 0):
