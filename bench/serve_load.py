@@ -71,7 +71,7 @@ def main() -> None:
     ray.shutdown()
     lat = sorted(latencies)
     p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")
-    print(f"| clients | seconds | requests | errors | requests/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|")
+    print("| clients | seconds | requests | errors | requests/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|")
     print(f"| {args.clients} | {elapsed:.1f} | {len(lat)} | {len(errors)} | {len(lat) / elapsed:.1f} | {p(0.5):.1f} | {p(0.99):.1f} |")
     if errors:
         print("errors:", sorted(set(errors))[:5])

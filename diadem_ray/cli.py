@@ -1,7 +1,5 @@
 """``diadem-ray`` command line. Heavy imports happen inside each command, so ``--help`` is fast.
-
-Commands whose implementation has not landed yet say so and exit 2; none is faked.
-"""
+Bad input gets a message naming the input and the fix, and exit status 1."""
 
 from __future__ import annotations
 
@@ -9,33 +7,20 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
-NOT_READY_EXIT = 2
 
 COMMANDS: Dict[str, str] = {
     "demo": "run the embedded default end to end: synth -> SFT -> profile -> GRPO x2 -> eval",
     "train": "run the stages of a config (SFT, profile, two-stage GRPO, eval) on a Ray cluster",
     "synth": "synthesise audiovisual dialogue clips with exact ground truth",
+    "ingest": "turn DiaDemBench or DVD-Bench annotations plus their videos into training shards",
     "profile": "roll out the SFT policy on training clips and bucket them by difficulty",
     "eval": "score predictions against DiaDemBench-style annotations (REF / ASR tables)",
     "compare": "compare MLflow runs grouped by reward-config hash (table + PNG)",
     "serve": "serve the captioner and the reward scorer over HTTP with Ray Serve",
     "config": "show or check a resolved configuration",
 }
-
-#: commands not implemented yet -> the issue that delivers them
-PENDING: Dict[str, str] = {
-    "profile": "#6 (the data plane; today profiling runs as the `profile` stage of `train`)",
-}
-
-
-def _pending(name: str) -> Callable[[argparse.Namespace], int]:
-    def run(_: argparse.Namespace) -> int:
-        print(f"diadem-ray {name}: not implemented yet; it is delivered by issue {PENDING[name]}.", file=sys.stderr)
-        return NOT_READY_EXIT
-
-    return run
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -93,6 +78,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_profile(args: argparse.Namespace) -> int:
+    import logging
+
+    from diadem_ray.config import ConfigError, load_config
+    from diadem_ray.models.policy import PolicyError, read_policy
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config, args.overrides)
+        policy_dir, meta = read_policy(args.checkpoint)
+    except (ConfigError, PolicyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    out = args.out or str(Path(cfg.run.output_dir) / cfg.run.name / "profiled")
+    if Path(out).resolve() == (Path(cfg.data.root) / "train" / "shards").resolve():
+        print(f"error: --out {out} is the training data's own shard folder; profile into another folder", file=sys.stderr)
+        return 1
+    from diadem_ray.driver import Driver
+
+    Driver(cfg, config_dir=str(Path(args.config).parent)).profile_only(str(policy_dir), out)
+    if args.out is None:
+        print(f"`diadem-ray train --config {args.config} --resume` with run.stages without 'profile' trains its GRPO "
+              f"stages on these buckets", flush=True)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     here = Path(__file__).resolve().parent.parent / "configs" / "demo_cpu.yaml"
     config = Path("configs/demo_cpu.yaml") if Path("configs/demo_cpu.yaml").is_file() else here
@@ -119,6 +130,48 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     print(f"videos: {Path(args.out) / 'videos'}\nshards: {Path(args.out) / 'shards'}\n"
           f"annotations (for diadem-ray eval): {Path(args.out) / 'annotations.jsonl'}")
     return 0
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import replace
+
+    from diadem_ray.data.ingest import ingest
+    from diadem_ray.data.schema import BUCKET_NAME, annotation_of
+    from diadem_ray.data.shards import write_shards
+
+    if not Path(args.annotations).is_file():
+        print(f"error: --annotations {args.annotations}: no such file", file=sys.stderr)
+        return 1
+    if "://" not in args.videos and not Path(args.videos).is_dir():
+        print(f"error: --videos {args.videos}: not a folder (give the folder the annotations' video names are relative to)",
+              file=sys.stderr)
+        return 1
+    if not BUCKET_NAME.match(args.bucket):
+        print(f"error: --bucket {args.bucket!r}: letters, digits, '_' and '-' only (it names a folder)", file=sys.stderr)
+        return 1
+    try:
+        rep = ingest(args.annotations, args.videos, fmt=args.format, language=args.language)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for problem in rep.problems:
+        print(f"skipped {problem}", file=sys.stderr)
+    if not rep.clips:
+        print(f"error: no usable rows in {args.annotations} ({len(rep.problems)} skipped); nothing written", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    clips = [replace(c, bucket=args.bucket) for c in rep.clips]
+    shards = write_shards(clips, str(out / "shards"), clips_per_shard=args.clips_per_shard, replace=True)
+    with (out / "annotations.jsonl").open("w", encoding="utf-8") as fh:
+        for c in clips:
+            fh.write(json.dumps(annotation_of(c), ensure_ascii=False) + "\n")
+    hours = sum(c.duration_s for c in clips) / 3600
+    print(f"{len(clips)} clips ({hours:.2f} h of video, {sum(len(c.dialogue) for c in clips)} utterances) -> "
+          f"{len(shards)} shard(s) in {out / 'shards'}; annotations (for diadem-ray eval): {out / 'annotations.jsonl'}")
+    if rep.problems:
+        print(f"{len(rep.problems)} row(s) skipped (listed above)", file=sys.stderr)
+    return 1 if rep.problems else 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -180,29 +233,39 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from diadem_ray.config import ConfigError, load_config
 
-    if args.checkpoint:
-        from diadem_ray.serve import CAPTION_PENDING
-
-        print(f"diadem-ray serve: {CAPTION_PENDING}; run without --checkpoint to serve POST /score.", file=sys.stderr)
-        return NOT_READY_EXIT
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, args.overrides)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    s = cfg.serve
+    if args.checkpoint:
+        from diadem_ray.models.policy import PolicyError, read_policy
+
+        try:
+            policy_dir, meta = read_policy(args.checkpoint)
+        except PolicyError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"captioner: {meta.family} from run {meta.run!r} after {meta.stage} (policy_version {meta.policy_version}), "
+              f"{policy_dir}", flush=True)
     import time
 
     import ray
 
     from diadem_ray.serve import deploy
 
-    host = args.host or cfg.serve.host
-    port = args.port or cfg.serve.port
+    host = args.host or s.host
+    port = args.port or s.port
     ray.init(address=args.ray_address or "local", include_dashboard=False, log_to_driver=False)
     try:
-        deploy(host=host, port=port, max_caption_chars=cfg.serve.max_caption_chars,
-               max_dialogue_lines=cfg.serve.max_dialogue_lines)
-        print(f"serving on http://{host}:{port}  (POST /score, GET /healthz, docs at /docs); Ctrl-C stops", flush=True)
+        deploy(host=host, port=port, policy=args.checkpoint, engine=s.engine, num_cpus=s.replica_num_cpus,
+               num_replicas=s.num_replicas, max_batch_size=s.max_batch_size, batch_wait_timeout_s=s.batch_wait_timeout_s,
+               max_clip_duration_s=s.max_clip_duration_s, allowed_uri_roots=s.allowed_uri_roots,
+               max_caption_chars=s.max_caption_chars, max_dialogue_lines=s.max_dialogue_lines, max_line_chars=s.max_line_chars,
+               max_request_bytes=s.max_score_request_bytes, max_clip_bytes=s.max_clip_bytes)
+        routes = "POST /caption, POST /score" if args.checkpoint else "POST /score (no --checkpoint: no /caption)"
+        print(f"serving on http://{host}:{port}  ({routes}, GET /healthz, docs at /docs); Ctrl-C stops", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
@@ -244,16 +307,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--single-shot-rate", type=float, default=0.5, help="share of clips without cuts")
     p.set_defaults(func=_cmd_synth)
 
+    p = sub.add_parser("ingest", help=COMMANDS["ingest"], description=COMMANDS["ingest"] + ". Rows that cannot be used "
+                       "are listed with their line and reason and skipped (exit status 1); the rest are written.")
+    p.add_argument("--annotations", required=True, help="JSONL (or a JSON array) of DiaDemBench or DVD-Bench rows")
+    p.add_argument("--videos", required=True, help="folder or URI (s3://…) the rows' video names are relative to")
+    p.add_argument("--format", required=True, choices=("diadembench", "dvdbench"), help="annotation format")
+    p.add_argument("--out", required=True, help="output folder: shards/ (hive-partitioned) and annotations.jsonl")
+    p.add_argument("--language", default="en", help="language of rows that do not name one (default: en)")
+    p.add_argument("--bucket", default="unassigned", help="bucket the clips go to before profiling (default: unassigned)")
+    p.add_argument("--clips-per-shard", type=int, default=64, help="parquet rows per shard file")
+    p.set_defaults(func=_cmd_ingest)
+
     p = sub.add_parser("compare", help=COMMANDS["compare"], description=COMMANDS["compare"])
     p.add_argument("--experiment", required=True, help="MLflow experiment name (tracking.experiment of the runs)")
     p.add_argument("--tracking-uri", default="sqlite:///runs/mlflow.db", help="MLflow tracking URI (default: the demo's)")
     p.add_argument("--png", default=None, help="where to write the curves (default: runs/compare_<experiment>.png)")
     p.set_defaults(func=_cmd_compare)
 
-    for name in ("profile",):
-        p = sub.add_parser(name, help=COMMANDS[name], description=COMMANDS[name] + f" (pending: issue {PENDING[name]})")
-        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        p.set_defaults(func=_pending(name))
+    p = sub.add_parser("profile", help=COMMANDS["profile"], description=COMMANDS["profile"] + ": sampled rollouts of an "
+                       "exported policy on every training clip, scored with stages.profile.reward; writes hive-partitioned "
+                       "shards, profile.jsonl (per-clip pass rate, mean reward, variance, zero-variance mark) and a summary table.")
+    p.add_argument("--config", required=True, help="the training YAML (data, rollout and stages.profile settings)")
+    p.add_argument("--checkpoint", required=True, help="a run directory (runs/<name>) or its policy/ folder (the SFT policy)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/<run.name>/profiled)")
+    p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. stages.profile.samples_per_prompt=4")
+    p.set_defaults(func=_cmd_profile)
 
     p = sub.add_parser("eval", help=COMMANDS["eval"], description=COMMANDS["eval"])
     p.add_argument("--annotations", required=True, help="DiaDemBench annotation JSONL (video_id, gt_dialogues, attributes)")
@@ -269,13 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-lines", type=int, default=2_000, help="dialogues with more lines are skipped with a reason")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("serve", help=COMMANDS["serve"], description=COMMANDS["serve"] + ". POST /score, GET /healthz, "
-                       "OpenAPI at /docs; POST /caption needs --checkpoint and the policy models (issue #7), not served yet.")
-    p.add_argument("--config", default=None, help="YAML whose serve.* section sets host, port and input limits")
-    p.add_argument("--checkpoint", default=None, help="trained captioner checkpoint for POST /caption (not available yet)")
+    p = sub.add_parser("serve", help=COMMANDS["serve"], description=COMMANDS["serve"] + ". POST /caption (with "
+                       "--checkpoint), POST /score, GET /healthz, OpenAPI at /docs.")
+    p.add_argument("--config", default=None, help="YAML whose serve.* section sets limits, batching, engine and URI roots")
+    p.add_argument("--checkpoint", default=None, help="a run directory (runs/<name>) or its policy/ folder: serves POST /caption")
     p.add_argument("--host", default=None, help="bind address (default: serve.host, 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="HTTP port (default: serve.port, 8000)")
     p.add_argument("--ray-address", default=None, help="Ray cluster to join (default: a private local one)")
+    p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. serve.allowed_uri_roots=[/data/clips]")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("config", help=COMMANDS["config"], description=COMMANDS["config"])

@@ -166,6 +166,7 @@ class ProfileStageConfig:
     pass_reward: float = 0.5  # a sample "passes" when its reward is at least this
     bucket_names: List[str] = field(default_factory=lambda: ["hard", "medium", "easy"])
     pass_rate_edges: List[float] = field(default_factory=lambda: [0.34, 0.67])  # ascending
+    quantiles: bool = False  # true: equal-size buckets by mean reward instead of pass-rate edges
 
 
 @dataclass
@@ -213,9 +214,14 @@ class ServeConfig:
     max_clip_duration_s: float = 120.0
     max_caption_chars: int = 100_000
     max_dialogue_lines: int = 500
-    allowed_uri_roots: List[str] = field(default_factory=list)
-    max_batch_size: int = 8
+    max_score_request_bytes: int = 8 * 1024 * 1024
+    max_line_chars: int = 2_000
+    allowed_uri_roots: List[str] = field(default_factory=list)  # local dirs or s3://bucket/prefix a clip URI may name
+    max_batch_size: int = 8  # captions generated together (Serve dynamic batching)
     batch_wait_timeout_s: float = 0.05
+    engine: str = "vllm"  # vllm | hf: the captioner's generation backend
+    num_replicas: int = 1
+    replica_num_cpus: float = 1.0
 
 
 @dataclass
@@ -472,7 +478,7 @@ def validate(cfg: Any) -> List[str]:
                 p.append(f"stages.{name}.buckets: {sorted(unknown)} are not in stages.profile.bucket_names {list(cfg.stages.profile.bucket_names)}")
     prof = cfg.stages.profile
     edges = list(prof.pass_rate_edges)
-    if len(edges) != len(prof.bucket_names) - 1:
+    if not prof.quantiles and len(edges) != len(prof.bucket_names) - 1:
         p.append(f"stages.profile.pass_rate_edges: {len(prof.bucket_names)} buckets need {len(prof.bucket_names) - 1} edges, got {len(edges)}")
     if edges != sorted(edges) or any(not 0 <= e <= 1 for e in edges):
         p.append(f"stages.profile.pass_rate_edges: must ascend within [0, 1], got {edges}")
@@ -481,6 +487,14 @@ def validate(cfg: Any) -> List[str]:
         p.append(f"tracking.tracking_uri: {uri!r} is a file store, which MLflow 3 refuses; use sqlite:///runs/mlflow.db or an http(s):// server")
     if not 0 < cfg.serve.port < 65536:
         p.append(f"serve.port: {cfg.serve.port} is not a TCP port")
+    if cfg.serve.engine not in ("vllm", "hf"):
+        p.append(f"serve.engine: {cfg.serve.engine!r}; choose vllm or hf")
+    for name in ("max_clip_bytes", "max_caption_chars", "max_dialogue_lines", "max_score_request_bytes", "max_line_chars",
+                 "max_batch_size", "num_replicas"):
+        if getattr(cfg.serve, name) < 1:
+            p.append(f"serve.{name}: must be >= 1, got {getattr(cfg.serve, name)}")
+    if cfg.serve.max_clip_duration_s <= 0 or cfg.serve.replica_num_cpus <= 0:
+        p.append("serve.max_clip_duration_s and serve.replica_num_cpus must be > 0")
     return p
 
 

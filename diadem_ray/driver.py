@@ -57,6 +57,7 @@ class Driver:
         self.ckpt_dir = self.out / "checkpoints"
         self.state = DriverState()
         self.pools: Dict[str, Any] = {}
+        self.tracker: Any = None
         self._pending: List[Tuple[int, Dict[str, float]]] = []  # step metrics not yet covered by a checkpoint
 
     # ------------------------------------------------------------------------------------------
@@ -68,6 +69,7 @@ class Driver:
         try:
             self._prepare_data()
             self._start_actors()
+            self._restored_profile()
             self._start_tracking()
             for stage in self.cfg.run.stages:
                 if stage in self.state.done_stages:
@@ -77,11 +79,13 @@ class Driver:
                     self._evaluate("untrained")
                     self._sft()
                     self._evaluate("sft")
+                    self._export_policy("sft")
                 elif stage == "profile":
                     self._profile()
                 elif stage in ("grpo_stage1", "grpo_stage2"):
                     self._grpo(stage)
                     self._evaluate(stage)
+                    self._export_policy(stage)
                 elif stage == "eval":
                     self._evaluate("final")
                 self.state.done_stages.append(stage)
@@ -158,7 +162,6 @@ class Driver:
 
     def _start_actors(self) -> None:
         from diadem_ray.cluster.learner_group import LearnerGroup
-        from diadem_ray.cluster.rollout_group import RolloutGroup
         from diadem_ray.cluster.weight_sync import WeightSync
         from diadem_ray.models import tiny_av
 
@@ -169,14 +172,9 @@ class Driver:
         # The converted backbone is cached per user (DIADEM_CACHE or ~/.cache/diadem-ray), so jobs
         # submitted from another working directory reuse it.
         model_path = str(Path(cfg.model.path) if cfg.model.path else tiny_av.checkpoint())
-        self.tokens = tiny_av.Tokens(model_path)
         r, lr = cfg.rollout, cfg.learner
         _say(f"starting {r.num_replicas} rollout replica(s) ({r.backend}) and {lr.num_ranks} learner rank(s) (ZeRO-{lr.zero_stage})")
-        self.rollouts = RolloutGroup(num_replicas=r.num_replicas, num_cpus_per_replica=r.num_cpus_per_replica,
-                                     num_gpus_per_replica=r.num_gpus_per_replica, cpu_threads=r.cpu_threads, chunk_size=r.prompts_per_task, model_path=model_path, backend=r.backend,
-                                     dtype=cfg.model.dtype, max_model_len=cfg.model.max_prompt_tokens + max(r.max_new_tokens, cfg.stages.eval.max_new_tokens),
-                                     gpu_memory_utilization=r.gpu_memory_utilization, cpu_kv_cache_gib=r.cpu_kv_cache_gib,
-                                     seed=cfg.run.seed)
+        self._start_rollouts(model_path)
         total = sum(getattr(cfg.stages, s).steps for s in TRAIN_STAGES if s in cfg.run.stages)
         lora = dict(enabled=lr.lora.enabled, rank=lr.lora.rank, alpha=lr.lora.alpha, dropout=lr.lora.dropout,
                     target_modules=list(lr.lora.target_modules))
@@ -192,11 +190,24 @@ class Driver:
         if self.resume:
             meta = self.learners.load_checkpoint(str(self.ckpt_dir))
             self.state = DriverState(**meta["driver"])
-            self.rollouts.version = self.state.policy_version - 1
+            # Fresh engines hold the base weights as version 0; restored weights are never that (a
+            # checkpoint taken during SFT has learner weights ahead of the engines' version 0).
+            self.rollouts.version = max(1, self.state.policy_version) - 1
             m = self.sync.push()  # the engines get the restored weights before anything is generated
             _say(f"resumed at stage {self.state.stage} step {self.state.stage_step} (global step {self.state.global_step}), "
                  f"policy_version {int(m['sync/policy_version'])}")
-            self._restored_profile()
+
+    def _start_rollouts(self, model_path: str) -> None:
+        from diadem_ray.cluster.rollout_group import RolloutGroup
+        from diadem_ray.models import tiny_av
+
+        cfg, r = self.cfg, self.cfg.rollout
+        self.tokens = tiny_av.Tokens(model_path)
+        self.rollouts = RolloutGroup(num_replicas=r.num_replicas, num_cpus_per_replica=r.num_cpus_per_replica,
+                                     num_gpus_per_replica=r.num_gpus_per_replica, cpu_threads=r.cpu_threads,
+                                     chunk_size=r.prompts_per_task, model_path=model_path, backend=r.backend, dtype=cfg.model.dtype, max_model_len=cfg.model.max_prompt_tokens + max(r.max_new_tokens, cfg.stages.eval.max_new_tokens),
+                                     gpu_memory_utilization=r.gpu_memory_utilization, cpu_kv_cache_gib=r.cpu_kv_cache_gib,
+                                     seed=cfg.run.seed)
 
     def _start_tracking(self) -> None:
         from omegaconf import OmegaConf
@@ -230,10 +241,16 @@ class Driver:
             from diadem_ray.cluster.reward_pool import RewardPool
             from diadem_ray.rewards.compose import check_spec
 
-            spec = load_reward_spec(name, [self.config_dir / "rewards"])
+            # The run folder keeps a copy of every reward it used, so `--config runs/<name>/config.yaml
+            # --resume` finds them (the folder's rewards/ is searched after the config's own).
+            kept = self.out / "rewards"
+            spec = load_reward_spec(name, [self.config_dir / "rewards", kept])
             problems = check_spec(spec)
             if problems:
                 raise ValueError(f"reward {name!r}: " + "; ".join(problems))
+            if not (kept / f"{name}.yaml").is_file() and "/" not in name and not name.endswith(".yaml"):
+                kept.mkdir(parents=True, exist_ok=True)
+                (kept / f"{name}.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(spec)))
             w = self.cfg.reward
             self.pools[name] = RewardPool(OmegaConf.to_container(OmegaConf.structured(spec), resolve=True),
                                           num_workers=w.num_workers, num_cpus_per_worker=w.num_cpus_per_worker,
@@ -293,8 +310,12 @@ class Driver:
             self._end_step("sft", step, s.steps, m, f"loss {m.get('learner/sft_loss', float('nan')):.3f}")
         self.sync.push()
 
-    def _profile(self) -> None:
-        """Roll out the current policy on every training clip, then bucket clips by pass rate."""
+    def _profile(self, root: Optional[str] = None) -> None:
+        """Roll out the current policy on every training clip, then bucket clips by difficulty
+        (:mod:`diadem_ray.data.profile`); writes partitioned shards and ``profile.jsonl`` to ``root``."""
+        from dataclasses import replace
+
+        from diadem_ray.data.profile import profile_clips, summary, write_marks
         from diadem_ray.data.shards import write_shards
 
         p = self.cfg.stages.profile
@@ -307,37 +328,49 @@ class Driver:
                                              temperature=self.cfg.rollout.temperature, seed=self.cfg.run.seed)
         by_id = {c.clip_id: c for c in train}
         scored, _ = self._pool(p.reward).score([(r, by_id[r.prompt_id.split("#")[0]].dialogue) for r in rollouts], step=0)
-        rewards: Dict[str, List[float]] = {}
+        rewards: Dict[str, List[float]] = {c.clip_id: [] for c in train}
         for s in scored:
-            rewards.setdefault(s.rollout.prompt_id.split("#")[0], []).append(s.reward)
-        from dataclasses import replace
-
-        out, rows = [], []
-        for c in train:
-            rs = rewards.get(c.clip_id, [0.0])
-            rate = sum(r >= p.pass_reward for r in rs) / len(rs)
-            k = sum(rate >= e for e in p.pass_rate_edges)
-            out.append(replace(c, bucket=p.bucket_names[k], pass_rate=rate))
-            var = sum((r - sum(rs) / len(rs)) ** 2 for r in rs) / len(rs)
-            rows.append((p.bucket_names[k], sum(rs) / len(rs), var == 0.0))
-        root = str(self.out / "profiled")
-        write_shards(out, root)
+            rewards[s.rollout.prompt_id.split("#")[0]].append(s.reward)
+        profiles = profile_clips(rewards, pass_reward=p.pass_reward, bucket_names=p.bucket_names,
+                                 pass_rate_edges=p.pass_rate_edges, quantiles=p.quantiles)
+        root = root or str(self.out / "profiled")
+        write_shards([replace(by_id[q.clip_id], bucket=q.bucket, pass_rate=q.pass_rate) for q in profiles], root, replace=True)
+        marks = write_marks(profiles, root)
         self.train_root = root
-        table = ["bucket    clips  mean reward  zero-variance clips"]
-        metrics: Dict[str, float] = {"profile/seconds": time.perf_counter() - t0}
-        for b in p.bucket_names:
-            sel = [r for r in rows if r[0] == b]
-            mean = sum(r[1] for r in sel) / len(sel) if sel else float("nan")
-            table.append(f"{b:<9} {len(sel):5d}  {mean:11.3f}  {sum(r[2] for r in sel):5d}")
-            metrics[f"profile/clips_{b}"] = float(len(sel))
-            metrics[f"profile/mean_reward_{b}"] = mean
-        _say("difficulty profile:\n" + "\n".join(table))
-        self.tracker.log_text("\n".join(table), "profile/summary.txt")
-        self.tracker.log_metrics(metrics, step=self.state.global_step)
+        table, metrics = summary(profiles, p.bucket_names)
+        metrics["profile/seconds"] = time.perf_counter() - t0
+        _say(f"difficulty profile ({metrics['profile/seconds']:.0f} s; shards in {root}, per-clip marks in {marks}):\n{table}")
+        if self.tracker is not None:
+            self.tracker.log_text(table, "profile/summary.txt")
+            self.tracker.log_artifact(marks)
+            self.tracker.log_metrics(metrics, step=self.state.global_step)
+
+    def profile_only(self, policy: str, root: str) -> None:
+        """``diadem-ray profile``: profile the training clips with an exported policy (rollout
+        replicas and reward workers only; no learners, no MLflow run)."""
+        from diadem_ray.models.policy import read_policy
+
+        policy_dir, meta = read_policy(policy)
+        _say(f"profiling with {policy_dir} ({meta.family}, run {meta.run!r} after {meta.stage}, policy_version {meta.policy_version})")
+        self._start_ray()
+        try:
+            self._prepare_data()
+            self._start_rollouts(str(policy_dir))
+            self._profile(root)
+        finally:
+            self._stop()
 
     def _restored_profile(self) -> None:
+        """GRPO stages read the profiled shards: this run's own profile stage, or — when the run
+        does not profile — those a `diadem-ray profile` wrote into runs/<name>/profiled."""
+        from diadem_ray.data.profile import MARKS_FILE
+
+        root = self.out / "profiled"
         if "profile" in self.state.done_stages:
-            self.train_root = str(self.out / "profiled")
+            self.train_root = str(root)
+        elif "profile" not in self.cfg.run.stages and (root / MARKS_FILE).is_file():
+            self.train_root = str(root)
+            _say(f"GRPO stages read the buckets profiled earlier in {root}")
 
     def _grpo(self, stage: str) -> None:
         import torch
@@ -444,6 +477,20 @@ class Driver:
             self.tracker.log_metrics(metrics, step=step)
         self._pending = []
         _say(f"checkpoint {path}")
+
+    def _export_policy(self, stage: str) -> None:
+        """``runs/<name>/policy``: the weights after ``stage`` as a servable directory (replaced
+        atomically after each trained stage; ``diadem-ray serve --checkpoint runs/<name>``)."""
+        from diadem_ray.models.tiny_av_frontend import FRONTEND_VERSION
+
+        t0 = time.perf_counter()
+        d = self.cfg.data
+        path = self.learners.save_policy(str(self.out / "policy"), {
+            "family": self.cfg.model.family, "policy_version": self.rollouts.version, "stage": stage,
+            "learner_step": self.learners.step, "run": self.cfg.run.name, "frontend_version": FRONTEND_VERSION,
+            "frames_per_clip": d.frames_per_clip, "sample_rate_hz": d.audio_sample_rate_hz,
+            "max_prompt_tokens": self.cfg.model.max_prompt_tokens, "max_new_tokens": self.cfg.stages.eval.max_new_tokens})
+        _say(f"policy after {stage} exported to {path} ({time.perf_counter() - t0:.1f} s)")
 
     # ------------------------------------------------------------------------------------------
     # evaluation and report

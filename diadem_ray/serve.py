@@ -1,25 +1,94 @@
-"""Ray Serve applications: the reward scorer over HTTP (``POST /score``), ``GET /healthz`` and the
-OpenAPI schema (``/docs``, ``/openapi.json``), on 127.0.0.1 by default.
+"""Ray Serve application: the trained captioner (``POST /caption``), the reward scorer
+(``POST /score``), ``GET /healthz`` and the OpenAPI schema (``/docs``, ``/openapi.json``); on
+127.0.0.1 by default.
 
-``/score`` runs the same code as ``diadem-ray eval`` (``rewards.benchmark.score_prediction``).
-Every bad request gets a 4xx with a message naming the field — a body over the size limit 413,
-malformed JSON or wrong types 422 — and a caption that cannot be scored 422 with the reason;
-nothing reaches the replica as an unhandled exception.
+``/caption`` takes a clip three ways — a multipart upload (field ``file``), the raw bytes
+(``Content-Type: video/*`` or ``application/octet-stream``), or JSON ``{"uri": …}`` naming a file
+under one of the configured ``allowed_uri_roots`` — decodes it, runs the policy's front-end, and
+generates with the exported policy (:mod:`diadem_ray.models.policy`); generation is batched with
+Serve's dynamic batching. ``/score`` runs the same code as ``diadem-ray eval``.
 
-The captioning endpoint (``POST /caption``) needs the policy models (issue #7) and is not served
-yet.
+Every bad request gets a 4xx naming the problem, never a 500: 413 for a body, clip or duration
+over the limit, 415 for an unsupported content type, 422 for malformed JSON, wrong types or a clip
+that cannot be decoded, 403 for a URI outside the allowed roots, 404 for one that does not exist,
+503 for ``/caption`` when no policy was loaded.
 """
 
 # No `from __future__ import annotations` here: FastAPI must see the request models defined inside
 # build_app as real classes, not as unresolvable forward-reference strings.
-from typing import Any, Dict, List, Optional
+import os
+import posixpath
+import tempfile
+import threading
+import time
+from typing import Any, Dict, List, Optional, Sequence
 
-CAPTION_PENDING = "POST /caption needs the policy models of issue #7 and is not served yet"
+from diadem_ray.serve_limits import BodyLimit, UriRefused, check_uri
+
+NO_POLICY = "no captioner loaded: start the server with --checkpoint runs/<name> (a run that finished a training stage)"
+
+_CAPTION_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                       "properties": {"file": {"type": "string", "format": "binary"}}}},
+    "video/mp4": {"schema": {"type": "string", "format": "binary"}},
+    "application/json": {"schema": {"type": "object", "required": ["uri"], "additionalProperties": False,
+                                    "properties": {"uri": {"type": "string", "description": "a clip under serve.allowed_uri_roots"}}}},
+}}}
+
+
+class Captioner:
+    """Clip → caption for one exported policy: decode (PyAV) → the family's front-end → the
+    engine (vLLM, or transformers with ``engine="hf"``), greedy, as the run evaluated it."""
+
+    def __init__(self, policy: str, *, engine: str = "vllm", cpu_threads: int = 1, max_batch_size: int = 8):
+        from diadem_ray.actors.rollout import RolloutWorker
+        from diadem_ray.models import tiny_av
+        from diadem_ray.models.policy import read_policy
+        from diadem_ray.models.tiny_av_frontend import FRONTEND_VERSION, FrontEnd
+        from diadem_ray.rewards.extract import extract_structured
+
+        self.dir, self.meta = read_policy(policy)
+        self.warnings: List[str] = []
+        if self.meta.frontend_version != FRONTEND_VERSION:
+            self.warnings.append(f"policy trained with front-end version {self.meta.frontend_version}, serving with "
+                                 f"{FRONTEND_VERSION}: its evidence text may differ from training")
+        m = self.meta
+        self.engine = RolloutWorker(model_path=str(self.dir), backend=engine, max_num_seqs=max_batch_size,
+                                    max_model_len=m.max_prompt_tokens + m.max_new_tokens + 8)
+        self.engine.setup()
+        self.engine.policy_version = m.policy_version
+        self.frontend = FrontEnd(cpu_threads=cpu_threads)
+        self._frontend_lock = threading.Lock()  # one Whisper model per replica: one clip at a time
+        self.tokens = tiny_av.Tokens(self.dir)
+        self._prompt_text = tiny_av.prompt_text
+        self._extract = extract_structured
+
+    def duration_s(self, uri: str) -> float:
+        from diadem_ray.data.decode import probe
+
+        return probe(uri)
+
+    def evidence(self, uri: str) -> str:
+        """The front-end's evidence text for one clip; raises ``DecodeError``."""
+        from diadem_ray.data.decode import decode_clip
+
+        media = decode_clip(uri, max_frames=self.meta.frames_per_clip, sample_rate_hz=self.meta.sample_rate_hz)
+        with self._frontend_lock:
+            return self.frontend.evidence(media.frames, media.frame_times_s, media.audio, media.sample_rate_hz).text()
+
+    def captions(self, evidence: Sequence[str]) -> List[Dict[str, Any]]:
+        """One greedy caption per evidence text, with its extracted ``speaker: words`` lines."""
+        prompts = [{"prompt_id": str(i), "prompt_token_ids": self.tokens.prompt(self._prompt_text(e))[: self.meta.max_prompt_tokens]}
+                   for i, e in enumerate(evidence)]
+        out = self.engine.generate(prompts, samples_per_prompt=1, max_new_tokens=self.meta.max_new_tokens, temperature=0.0)
+        return [{"caption": ro.text, "dialogue": [t.line() for t in self._extract(ro.text)], "policy_version": ro.policy_version,
+                 "finish_reason": ro.finish_reason} for ro in out]
 
 
 def build_app(*, max_caption_chars: int = 100_000, max_dialogue_lines: int = 500, max_line_chars: int = 2_000,
-              max_request_bytes: int = 8 << 20):
-    """The FastAPI app with limits baked into its request schema (so they show in OpenAPI)."""
+              max_request_bytes: int = 8 << 20, max_clip_bytes: int = 64 << 20):
+    """The FastAPI app with ``/score``; limits are baked into its request schema (so they show in
+    OpenAPI). ``deploy`` adds ``/caption`` and ``/healthz`` as methods of the Serve replica."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -67,20 +136,16 @@ def build_app(*, max_caption_chars: int = 100_000, max_dialogue_lines: int = 500
         clean_dt: List[List[str]]
         clean_gt: List[List[str]]
 
-    app = FastAPI(title="diadem-ray", description="Dialogue caption scoring (DiaDemBench REF/ASR) and captioning.")
+    app = FastAPI(title="diadem-ray", description="Dialogue captioning and caption scoring (DiaDemBench REF/ASR).")
     extractors = {name: make_extractor(name) for name in ("structured", "prose")}
     judges: Dict[str, Any] = {"exact": make_judge("exact")}
 
-    app.add_middleware(_BodyLimit, max_bytes=max_request_bytes)
+    app.add_middleware(BodyLimit, max_bytes=max_request_bytes, per_path={"/caption": max_clip_bytes + (64 << 10)})
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
         detail = [{"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors()]
         return JSONResponse(status_code=422, content={"detail": detail})
-
-    @app.get("/healthz")
-    async def healthz() -> Dict[str, Any]:
-        return {"status": "ok", "endpoints": ["POST /score"], "not_served": [CAPTION_PENDING]}
 
     @app.post("/score", response_model=ScoreResponse)
     async def score(req: ScoreRequest):  # scoring takes ~1 ms: no thread-pool hop
@@ -102,42 +167,127 @@ def build_app(*, max_caption_chars: int = 100_000, max_dialogue_lines: int = 500
     return app
 
 
-class _BodyLimit:
-    """Plain ASGI middleware: 413 for a declared body over ``max_bytes`` (cheaper per request
-    than Starlette's BaseHTTPMiddleware)."""
+def deploy(*, host: str = "127.0.0.1", port: int = 8000, policy: Optional[str] = None, engine: str = "vllm",
+           num_cpus: float = 0.5, num_replicas: int = 1, max_ongoing_requests: int = 64, max_batch_size: int = 8,
+           batch_wait_timeout_s: float = 0.05, max_clip_duration_s: float = 120.0,
+           allowed_uri_roots: Sequence[str] = (), **limits: Any):
+    """Start Serve on the connected Ray cluster and run the app; returns the handle. With
+    ``policy`` (a run directory or its ``policy/``) each replica loads the captioner.
 
-    def __init__(self, app: Any, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
+    ``max_ongoing_requests`` is high on purpose: a ``/score`` request costs about a millisecond of
+    the replica's event loop, and with Serve's default (5) the router's back-off under 32
+    concurrent clients cut throughput several-fold on 2 cores. Captioning work runs in threads
+    off the event loop, so ``/score`` and ``/healthz`` stay responsive while clips are captioned."""
+    import asyncio
 
-    async def __call__(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            for key, value in scope.get("headers", ()):
-                if key == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
-                    from starlette.responses import JSONResponse
-
-                    response = JSONResponse(status_code=413, content={"detail": f"request body over {self.max_bytes} bytes"})
-                    await response(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
-
-
-def deploy(*, host: str = "127.0.0.1", port: int = 8000, num_cpus: float = 0.5, num_replicas: int = 1,
-           max_ongoing_requests: int = 64, **limits: Any):
-    """Start Serve on the connected Ray cluster and run the scorer app; returns the handle.
-
-    ``max_ongoing_requests`` is high on purpose: a request costs about a millisecond of the
-    replica's event loop, and with Serve's default (5) the router's back-off under 32 concurrent
-    clients cut throughput several-fold on 2 cores."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
     from ray import serve
 
+    if policy is not None:  # fail here, in the caller, with the path named — not inside a replica
+        from diadem_ray.models.policy import read_policy
+
+        policy = str(read_policy(policy)[0])
+    max_clip_bytes = int(limits.get("max_clip_bytes", 64 << 20))
     app = build_app(**limits)
+    roots = [r for r in allowed_uri_roots]
 
     @serve.deployment(ray_actor_options={"num_cpus": num_cpus}, num_replicas=num_replicas,
                       max_ongoing_requests=max_ongoing_requests)
     @serve.ingress(app)
-    class DiademScorer:
-        pass
+    class Diadem:
+        def __init__(self) -> None:
+            threads = max(1, int(num_cpus))
+            self.captioner = Captioner(policy, engine=engine, cpu_threads=threads, max_batch_size=max_batch_size) if policy else None
+
+        @app.get("/healthz")
+        async def healthz(self) -> Dict[str, Any]:
+            body: Dict[str, Any] = {"status": "ok", "endpoints": ["POST /score"]}
+            if self.captioner is None:
+                body["not_served"] = [f"POST /caption: {NO_POLICY}"]
+            else:
+                m = self.captioner.meta
+                body["endpoints"].append("POST /caption")
+                body["model"] = {"family": m.family, "run": m.run, "stage": m.stage, "policy_version": m.policy_version,
+                                 "path": str(self.captioner.dir), "warnings": self.captioner.warnings}
+            return body
+
+        @app.post("/caption", openapi_extra=_CAPTION_BODY)
+        async def caption(self, request: Request):
+            if self.captioner is None:
+                return JSONResponse(status_code=503, content={"detail": NO_POLICY})
+            t0 = time.perf_counter()
+            try:
+                uri, cleanup = await self._clip_of(request)
+            except _Refused as exc:
+                return JSONResponse(status_code=exc.status, content={"detail": str(exc)})
+            try:
+                from diadem_ray.data.decode import DecodeError
+
+                try:
+                    seconds = await asyncio.to_thread(self.captioner.duration_s, uri)
+                    if seconds > max_clip_duration_s:
+                        return JSONResponse(status_code=413, content={
+                            "detail": f"clip is {seconds:.1f} s long; the limit is {max_clip_duration_s:g} s (serve.max_clip_duration_s)"})
+                    evidence = await asyncio.to_thread(self.captioner.evidence, uri)
+                except DecodeError as exc:
+                    return JSONResponse(status_code=422, content={"detail": f"cannot decode the clip: {exc}"})
+            finally:
+                cleanup()
+            out = await self._generate(evidence)
+            m = self.captioner.meta
+            return {**out, "model": {"family": m.family, "run": m.run, "stage": m.stage}, "duration_s": seconds,
+                    "seconds": time.perf_counter() - t0}
+
+        @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s)
+        async def _generate(self, evidence: List[str]) -> List[Dict[str, Any]]:
+            return await asyncio.to_thread(self.captioner.captions, evidence)
+
+        async def _clip_of(self, request: Request):
+            """(local path of the clip, cleanup) from an upload, raw bytes or an allowed URI."""
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if ctype == "application/json":
+                import json
+
+                try:
+                    body = json.loads(await request.body())
+                except ValueError as exc:
+                    raise _Refused(422, f"body is not valid JSON ({exc})") from exc
+                if not isinstance(body, dict) or set(body) != {"uri"} or not isinstance(body["uri"], str):
+                    raise _Refused(422, 'JSON body must be exactly {"uri": "<clip URI>"}; to send the clip itself, '
+                                        "upload it as multipart field 'file' or as the raw body with Content-Type video/mp4")
+                try:
+                    return check_uri(body["uri"], roots), lambda: None
+                except UriRefused as exc:
+                    raise _Refused(exc.status, str(exc)) from exc
+            if ctype == "multipart/form-data":
+                form = await request.form(max_files=1, max_fields=1)
+                upload = form.get("file")
+                if upload is None or isinstance(upload, str):
+                    raise _Refused(422, "multipart body needs the clip in a file field named 'file'")
+                data = await upload.read(max_clip_bytes + 1)
+                name = posixpath.basename(upload.filename or "clip.mp4")
+            elif ctype.startswith("video/") or ctype == "application/octet-stream":
+                data = await request.body()
+                name = "clip." + (ctype.split("/")[1] if ctype.startswith("video/") else "mp4")
+            else:
+                raise _Refused(415, f"Content-Type {ctype or '(none)'!r} not accepted; send multipart/form-data (field 'file'), "
+                                    'video/* bytes, or application/json {"uri": …}')
+            if len(data) > max_clip_bytes:
+                raise _Refused(413, f"clip has more than {max_clip_bytes} bytes (serve.max_clip_bytes)")
+            if not data:
+                raise _Refused(422, "the clip is empty")
+            suffix = os.path.splitext(name)[1][:8] or ".mp4"
+            fd, path = tempfile.mkstemp(prefix="diadem-clip-", suffix=suffix)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            return path, lambda: os.unlink(path)
 
     serve.start(http_options={"host": host, "port": port})
-    return serve.run(DiademScorer.bind(), name="diadem", route_prefix="/")
+    return serve.run(Diadem.bind(), name="diadem", route_prefix="/")
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status

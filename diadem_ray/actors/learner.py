@@ -329,6 +329,17 @@ class Learner:
                     out[name] = param.detach().to("cpu", torch.float64, copy=True)
         return out
 
+    def save_policy(self, directory: str, meta: Mapping[str, Any]) -> str:
+        """Export the full weights (LoRA merged) as a servable policy directory
+        (:mod:`diadem_ray.models.policy`); every rank calls, rank 0 writes."""
+        from diadem_ray.models.policy import PolicyMeta, write_policy
+
+        buckets = self.export_weights()
+        if self.rank != 0:
+            return ""
+        tensors = [item for bucket in buckets for item in bucket]
+        return str(write_policy(directory, tensors, source_model_path=self.model_path, meta=PolicyMeta(**meta)))
+
     # ---- checkpoints -------------------------------------------------------------------------
 
     def save_checkpoint(self, directory: str, tag: str, metadata: Mapping[str, Any]) -> str:

@@ -128,6 +128,10 @@ class LearnerGroup:
     def parameter_snapshot(self, trainable_only: bool = True):
         return self._all("parameter_snapshot", trainable_only)[0]
 
+    def save_policy(self, directory: str, meta: Mapping[str, Any]) -> str:
+        """A servable policy directory (see :mod:`diadem_ray.models.policy`); returns its path."""
+        return self._all("save_policy", directory, dict(meta))[0]
+
     def save_checkpoint(self, directory: str, metadata: Mapping[str, Any], keep_last: int = 0) -> str:
         """Write ``step_<n>`` on every rank, then the ``latest`` marker (atomically, last); then
         remove all but the newest ``keep_last`` step folders (0 keeps everything)."""

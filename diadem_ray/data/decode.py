@@ -38,6 +38,23 @@ def _open(uri: str):
     return av.open(uri.removeprefix("file://"))
 
 
+def probe(uri: str) -> float:
+    """The clip's duration in seconds from its container header (no decoding). Raises
+    :class:`DecodeError` for a file PyAV cannot open or one that declares no duration."""
+    import av
+
+    try:
+        with _open(uri) as box:
+            if box.duration is not None:
+                return float(box.duration) / av.time_base
+            streams = [s for s in box.streams if s.duration is not None and s.time_base is not None]
+            if streams:
+                return max(float(s.duration * s.time_base) for s in streams)
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise DecodeError(f"{uri}: cannot open ({type(exc).__name__}: {exc})") from exc
+    raise DecodeError(f"{uri}: the container declares no duration")
+
+
 def decode_clip(uri: str, *, max_frames: int = 64, sample_rate_hz: int = 16000) -> Media:
     """All frames when the clip has at most ``max_frames``, else ``max_frames`` evenly spaced ones;
     audio downmixed to mono and resampled to ``sample_rate_hz``. Raises :class:`DecodeError`."""

@@ -82,3 +82,14 @@ def validate_clip(clip: Clip) -> List[str]:
         elif t.start_s is not None and not 0.0 <= t.start_s <= t.end_s <= clip.duration_s + 1e-6:
             p.append(f"{at}: dialogue[{i}] span [{t.start_s}, {t.end_s}] is not inside [0, {clip.duration_s}]")
     return p
+
+
+def annotation_of(clip: Clip) -> Dict[str, object]:
+    """The DiaDemBench annotation object of a clip (for ``diadem-ray eval``)."""
+    return {
+        "video_id": clip.clip_id, "gt_dialogues": clip.gt_dialogues(), "speaker_num": clip.speaker_num,
+        "people_num_in_screen": clip.people_on_screen, "is_single_shot": int(clip.is_single_shot),
+        "has_off_screen_speaker": int(clip.has_off_screen_speaker),
+        "has_same_sex_speakers": int(clip.has_same_sex_speakers),
+        "only_opposite_sex_speakers": int(clip.only_opposite_sex_speakers),
+    }

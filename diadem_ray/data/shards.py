@@ -24,8 +24,10 @@ def _fs(root: str) -> Tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), str(pafs.LocalFileSystem().normalize_path(root))
 
 
-def write_shards(clips: Iterable[Clip], root: str, *, clips_per_shard: int = 64) -> List[str]:
-    """Validate every clip (``ValueError`` listing all problems, nothing written), then write."""
+def write_shards(clips: Iterable[Clip], root: str, *, clips_per_shard: int = 64, replace: bool = False) -> List[str]:
+    """Validate every clip (``ValueError`` listing all problems, nothing written), then write.
+    ``replace`` first removes the ``bucket=*`` folders already under ``root`` (and nothing else),
+    so a re-partitioned dataset leaves no stale shards behind."""
     clips = list(clips)
     problems = [p for c in clips for p in validate_clip(c)]
     seen = set()
@@ -36,6 +38,10 @@ def write_shards(clips: Iterable[Clip], root: str, *, clips_per_shard: int = 64)
     if problems:
         raise ValueError(f"{len(problems)} problem(s) in the clips to write:\n" + "\n".join(f"  - {p}" for p in problems))
     fs, base = _fs(root)
+    if replace:
+        for info in fs.get_file_info(pafs.FileSelector(base, recursive=False, allow_not_found=True)):
+            if info.type == pafs.FileType.Directory and info.base_name.startswith("bucket="):
+                fs.delete_dir(info.path)
     by_bucket: dict = {}
     for c in clips:
         by_bucket.setdefault(c.bucket or UNASSIGNED, []).append(c)

@@ -27,6 +27,7 @@ import numpy as np
 
 from diadem_ray.data.grammar import dialogue_line
 from diadem_ray.data.render import PALETTE, Figure, background, draw_person
+from diadem_ray.data.schema import annotation_of
 from diadem_ray.types import Clip, Turn
 
 AUDIO_RATE_HZ = 16000
@@ -258,17 +259,6 @@ def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, *, fps: int) ->
         for pkt in ast.encode():
             box.mux(pkt)
     tmp.replace(path)
-
-
-def annotation_of(clip: Clip) -> Dict[str, object]:
-    """The DiaDemBench annotation object of a clip (for ``diadem-ray eval``)."""
-    return {
-        "video_id": clip.clip_id, "gt_dialogues": clip.gt_dialogues(), "speaker_num": clip.speaker_num,
-        "people_num_in_screen": clip.people_on_screen, "is_single_shot": int(clip.is_single_shot),
-        "has_off_screen_speaker": int(clip.has_off_screen_speaker),
-        "has_same_sex_speakers": int(clip.has_same_sex_speakers),
-        "only_opposite_sex_speakers": int(clip.only_opposite_sex_speakers),
-    }
 
 
 _WORKER: Dict[str, object] = {}

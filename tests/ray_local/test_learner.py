@@ -67,7 +67,7 @@ def test_grpo_step_changes_every_parameter_and_sft_reduces_loss(ray_local, tiny_
         g.shutdown()
 
 
-def test_lora_changes_only_adapters(ray_local, tiny_model):
+def test_lora_changes_only_adapters(ray_local, tiny_model, tmp_path):
     p, r, a = batch()
     g = group(tiny_model, lora={"enabled": True, "rank": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
               need_reference=True, lr=1e-2)
@@ -81,6 +81,23 @@ def test_lora_changes_only_adapters(ray_local, tiny_model):
         names = [n for b in g.export_weights() for n, _ in b]
         assert not any("lora" in n or "base_layer" in n for n in names)
         assert "model.layers.0.self_attn.q_proj.weight" in names and "lm_head.weight" in names
+        # The servable export (LoRA merged) is the model the learner scores with.
+        from transformers import AutoModelForCausalLM
+
+        from diadem_ray.models.policy import read_policy
+
+        meta = dict(family="tiny_av", policy_version=3, stage="grpo_stage1", learner_step=1, run="t", frontend_version="2",
+                    frames_per_clip=8, sample_rate_hz=16000, max_prompt_tokens=64, max_new_tokens=16)
+        d, got = read_policy(g.save_policy(str(tmp_path / "policy"), meta))
+        assert got.policy_version == 3 and got.stage == "grpo_stage1"
+        model = AutoModelForCausalLM.from_pretrained(str(d), local_files_only=True, dtype=torch.float32).eval()
+        want = g.compute_logprobs(p[:2], r[:2])
+        for prompt, resp, lp in zip(p[:2], r[:2], want):
+            ids = torch.tensor([prompt + resp])
+            with torch.no_grad():
+                logits = model(ids).logits[0, len(prompt) - 1:-1].log_softmax(-1)
+            mine = logits.gather(-1, torch.tensor(resp)[:, None])[:, 0]
+            assert torch.allclose(mine, torch.tensor(lp), atol=1e-4)
     finally:
         g.shutdown()
 

@@ -1,9 +1,8 @@
 import subprocess
 import sys
 
-import pytest
 
-from diadem_ray.cli import COMMANDS, PENDING, main
+from diadem_ray.cli import COMMANDS, main
 
 
 def test_help_lists_every_subcommand_with_purpose():
@@ -13,10 +12,14 @@ def test_help_lists_every_subcommand_with_purpose():
         assert purpose.split(":")[0][:30] in out.replace("\n", " ").replace("  ", " ") or purpose[:20] in out
 
 
-@pytest.mark.parametrize("name", sorted(PENDING))
-def test_pending_commands_say_so_and_exit_2(name, capsys):
-    assert main([name]) == 2
-    assert "not implemented yet" in capsys.readouterr().err
+def test_profile_and_serve_refuse_a_checkpoint_that_is_no_policy(repo_root, tmp_path, capsys):
+    (tmp_path / "checkpoints" / "step_2").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "latest").write_text("step_2")
+    cfg = str(repo_root / "configs/demo_cpu.yaml")
+    assert main(["profile", "--config", cfg, "--checkpoint", str(tmp_path / "checkpoints")]) == 1
+    assert "DeepSpeed training checkpoint (for --resume), not a servable policy" in capsys.readouterr().err
+    assert main(["serve", "--checkpoint", str(tmp_path / "nope")]) == 1
+    assert "no such file or directory" in capsys.readouterr().err
 
 
 def test_config_check_cli(repo_root, capsys):
