@@ -1,7 +1,10 @@
 """Load test of POST /score: N concurrent clients for T seconds against a local Ray Serve app on
 127.0.0.1; reports requests, errors, throughput and p50/p99 latency. Bounded in time and count.
+With ``--caption RUN --clips DIR``: POST /caption latency with that run's exported policy, one
+client at a time and then ``--clients`` at once (dynamic batching), on the clips of DIR.
 
     .venv/bin/python bench/serve_load.py [--clients 32] [--seconds 30]
+    .venv/bin/python bench/serve_load.py --caption runs/demo-cpu --clips runs/data/eval/videos --clients 4
 """
 
 from __future__ import annotations
@@ -20,7 +23,12 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--max-requests", type=int, default=200_000)
+    ap.add_argument("--caption", default=None, help="run directory whose policy/ serves POST /caption")
+    ap.add_argument("--clips", default=None, help="folder of .mp4 clips for --caption")
+    ap.add_argument("--requests", type=int, default=8, help="--caption: requests per phase")
     args = ap.parse_args()
+    if args.caption:
+        return caption_bench(args)
     import ray
     from ray import serve
 
@@ -75,6 +83,68 @@ def main() -> None:
     print(f"| {args.clients} | {elapsed:.1f} | {len(lat)} | {len(errors)} | {len(lat) / elapsed:.1f} | {p(0.5):.1f} | {p(0.99):.1f} |")
     if errors:
         print("errors:", sorted(set(errors))[:5])
+
+
+def caption_bench(args) -> None:
+    import glob
+    import os
+
+    import ray
+    from ray import serve
+
+    from diadem_ray.serve import deploy
+
+    clips = sorted(glob.glob(os.path.join(args.clips, "*.mp4")))[: args.requests]
+    if not clips:
+        raise SystemExit(f"--clips {args.clips}: no .mp4 files")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    t0 = time.perf_counter()
+    deploy(host="127.0.0.1", port=port, policy=args.caption, num_cpus=2, max_batch_size=8, batch_wait_timeout_s=0.2)
+    ready = time.perf_counter() - t0
+
+    def one(path: str):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        t = time.perf_counter()
+        conn.request("POST", "/caption", open(path, "rb").read(), {"Content-Type": "video/mp4"})
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+        return resp.status, time.perf_counter() - t, body
+
+    one(clips[0])  # warm-up: first request compiles / allocates
+    rows = []
+    for label, clients in (("sequential", 1), (f"{args.clients} at once", args.clients)):
+        lat, statuses, lock = [], [], threading.Lock()
+        queue = list(clips)
+
+        def client() -> None:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    path = queue.pop()
+                status, seconds, _ = one(path)
+                with lock:
+                    lat.append(seconds)
+                    statuses.append(status)
+
+        start = time.perf_counter()
+        threads = [threading.Thread(target=client) for _ in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - start
+        lat.sort()
+        rows.append((label, len(lat), sum(s != 200 for s in statuses), len(lat) / wall, lat[len(lat) // 2], lat[-1]))
+    serve.shutdown()
+    ray.shutdown()
+    print(f"replica ready in {ready:.0f} s (vLLM engine + Whisper + policy load)")
+    print("| clients | requests | errors | clips/s | p50 s | max s |\n|---|---|---|---|---|---|")
+    for label, n, errors, rate, p50, worst in rows:
+        print(f"| {label} | {n} | {errors} | {rate:.2f} | {p50:.2f} | {worst:.2f} |")
 
 
 if __name__ == "__main__":
