@@ -37,7 +37,7 @@ $(STAMP): requirements/cpu.txt pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q --durations=15
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(PY) bench/rollout_throughput.py
 	$(PY) bench/weight_sync.py
 	$(PY) bench/serve_load.py
+	$(PY) bench/data_throughput.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -95,6 +95,9 @@ class RolloutConfig:
     cpu_kv_cache_gib: float = 1.0
     weight_sync_bucket_mb: int = 256
     weight_sync_timeout_s: float = 120.0
+    # auto: NCCL broadcast when learners and replicas have their own GPUs (disaggregated layout),
+    # else buckets through the object store | nccl | object_store
+    weight_transfer: str = "auto"
 
 
 @dataclass
@@ -455,6 +458,13 @@ def validate(cfg: Any) -> List[str]:
         p.append(f"grpo.dual_clip_c: must be > 1 (or null to disable), got {cfg.grpo.dual_clip_c!r}")
     if cfg.grpo.kl_in_reward and cfg.grpo.kl_coef == 0:
         p.append("grpo.kl_in_reward: true has no effect with grpo.kl_coef = 0")
+    _one_of(p, "rollout.weight_transfer", cfg.rollout.weight_transfer, ("auto", "nccl", "object_store"))
+    if cfg.rollout.weight_transfer == "nccl" and (cfg.rollout.num_gpus_per_replica == 0 or cfg.learner.num_gpus_per_rank == 0):
+        p.append("rollout.weight_transfer: 'nccl' needs GPUs on both sides (rollout.num_gpus_per_replica and "
+                 "learner.num_gpus_per_rank > 0); use 'object_store' or 'auto'")
+    if cfg.rollout.weight_transfer == "nccl" and cfg.cluster.layout == "colocated":
+        p.append("rollout.weight_transfer: 'nccl' cannot link a learner and an engine that share a GPU; the colocated "
+                 "layout syncs through the object store ('auto' picks it)")
     if cfg.cluster.layout == "colocated" and cfg.learner.num_gpus_per_rank == 0:
         p.append("cluster.layout: 'colocated' shares GPUs between learners and engines; set learner.num_gpus_per_rank > 0 or use 'disaggregated'")
     lora = cfg.learner.lora
@@ -496,6 +506,16 @@ def validate(cfg: Any) -> List[str]:
     if cfg.serve.max_clip_duration_s <= 0 or cfg.serve.replica_num_cpus <= 0:
         p.append("serve.max_clip_duration_s and serve.replica_num_cpus must be > 0")
     return p
+
+
+def weight_transfer_mode(cfg: TrainConfig) -> str:
+    """``rollout.weight_transfer`` with ``auto`` resolved: ``nccl`` when learners and replicas
+    sit on their own GPUs (disaggregated), else ``object_store``."""
+    r = cfg.rollout
+    if r.weight_transfer != "auto":
+        return r.weight_transfer
+    gpus = r.num_gpus_per_replica > 0 and cfg.learner.num_gpus_per_rank > 0
+    return "nccl" if gpus and cfg.cluster.layout == "disaggregated" and r.backend == "vllm" else "object_store"
 
 
 def load_reward_spec(name_or_path: str, search_dirs: Sequence[str | os.PathLike] = ("configs/rewards",)) -> RewardSpec:

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from diadem_ray.config import TrainConfig, load_reward_spec, to_yaml
+from diadem_ray.config import TrainConfig, load_reward_spec, to_yaml, weight_transfer_mode
 from diadem_ray.types import Clip
 
 log = logging.getLogger("diadem_ray.driver")
@@ -186,7 +186,7 @@ class Driver:
                                      collective_timeout_s=lr.collective_timeout_s, lora=lora,
                                      need_reference=cfg.grpo.kl_coef != 0.0, seed=cfg.run.seed)
         self.sync = WeightSync(self.learners, self.rollouts, bucket_bytes=r.weight_sync_bucket_mb << 20,
-                               timeout_s=r.weight_sync_timeout_s)
+                               timeout_s=r.weight_sync_timeout_s, mode=weight_transfer_mode(cfg))
         if self.resume:
             meta = self.learners.load_checkpoint(str(self.ckpt_dir))
             self.state = DriverState(**meta["driver"])
@@ -203,11 +203,14 @@ class Driver:
 
         cfg, r = self.cfg, self.cfg.rollout
         self.tokens = tiny_av.Tokens(model_path)
+        max_len = cfg.model.max_prompt_tokens + max(r.max_new_tokens, cfg.stages.eval.max_new_tokens)
         self.rollouts = RolloutGroup(num_replicas=r.num_replicas, num_cpus_per_replica=r.num_cpus_per_replica,
                                      num_gpus_per_replica=r.num_gpus_per_replica, cpu_threads=r.cpu_threads,
-                                     chunk_size=r.prompts_per_task, model_path=model_path, backend=r.backend, dtype=cfg.model.dtype, max_model_len=cfg.model.max_prompt_tokens + max(r.max_new_tokens, cfg.stages.eval.max_new_tokens),
+                                     chunk_size=r.prompts_per_task, model_path=model_path, backend=r.backend, dtype=cfg.model.dtype,
+                                     max_model_len=max_len,
                                      gpu_memory_utilization=r.gpu_memory_utilization, cpu_kv_cache_gib=r.cpu_kv_cache_gib,
-                                     seed=cfg.run.seed)
+                                     seed=cfg.run.seed, weight_transfer=weight_transfer_mode(cfg),
+                                     sleep_mode=cfg.cluster.layout == "colocated")
 
     def _start_tracking(self) -> None:
         from omegaconf import OmegaConf
@@ -300,6 +303,7 @@ class Driver:
             {b: self._stream(f"sft:{b}", self.train_root, [b]) for b in buckets}
         weights = dict(s.buckets) if buckets else {"all": 1.0}
         _say(f"SFT: {s.steps} steps x {s.prompts_per_step} clips")
+        self.rollouts.sleep()  # colocated layout: the learners get the GPUs for the whole stage
         for step in range(self.state.stage_step, s.steps):
             t0 = time.perf_counter()
             clips = self._take(streams, weights, s.prompts_per_step, step, "sft")
@@ -308,7 +312,7 @@ class Driver:
             m = self.learners.sft_step(prompts, targets)
             m["time/step_s"] = time.perf_counter() - t0
             self._end_step("sft", step, s.steps, m, f"loss {m.get('learner/sft_loss', float('nan')):.3f}")
-        self.sync.push()
+        self._push_weights()
 
     def _profile(self, root: Optional[str] = None) -> None:
         """Roll out the current policy on every training clip, then bucket clips by difficulty
@@ -431,12 +435,13 @@ class Driver:
             rollout_lps = [list(x.rollout.logprobs) or [0.0] for x in scored_all]
             advantages = [a for _, _, a_list in batch for a in a_list]
             td = time.perf_counter()
+            self.rollouts.sleep()
             lm = self.learners.grpo_step(prompt_ids, responses, advantages, rollout_logprobs=rollout_lps,
                                          clip_eps_low=g.clip_eps_low, clip_eps_high=g.clip_eps_high, dual_clip_c=g.dual_clip_c,
                                          kl_coef=g.kl_coef, kl_estimator=g.kl_estimator, entropy_coef=g.entropy_coef,
                                          loss_aggregation=g.loss_aggregation)
             te = time.perf_counter()
-            sm = self.sync.push()
+            sm = self._push_weights()
             m.update(lm)
             m.update(sm)
             comps: Dict[str, List[float]] = {}
@@ -455,6 +460,14 @@ class Driver:
                       "time/sync_s": sm["sync/seconds"], "time/step_s": time.perf_counter() - t0})
             self._end_step(stage, step, s.steps, m, f"reward {m['reward/mean']:.3f} asr {m.get('reward/asr_f1', 0):.3f} "
                            f"ref {m.get('reward/ref_f1', 0):.3f} zero-var {zero_var}")
+
+    def _push_weights(self) -> Dict[str, float]:
+        """Weights to the engines. Colocated layout: wake the engines' weights, sync, then give
+        them back their KV cache (vLLM's recommended order for RL; no-ops when disaggregated)."""
+        self.rollouts.wake_up(["weights"])
+        m = self.sync.push()
+        self.rollouts.wake_up(["kv_cache"])
+        return m
 
     def _end_step(self, stage: str, step: int, total: int, metrics: Dict[str, float], summary: str) -> None:
         self.state.stage_step = step + 1

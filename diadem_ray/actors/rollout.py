@@ -38,7 +38,8 @@ def _has_tokenizer(model_path: str) -> bool:
 class RolloutWorker:
     def __init__(self, *, model_path: str, replica_id: int = 0, backend: str = "vllm", dtype: str = "float32",
                  max_model_len: int = 1024, max_num_seqs: int = 64, gpu_memory_utilization: float = 0.5,
-                 cpu_kv_cache_gib: float = 1.0, seed: int = 0):
+                 cpu_kv_cache_gib: float = 1.0, seed: int = 0, weight_transfer: str = "object_store",
+                 sleep_mode: bool = False):
         self.model_path = model_path
         self.replica_id = replica_id
         self.backend = backend
@@ -48,6 +49,11 @@ class RolloutWorker:
         self.gpu_memory_utilization = gpu_memory_utilization
         self.cpu_kv_cache_gib = cpu_kv_cache_gib
         self.seed = seed
+        # "nccl": weights arrive by NCCL broadcast from learner rank 0 through vLLM's weight-transfer
+        # API (GPU only); "object_store": buckets through Ray's object store (CPU and GPU).
+        self.weight_transfer = weight_transfer
+        self.sleep_mode = sleep_mode  # colocated layout: the engine sleeps during learner steps
+        self._incoming: Optional[int] = None  # version of an NCCL update in progress
         self.policy_version = 0
         self.llm: Any = None
         self.hf: Any = None
@@ -71,8 +77,17 @@ class RolloutWorker:
                                           skip_tokenizer_init=not _has_tokenizer(self.model_path))
             if torch.cuda.is_available():
                 kwargs["gpu_memory_utilization"] = self.gpu_memory_utilization
+                if self.weight_transfer == "nccl":
+                    from vllm.config import WeightTransferConfig
+
+                    kwargs["weight_transfer_config"] = WeightTransferConfig(backend="nccl")
+                if self.sleep_mode:
+                    kwargs["enable_sleep_mode"] = True
             else:
                 kwargs["enforce_eager"] = True
+                if self.weight_transfer == "nccl" or self.sleep_mode:
+                    raise ValueError(f"rollout replica {self.replica_id}: weight_transfer='nccl' and sleep mode need CUDA; "
+                                     "on CPU use the object-store sync and the disaggregated layout")
             self.llm = LLM(**kwargs)
         elif self.backend == "hf":
             from transformers import AutoModelForCausalLM
@@ -233,6 +248,43 @@ class RolloutWorker:
         self.policy_version = version
         return {"seconds": time.perf_counter() - start, "bytes": float(nbytes), "version": float(version),
                 "buckets": float(len(buckets))}
+
+    # ---- NCCL weight transfer (GPU; vLLM's weight-transfer API, driven by learner rank 0) ------
+    # The four calls mirror vLLM's VLLMWeightSyncClient protocol; the learner's trainer engine
+    # drives them through cluster.weight_sync.ReplicaSyncClient. Unverified on this machine (no GPU).
+
+    def wt_init(self, init_info: Dict[str, Any]) -> None:
+        """Join the NCCL group (blocks until learner rank 0 opens its endpoint)."""
+        self.llm.collective_rpc("init_weight_transfer_engine", kwargs={"init_info": dict(init_info)})
+
+    def wt_start(self, version: int) -> None:
+        if version <= self.policy_version:
+            raise VersionMismatch(f"rollout replica {self.replica_id}: refusing policy_version {version}; "
+                                  f"it already holds {self.policy_version} (versions only increase)")
+        self.llm.collective_rpc("start_weight_update")
+        self._incoming = version
+
+    def wt_update(self, update_info: Dict[str, Any]) -> None:
+        """Receive the broadcast (runs concurrently with the learner's send)."""
+        self.llm.collective_rpc("update_weights", kwargs={"update_info": update_info})
+
+    def wt_finish(self) -> Dict[str, float]:
+        if self._incoming is None:
+            raise RuntimeError(f"rollout replica {self.replica_id}: finish_weight_update without a started update")
+        self.llm.collective_rpc("finish_weight_update")
+        self.llm.reset_prefix_cache()  # cached KV blocks belong to the old weights
+        self.policy_version, self._incoming = self._incoming, None
+        return {"version": float(self.policy_version)}
+
+    # ---- colocated layout: free the GPU for the learner step ---------------------------------
+
+    def sleep(self) -> None:
+        """Level 1: weights offloaded to CPU, KV cache dropped (vLLM sleep mode)."""
+        self.llm.sleep(level=1)
+
+    def wake_up(self, tags: Optional[List[str]] = None) -> None:
+        """``["weights"]`` before a weight sync, then ``["kv_cache"]``; ``None`` for everything."""
+        self.llm.wake_up(tags)
 
     def get_version(self) -> int:
         return self.policy_version

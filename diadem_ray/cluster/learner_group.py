@@ -128,6 +128,11 @@ class LearnerGroup:
     def parameter_snapshot(self, trainable_only: bool = True):
         return self._all("parameter_snapshot", trainable_only)[0]
 
+    def run_all(self, method: str, *args: Any, timeout: Optional[float] = None) -> List[Any]:
+        """Call ``method`` on every rank (a dead rank raises :class:`LearnerDied`, a silent one
+        ``TimeoutError`` after ``timeout`` s)."""
+        return self._all(method, *args, timeout=timeout)
+
     def save_policy(self, directory: str, meta: Mapping[str, Any]) -> str:
         """A servable policy directory (see :mod:`diadem_ray.models.policy`); returns its path."""
         return self._all("save_policy", directory, dict(meta))[0]

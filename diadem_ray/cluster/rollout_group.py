@@ -36,10 +36,20 @@ class RolloutGroup:
                                                    max_restarts=-1, max_task_retries=0, runtime_env={"env_vars": env})
         self.replicas = [remote.remote(replica_id=i, **worker_kwargs) for i in range(num_replicas)]
         self.info = ray.get([r.setup.remote() for r in self.replicas])
+        self.sleep_mode = bool(worker_kwargs.get("sleep_mode", False))
         self.chunk_size = chunk_size
         self.max_chunk_retries = max_chunk_retries
         self.version = 0
         self.last_buckets: Optional[Any] = None  # ObjectRef of the last pushed weights (a list of buckets)
+
+    def sleep(self) -> None:
+        """Colocated layout: every engine frees its GPU memory for the learner step (no-op otherwise)."""
+        if self.sleep_mode:
+            ray.get([r.sleep.remote() for r in self.replicas])
+
+    def wake_up(self, tags: Optional[List[str]] = None) -> None:
+        if self.sleep_mode:
+            ray.get([r.wake_up.remote(tags) for r in self.replicas])
 
     def generate(self, prompts: Sequence[Mapping[str, Any]], *, samples_per_prompt: int, max_new_tokens: int,
                  temperature: float = 1.0, top_p: float = 1.0, seed: Optional[int] = None) -> Tuple[List[Rollout], Dict[str, float]]:

@@ -6,15 +6,20 @@ loads them in place with vLLM's ``reload_weights`` (tied embeddings pushed expli
 its prefix cache. Every replica call has ``timeout_s``; a replica that misses it fails the push
 with its id and the version.
 
-GPU clusters: the same path works; an NCCL broadcast from rank 0 straight into the engines
-(vLLM's weight-transfer API) is the faster route and is not implemented yet — it cannot be run on
-this machine.
+GPU clusters (``mode="nccl"``): learner rank 0 broadcasts the weights straight into every replica
+through vLLM's weight-transfer API (``NCCLTrainerWeightTransferEngine`` on the learner side,
+``WeightTransferConfig(backend="nccl")`` in the engines): one NCCL group of rank 0 plus one rank per
+replica, set up once by :meth:`WeightSync.setup`; each push is start → concurrent broadcast/receive →
+finish, every replica call bounded by ``timeout_s`` and stamped with the version. This path is
+written against vLLM 0.32's documented API and is **unverified here** (no GPU on the development
+machine); the object-store path is what the tests exercise. A replica restarted by Ray cannot
+rejoin an NCCL group by itself: in this mode its death fails the next push loudly.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Dict
+from typing import Any, Dict, List, Optional, Sequence
 
 import ray
 
@@ -23,32 +28,93 @@ class WeightSyncTimeout(TimeoutError):
     """A replica did not confirm a weight version in time."""
 
 
+def wait_all(refs: Sequence[Any], *, timeout_s: float, what: str) -> List[Any]:
+    """Results of ``refs`` (one per replica, in order), or :class:`WeightSyncTimeout` naming the
+    replicas that did not answer within ``timeout_s`` and ``what`` they were doing."""
+    pending = {ref: i for i, ref in enumerate(refs)}
+    out: List[Any] = [None] * len(refs)
+    deadline = time.perf_counter() + timeout_s
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.perf_counter()))
+        if not done:
+            raise WeightSyncTimeout(f"weight sync: replica(s) {sorted(pending.values())} did not {what} within {timeout_s} s")
+        out[pending.pop(done[0])] = ray.get(done[0])  # re-raises a replica's refusal with its message
+    return out
+
+
+class ReplicaSyncClient:
+    """vLLM's ``VLLMWeightSyncClient`` protocol over our rollout replicas (Ray actors), driven by
+    learner rank 0's trainer engine. Each replica is its own vLLM instance, so each gets its own
+    NCCL rank (``rank_offset`` 1 + replica index; rank 0 is the learner); every call is bounded
+    by ``timeout_s`` and names the replicas that missed it. ``version`` is set by the learner
+    before each push; replicas refuse a version that does not increase."""
+
+    def __init__(self, replicas: Sequence[Any], *, timeout_s: float):
+        self.replicas = list(replicas)
+        self.timeout_s = timeout_s
+        self.version = 0
+
+    def init_weight_transfer_engine(self, init_info: Dict[str, Any]) -> None:
+        refs = [r.wt_init.remote(dict(init_info, rank_offset=1 + i)) for i, r in enumerate(self.replicas)]
+        wait_all(refs, timeout_s=self.timeout_s, what="join the NCCL weight-transfer group")
+
+    def start_weight_update(self) -> None:
+        wait_all([r.wt_start.remote(self.version) for r in self.replicas], timeout_s=self.timeout_s,
+                 what=f"start policy_version {self.version}")
+
+    def update_weights(self, update_info: Dict[str, Any]) -> None:
+        wait_all([r.wt_update.remote(update_info) for r in self.replicas], timeout_s=self.timeout_s,
+                 what=f"receive policy_version {self.version}")
+
+    def finish_weight_update(self, weight_version: Optional[str] = None) -> None:
+        wait_all([r.wt_finish.remote() for r in self.replicas], timeout_s=self.timeout_s,
+                 what=f"finish policy_version {self.version}")
+
+
 class WeightSync:
-    def __init__(self, learners, rollouts, *, bucket_bytes: int = 256 << 20, timeout_s: float = 120.0):
+    def __init__(self, learners, rollouts, *, bucket_bytes: int = 256 << 20, timeout_s: float = 120.0,
+                 mode: str = "object_store"):
+        if mode not in ("object_store", "nccl"):
+            raise ValueError(f"weight sync mode must be 'object_store' or 'nccl', got {mode!r}")
         self.learners = learners
         self.rollouts = rollouts
         self.bucket_bytes = bucket_bytes
         self.timeout_s = timeout_s
+        self.mode = mode
+        self._ready = mode == "object_store"
+
+    def setup(self) -> None:
+        """NCCL mode: form the transfer group (learner rank 0 + one rank per replica), once."""
+        if self._ready:
+            return
+        # Preflight on every rank: what the replicas will be told to expect is what the learners
+        # iterate (a mismatch would hang NCCL; here it raises naming the parameter).
+        self.learners.run_all("export_metadata", True, timeout=4 * self.timeout_s)
+        client = ReplicaSyncClient(self.rollouts.replicas, timeout_s=self.timeout_s)
+        address, port = ray.get(self.learners.actors[0].nccl_endpoint.remote(), timeout=self.timeout_s)
+        world = 1 + len(self.rollouts.replicas)
+        self.learners.run_all("nccl_init", address, port, world, client, timeout=self.timeout_s)
+        self._ready = True
 
     def push(self) -> Dict[str, float]:
         """Export, publish and load the learner's weights as version ``rollouts.version + 1``."""
         version = self.rollouts.version + 1
         start = time.perf_counter()
+        if self.mode == "nccl":
+            self.setup()
+            # Every learner rank runs send (ZeRO-3 gathers are collectives); rank 0 broadcasts and
+            # drives the replicas, each of whose calls has its own timeout (ReplicaSyncClient).
+            res = self.learners.run_all("nccl_send", version, timeout=4 * self.timeout_s)[0]
+            self.rollouts.version = version
+            seconds = time.perf_counter() - start
+            return {"sync/seconds": seconds, "sync/bytes": res["bytes"], "sync/gb_per_s": res["bytes"] / seconds / 1e9,
+                    "sync/buckets": 0.0, "sync/policy_version": float(version)}
         # The buckets go from learner rank 0's object store to every replica by reference: the
         # driver never deserialises them. (The export is bounded by the learners' own collective
         # timeout; ``timeout_s`` bounds the replicas' loading.)
         ref = self.learners.export_weights_ref(self.bucket_bytes)
-        calls = {r.load_weight_buckets.remote(version, ref): i for i, r in enumerate(self.rollouts.replicas)}
-        deadline = time.perf_counter() + self.timeout_s
-        results = []
-        while calls:
-            done, _ = ray.wait(list(calls), num_returns=1, timeout=max(0.0, deadline - time.perf_counter()))
-            if not done:
-                missing = sorted(calls.values())
-                raise WeightSyncTimeout(f"weight sync: replica(s) {missing} did not load policy_version {version} "
-                                        f"within {self.timeout_s} s")
-            calls.pop(done[0])
-            results.append(ray.get(done[0]))  # re-raises a replica's refusal (VersionMismatch) with its message
+        results = wait_all([r.load_weight_buckets.remote(version, ref) for r in self.rollouts.replicas],
+                           timeout_s=self.timeout_s, what=f"load policy_version {version}")
         nbytes = float(results[0]["bytes"]) if results else 0.0
         nbuckets = float(results[0].get("buckets", 0.0)) if results else 0.0
         self.rollouts.version = version
