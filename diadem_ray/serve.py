@@ -232,6 +232,9 @@ def deploy(*, host: str = "127.0.0.1", port: int = 8000, policy: Optional[str] =
                     evidence = await asyncio.to_thread(self.captioner.evidence, uri)
                 except DecodeError as exc:
                     return JSONResponse(status_code=422, content={"detail": f"cannot decode the clip: {exc}"})
+                except Exception as exc:  # a clip that breaks the front-end is the client's data, not a server fault
+                    return JSONResponse(status_code=422, content={
+                        "detail": f"the front-end could not read the clip ({type(exc).__name__}: {exc})"})
             finally:
                 cleanup()
             out = await self._generate(evidence)

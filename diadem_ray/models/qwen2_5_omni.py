@@ -1,0 +1,166 @@
+"""``qwen2_5_omni``: the thinker of Qwen2.5-Omni (DiaDem's base model) for GPU clusters.
+
+``build_inputs`` turns one decoded clip (:class:`~diadem_ray.data.decode.Media`) and a prompt
+into the thinker's inputs with DiaDem's inference settings — the audio track interleaved with the
+video in 2-second chunks (``use_audio_in_video``), frames at 2 fps under a per-frame pixel budget —
+and is the one function both the rollout engines and the learner use, so both see the same
+tokens. It needs no torchvision (CPU machines run without it):
+
+* frames: resized with PIL (bicubic) to the nearest 28-pixel multiple within the pixel budget
+  (transformers' ``smart_resize``), scaled and normalised with the CLIP statistics, and cut into
+  14×14×2 patches in the order of Qwen2-VL's processors — hand-written here because transformers'
+  video processor for this model requires torchvision; a test checks it against transformers'
+  torchvision-free image processor on still frames;
+* audio: transformers' ``WhisperFeatureExtractor`` (128 mel bins, 30 s window);
+* text: the ChatML prompt with one ``<|VIDEO|>`` placeholder, expanded into per-chunk video and
+  audio tokens by transformers' own ``Qwen2_5OmniProcessor.replace_multimodal_special_tokens``.
+
+Loading the thinker (``load_thinker``) reads a local path or a cluster's model store; nothing is
+downloaded. The training driver does not run this family yet (issue #7): this module is the
+model side, tested on CPU with a tiny random configuration of the same architecture.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+FAMILY = "qwen2_5_omni"
+SYSTEM_PROMPT = ("You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving "
+                 "auditory and visual inputs, as well as generating text and speech.")
+TOKENS = {"audio": "<|AUDIO|>", "image": "<|IMAGE|>", "video": "<|VIDEO|>", "vision_bos": "<|vision_bos|>",
+          "vision_eos": "<|vision_eos|>", "audio_bos": "<|audio_bos|>", "audio_eos": "<|audio_eos|>"}
+CLIP_MEAN = np.asarray([0.48145466, 0.4578275, 0.40821073], np.float32)
+CLIP_STD = np.asarray([0.26862954, 0.26130258, 0.27577711], np.float32)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """DiaDem's inference settings for Qwen2.5-Omni (PAPERS.md): audio in video, 2 fps, a
+    per-frame pixel budget, greedy evaluation with up to 2,048 new tokens."""
+
+    use_audio_in_video: bool = True
+    fps: float = 2.0
+    max_pixels: int = 512 * 28 * 28  # per frame
+    min_pixels: int = 4 * 28 * 28
+    max_frames: int = 64
+    max_new_tokens: int = 2048
+    patch_size: int = 14
+    merge_size: int = 2
+    temporal_patch_size: int = 2
+    position_id_per_seconds: int = 25
+    seconds_per_chunk: float = 2.0
+    sample_rate_hz: int = 16000
+
+
+def sample_frames(frames: np.ndarray, times_s: np.ndarray, *, fps: float, max_frames: int) -> np.ndarray:
+    """Frames nearest to ``0, 1/fps, 2/fps, …`` (at most ``max_frames``, evenly thinned), padded
+    by repeating the last to a multiple of 2 (the temporal patch). ``frames`` uint8 ``[T, H, W, 3]``."""
+    if len(frames) == 0:
+        raise ValueError("the clip has no frames")
+    end = float(times_s[-1]) if len(times_s) else 0.0
+    wanted = np.arange(0.0, end + 1e-6, 1.0 / fps)
+    if len(wanted) > max_frames:
+        wanted = np.linspace(0.0, end, max_frames)
+    idx = [int(np.argmin(np.abs(times_s - t))) for t in wanted]
+    out = frames[idx]
+    if len(out) % 2:
+        out = np.concatenate([out, out[-1:]])
+    return out
+
+
+def video_patches(frames: np.ndarray, s: Settings = Settings()) -> Tuple[np.ndarray, Tuple[int, int, int]]:
+    """uint8 ``[T, H, W, 3]`` (T even) → (patches float32 ``[t·h·w, 3·2·14·14]``, grid (t, h, w))
+    in Qwen2-VL's order: merge windows of 2×2 patches contiguous, channel-major within a patch."""
+    from PIL import Image
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) % s.temporal_patch_size:
+        raise ValueError(f"frames must be [T, H, W, 3] with T a multiple of {s.temporal_patch_size}, got {frames.shape}")
+    height, width = frames.shape[1:3]
+    rh, rw = smart_resize(height, width, factor=s.patch_size * s.merge_size, min_pixels=s.min_pixels, max_pixels=s.max_pixels)
+    resized = np.stack([np.asarray(Image.fromarray(f).resize((rw, rh), Image.BICUBIC)) for f in frames])
+    x = ((resized.astype(np.float32) / 255.0 - CLIP_MEAN) / CLIP_STD).transpose(0, 3, 1, 2)  # [T, C, H, W]
+    p, m, tp = s.patch_size, s.merge_size, s.temporal_patch_size
+    gt, gh, gw = len(x) // tp, rh // p, rw // p
+    x = x.reshape(gt, tp, 3, gh // m, m, p, gw // m, m, p).transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    return np.ascontiguousarray(x.reshape(gt * gh * gw, 3 * tp * p * p)), (gt, gh, gw)
+
+
+def audio_features(audio: np.ndarray, feature_extractor: Any, s: Settings = Settings()) -> Dict[str, np.ndarray]:
+    """``input_features`` ``[1, 128, 3000]`` and ``feature_attention_mask`` ``[1, 3000]`` (30 s window)."""
+    out = feature_extractor(audio, sampling_rate=s.sample_rate_hz, return_attention_mask=True, padding="max_length",
+                            return_tensors="np")
+    return {"input_features": out["input_features"], "feature_attention_mask": out["attention_mask"]}
+
+
+def _expand(text: str, *, audio_len: int, grid: Tuple[int, int, int], second_per_grid: float, s: Settings) -> str:
+    """Expand the placeholders with transformers' own Qwen2.5-Omni processor logic (pure text)."""
+    from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import Qwen2_5OmniProcessor
+
+    merge = types.SimpleNamespace(merge_size=s.merge_size)
+    shim = types.SimpleNamespace(
+        **{f"{k}_token": v for k, v in TOKENS.items()}, image_processor=merge, video_processor=merge,
+        get_chunked_index=lambda idx, n: Qwen2_5OmniProcessor.get_chunked_index(None, idx, n))
+    return Qwen2_5OmniProcessor.replace_multimodal_special_tokens(
+        shim, [text], iter([audio_len]), iter([]), iter([np.asarray(grid)]), video_second_per_grid=iter([second_per_grid]),
+        use_audio_in_video=s.use_audio_in_video, position_id_per_seconds=s.position_id_per_seconds,
+        seconds_per_chunk=s.seconds_per_chunk)[0]
+
+
+def prompt_text(prompt: str, system: str = SYSTEM_PROMPT) -> str:
+    """The ChatML conversation: the system prompt, then the clip and the instruction from the user."""
+    t = TOKENS
+    return (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{t['vision_bos']}{t['video']}{t['vision_eos']}"
+            f"{prompt}<|im_end|>\n<|im_start|>assistant\n")
+
+
+def build_inputs(frames: np.ndarray, times_s: np.ndarray, audio: np.ndarray, prompt: str, *, tokenizer: Any,
+                 feature_extractor: Any, s: Settings = Settings()) -> Dict[str, Any]:
+    """The thinker's inputs for one clip (numpy arrays; ``input_ids`` ``[1, L]``), as both the
+    rollout engines and the learner consume them. ``audio`` float32 mono at ``s.sample_rate_hz``."""
+    clip = sample_frames(frames, times_s, fps=s.fps, max_frames=s.max_frames)
+    patches, grid = video_patches(clip, s)
+    feats = audio_features(audio, feature_extractor, s)
+    input_lengths = (int(feats["feature_attention_mask"].sum()) - 1) // 2 + 1
+    audio_len = (input_lengths - 2) // 2 + 1
+    second_per_grid = s.temporal_patch_size / s.fps
+    text = _expand(prompt_text(prompt), audio_len=audio_len, grid=grid, second_per_grid=second_per_grid, s=s)
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="np")["input_ids"]
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "pixel_values_videos": patches,
+            "video_grid_thw": np.asarray([grid], np.int64), "video_second_per_grid": np.asarray([second_per_grid], np.float32),
+            **feats, "use_audio_in_video": s.use_audio_in_video}
+
+
+def load_thinker(path: str, *, dtype: str = "bfloat16", device: Optional[str] = None):
+    """The thinker (text-generating part) of a local Qwen2.5-Omni checkpoint; nothing downloaded."""
+    import torch
+    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+    dt = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
+    model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(path, dtype=dt, local_files_only=True)
+    return model.to(device) if device else model
+
+
+def to_torch(inputs: Dict[str, Any], device: Any = "cpu", float_dtype: Any = None) -> Dict[str, Any]:
+    """``build_inputs`` output as tensors for a transformers forward (floats cast to ``float_dtype``)."""
+    import torch
+
+    out: Dict[str, Any] = {}
+    for k, v in inputs.items():
+        if isinstance(v, np.ndarray):
+            t = torch.from_numpy(v)
+            if t.is_floating_point() and float_dtype is not None and k != "video_second_per_grid":
+                t = t.to(float_dtype)
+            out[k] = t.to(device)
+        else:
+            out[k] = v
+    return out
+
+
+def special_token_ids(tokenizer: Any, names: Sequence[str] = tuple(TOKENS)) -> Dict[str, int]:
+    """Token ids of the placeholders (for a config's ``*_token_index`` fields)."""
+    return {n: int(tokenizer.convert_tokens_to_ids(TOKENS[n])) for n in names}

@@ -1,0 +1,75 @@
+"""Qwen2.5-Omni inputs without torchvision: the numpy patchifier agrees with transformers' own
+(torchvision-free) Qwen2-VL image processor on still frames, and ``build_inputs`` drives a tiny
+random thinker of the same architecture (the model itself checks that every video and audio
+placeholder has its feature, and builds the audio-in-video positions from them)."""
+
+import numpy as np
+import pytest
+import torch
+
+from diadem_ray.models import qwen2_5_omni as q
+
+
+def test_patches_match_transformers_image_processor():
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (70, 130, 3), dtype=np.uint8)
+    s = q.Settings(max_pixels=64 * 28 * 28, min_pixels=4 * 28 * 28)
+    mine, grid = q.video_patches(np.stack([img, img]), s)
+    ref = Qwen2VLImageProcessorPil(size={"shortest_edge": s.min_pixels, "longest_edge": s.max_pixels})(img, return_tensors="np")
+    assert list(ref["image_grid_thw"][0]) == list(grid)
+    np.testing.assert_allclose(mine, ref["pixel_values"], rtol=0, atol=1e-5)
+
+
+def test_sample_frames_at_fps_even_count():
+    frames = np.arange(10)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    times = np.arange(10) * 0.3  # 0 … 2.7 s
+    out = q.sample_frames(frames, times, fps=2.0, max_frames=64)
+    assert [int(f[0, 0, 0]) for f in out] == [0, 2, 3, 5, 7, 8]  # nearest to 0, .5, 1, 1.5, 2, 2.5 s
+    assert len(q.sample_frames(frames, times, fps=2.0, max_frames=3)) == 4  # thinned to 3, padded to even
+    with pytest.raises(ValueError, match="no frames"):
+        q.sample_frames(frames[:0], times[:0], fps=2.0, max_frames=4)
+
+
+@pytest.fixture(scope="module")
+def tiny_thinker(tmp_path_factory):
+    from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration, WhisperFeatureExtractor
+
+    from diadem_ray.models.tiny_lm import build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer(tmp_path_factory.mktemp("tok"), vocab_size=400)
+    tok.add_special_tokens({"additional_special_tokens": list(q.TOKENS.values())})
+    ids = q.special_token_ids(tok)
+    cfg = Qwen2_5OmniThinkerConfig(
+        audio_config=dict(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, output_dim=64,
+                          n_window=50),
+        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                           fullatt_block_indexes=[0]),
+        text_config=dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]}),
+        audio_token_index=ids["audio"], image_token_index=ids["image"], video_token_index=ids["video"],
+        audio_start_token_id=ids["audio_bos"], audio_end_token_id=ids["audio_eos"], vision_start_token_id=ids["vision_bos"])
+    torch.manual_seed(0)
+    model = Qwen2_5OmniThinkerForConditionalGeneration(cfg).eval()
+    return model, tok, WhisperFeatureExtractor(feature_size=128)
+
+
+def test_build_inputs_drive_a_tiny_thinker(tiny_thinker):
+    model, tok, fe = tiny_thinker
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (12, 60, 90, 3), dtype=np.uint8)
+    times = np.arange(12) * 0.25  # 3 s of video
+    audio = (0.1 * np.sin(np.arange(48_000) * 2 * np.pi * 220 / 16_000)).astype(np.float32)
+    s = q.Settings(max_pixels=64 * 28 * 28)
+    inputs = q.build_inputs(frames, times, audio, "Describe who says what.", tokenizer=tok, feature_extractor=fe, s=s)
+    ids = inputs["input_ids"][0]
+    n_video = int((ids == model.config.video_token_index).sum())
+    t, h, w = inputs["video_grid_thw"][0]
+    assert n_video == t * h * w // 4 and int((ids == model.config.audio_token_index).sum()) > 0
+    text = tok.decode(ids)
+    assert text.index("<|vision_bos|><|audio_bos|><|VIDEO|>") < text.index("<|AUDIO|>")  # interleaved: video chunk, then audio
+    with torch.no_grad():
+        out = model(**q.to_torch(inputs))
+    assert out.logits.shape == (1, len(ids), len(tok)) and torch.isfinite(out.logits).all()
