@@ -38,6 +38,9 @@ def test_gradient_split_invariance(ray_local, tiny_model, stage, mode):
     for ranks, micro in ((1, 8), (2, 2)):
         g = group(tiny_model, num_ranks=ranks, micro_batch_size=micro, zero_stage=stage, optimizer="sgd", lr=1.0)
         try:
+            if stage == 3 and ranks == 2:  # NCCL path's WeightSource: full shapes from ds_shape, gathers in lockstep
+                meta = g.run_all("export_metadata", True, timeout=120)
+                assert meta[0] == meta[1] == [(n, "float32", tuple(t.shape)) for b in g.export_weights() for n, t in b]
             before = g.parameter_snapshot()
             g.grpo_step(p, r, a, kl_coef=0.0, loss_aggregation=mode)
             after = g.parameter_snapshot()
@@ -78,9 +81,13 @@ def test_lora_changes_only_adapters(ray_local, tiny_model, tmp_path):
         changed = {k for k in before if not torch.equal(before[k], after[k])}
         assert changed and all("lora_" in k for k in changed)
         assert all(k in changed for k in before if "lora_B" in k)  # B starts at 0; A has no gradient yet
-        names = [n for b in g.export_weights() for n, _ in b]
+        exported = [(n, str(t.dtype).removeprefix("torch."), tuple(t.shape)) for b in g.export_weights() for n, t in b]
+        names = [n for n, _, _ in exported]
         assert not any("lora" in n or "base_layer" in n for n in names)
         assert "model.layers.0.self_attn.q_proj.weight" in names and "lm_head.weight" in names
+        # The NCCL path's vLLM WeightSource declares exactly what the object-store export sends
+        # (on every rank; iteration checked by vLLM's own _checked_iter).
+        assert g.run_all("export_metadata", True, timeout=120) == [exported, exported]
         # The servable export (LoRA merged) is the model the learner scores with.
         from transformers import AutoModelForCausalLM
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from diadem_ray.config import ConfigError, TrainConfig, load_config, load_reward_spec, save_resolved
+from diadem_ray.config import ConfigError, TrainConfig, load_config, load_reward_spec, save_resolved, weight_transfer_mode
 from diadem_ray.rewards.compose import check_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,3 +105,15 @@ def test_reward_spec_unknown_component_and_param(tmp_path):
     assert any("did you mean 'asr_f1'" in p for p in problems)
     assert any("max_tokenz" in p for p in problems)
     assert any("disable_step" in p for p in problems)
+
+
+def test_weight_transfer_mode_resolution(repo_root):
+    gpu = ["rollout.num_gpus_per_replica=1", "learner.num_gpus_per_rank=1"]
+    base = str(repo_root / "configs/base.yaml")
+    assert weight_transfer_mode(load_config(base)) == "object_store"  # CPU
+    assert weight_transfer_mode(load_config(base, gpu)) == "nccl"
+    assert weight_transfer_mode(load_config(base, gpu + ["cluster.layout=colocated"])) == "object_store"
+    with pytest.raises(ConfigError, match="cannot link a learner and an engine that share a GPU"):
+        load_config(base, gpu + ["cluster.layout=colocated", "rollout.weight_transfer=nccl"])
+    with pytest.raises(ConfigError, match="'nccl' needs GPUs on both sides"):
+        load_config(base, ["rollout.weight_transfer=nccl"])
