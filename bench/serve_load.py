@@ -68,13 +68,7 @@ def main() -> None:
             with lock:
                 (latencies if ok else errors).append(time.perf_counter() - t if ok else str(getattr(resp, "status", resp)))
 
-    start = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
+    elapsed = run_clients(client, args.clients)
     serve.shutdown()
     ray.shutdown()
     lat = sorted(latencies)
@@ -83,6 +77,17 @@ def main() -> None:
     print(f"| {args.clients} | {elapsed:.1f} | {len(lat)} | {len(errors)} | {len(lat) / elapsed:.1f} | {p(0.5):.1f} | {p(0.99):.1f} |")
     if errors:
         print("errors:", sorted(set(errors))[:5])
+
+
+def run_clients(client, n: int) -> float:
+    """Run ``client(i)`` in ``n`` threads at once; wall seconds until all return."""
+    start = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start
 
 
 def caption_bench(args) -> None:
@@ -130,13 +135,7 @@ def caption_bench(args) -> None:
                     lat.append(seconds)
                     statuses.append(status)
 
-        start = time.perf_counter()
-        threads = [threading.Thread(target=client) for _ in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - start
+        wall = run_clients(lambda _i: client(), clients)
         lat.sort()
         rows.append((label, len(lat), sum(s != 200 for s in statuses), len(lat) / wall, lat[len(lat) // 2], lat[-1]))
     serve.shutdown()
