@@ -257,6 +257,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     host = args.host or s.host
     port = args.port or s.port
+    import signal
+
+    def _stop(signum, _frame):  # `kill PID` and Ctrl-C both shut Serve and the private Ray down
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    # (a shell starts background jobs with SIGINT ignored; restore it, and handle SIGTERM the same)
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
     ray.init(address=args.ray_address or "local", include_dashboard=False, log_to_driver=False)
     try:
         deploy(host=host, port=port, policy=args.checkpoint, engine=s.engine, num_cpus=s.replica_num_cpus,
