@@ -26,6 +26,7 @@ def main() -> None:
     ap.add_argument("--caption", default=None, help="run directory whose policy/ serves POST /caption")
     ap.add_argument("--clips", default=None, help="folder of .mp4 clips for --caption")
     ap.add_argument("--requests", type=int, default=8, help="--caption: requests per phase")
+    ap.add_argument("--engine", default="vllm", choices=("vllm", "hf"), help="--caption: the captioner's engine")
     args = ap.parse_args()
     if args.caption:
         return caption_bench(args)
@@ -107,7 +108,8 @@ def caption_bench(args) -> None:
         port = s.getsockname()[1]
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     t0 = time.perf_counter()
-    deploy(host="127.0.0.1", port=port, policy=args.caption, num_cpus=2, max_batch_size=8, batch_wait_timeout_s=0.2)
+    deploy(host="127.0.0.1", port=port, policy=args.caption, engine=args.engine, num_cpus=2, max_batch_size=8,
+           batch_wait_timeout_s=0.2)
     ready = time.perf_counter() - t0
 
     def one(path: str):
@@ -121,7 +123,7 @@ def caption_bench(args) -> None:
     one(clips[0])  # warm-up: first request compiles / allocates
     rows = []
     for label, clients in (("sequential", 1), (f"{args.clients} at once", args.clients)):
-        lat, statuses, lock = [], [], threading.Lock()
+        lat, statuses, sizes, lock = [], [], [], threading.Lock()
         queue = list(clips)
 
         def client() -> None:
@@ -130,20 +132,22 @@ def caption_bench(args) -> None:
                     if not queue:
                         return
                     path = queue.pop()
-                status, seconds, _ = one(path)
+                status, seconds, body = one(path)
                 with lock:
                     lat.append(seconds)
                     statuses.append(status)
+                    sizes.append(body.get("batch_size", 0))
 
         wall = run_clients(lambda _i: client(), clients)
         lat.sort()
-        rows.append((label, len(lat), sum(s != 200 for s in statuses), len(lat) / wall, lat[len(lat) // 2], lat[-1]))
+        rows.append((label, len(lat), sum(s != 200 for s in statuses), len(lat) / wall, lat[len(lat) // 2], lat[-1],
+                     max(sizes)))
     serve.shutdown()
     ray.shutdown()
     print(f"replica ready in {ready:.0f} s (vLLM engine + Whisper + policy load)")
-    print("| clients | requests | errors | clips/s | p50 s | max s |\n|---|---|---|---|---|---|")
-    for label, n, errors, rate, p50, worst in rows:
-        print(f"| {label} | {n} | {errors} | {rate:.2f} | {p50:.2f} | {worst:.2f} |")
+    print("| clients | requests | errors | clips/s | p50 s | max s | largest batch |\n|---|---|---|---|---|---|---|")
+    for label, n, errors, rate, p50, worst, batch in rows:
+        print(f"| {label} | {n} | {errors} | {rate:.2f} | {p50:.2f} | {worst:.2f} | {batch} |")
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ class Captioner:
         self.engine.setup()
         self.engine.policy_version = m.policy_version
         self.frontend = FrontEnd(cpu_threads=cpu_threads)
-        self._frontend_lock = threading.Lock()  # one Whisper model per replica: one clip at a time
+        self._frontend_lock = threading.Lock()  # one Whisper model: one clip at a time (also outside Serve)
         self.tokens = tiny_av.Tokens(self.dir)
         self._prompt_text = tiny_av.prompt_text
         self._extract = extract_structured
@@ -197,8 +197,14 @@ def deploy(*, host: str = "127.0.0.1", port: int = 8000, policy: Optional[str] =
     @serve.ingress(app)
     class Diadem:
         def __init__(self) -> None:
+            from concurrent.futures import ThreadPoolExecutor
+
             threads = max(1, int(num_cpus))
             self.captioner = Captioner(policy, engine=engine, cpu_threads=threads, max_batch_size=max_batch_size) if policy else None
+            # One thread for decoding + the front-end (one Whisper model), one for the engine: neither
+            # waits for the other's thread, so clips queue for generation while a batch generates.
+            self._frontend = ThreadPoolExecutor(1, thread_name_prefix="frontend")
+            self._engine = ThreadPoolExecutor(1, thread_name_prefix="engine")
 
         @app.get("/healthz")
         async def healthz(self) -> Dict[str, Any]:
@@ -224,12 +230,13 @@ def deploy(*, host: str = "127.0.0.1", port: int = 8000, policy: Optional[str] =
             try:
                 from diadem_ray.data.decode import DecodeError
 
+                loop = asyncio.get_running_loop()
                 try:
-                    seconds = await asyncio.to_thread(self.captioner.duration_s, uri)
+                    seconds = await loop.run_in_executor(self._frontend, self.captioner.duration_s, uri)
                     if seconds > max_clip_duration_s:
                         return JSONResponse(status_code=413, content={
                             "detail": f"clip is {seconds:.1f} s long; the limit is {max_clip_duration_s:g} s (serve.max_clip_duration_s)"})
-                    evidence = await asyncio.to_thread(self.captioner.evidence, uri)
+                    evidence = await loop.run_in_executor(self._frontend, self.captioner.evidence, uri)
                 except DecodeError as exc:
                     return JSONResponse(status_code=422, content={"detail": f"cannot decode the clip: {exc}"})
                 except Exception as exc:  # a clip that breaks the front-end is the client's data, not a server fault
@@ -244,7 +251,8 @@ def deploy(*, host: str = "127.0.0.1", port: int = 8000, policy: Optional[str] =
 
         @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s)
         async def _generate(self, evidence: List[str]) -> List[Dict[str, Any]]:
-            return await asyncio.to_thread(self.captioner.captions, evidence)
+            out = await asyncio.get_running_loop().run_in_executor(self._engine, self.captioner.captions, evidence)
+            return [dict(o, batch_size=len(evidence)) for o in out]
 
         async def _clip_of(self, request: Request):
             """(local path of the clip, cleanup) from an upload, raw bytes or an allowed URI."""

@@ -151,12 +151,16 @@ class RolloutWorker:
             torch.manual_seed(seed)
         dev = next(self.hf.parameters()).device
         rollouts: List[Rollout] = []
+        greedy = temperature <= 0.0  # as vLLM: temperature 0 is greedy, log-probs of the unscaled distribution
         for p in prompts:
             ids = torch.tensor([list(p["prompt_token_ids"])], device=dev)
+            sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
+                                                                  num_return_sequences=n)
             with torch.no_grad():
-                out = self.hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=temperature,
-                                       top_p=top_p, top_k=0, max_new_tokens=max_new_tokens, num_return_sequences=n,
-                                       pad_token_id=self.hf.config.pad_token_id or 0)
+                out = self.hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                       pad_token_id=self.hf.config.pad_token_id or 0, **sampling)
+            if greedy:
+                out = out.expand(n, -1)  # n greedy samples are one sample n times
             plen = ids.shape[1]
             eos = self.hf.config.eos_token_id
             for i, row in enumerate(out):
@@ -165,8 +169,9 @@ class RolloutWorker:
                     resp, reason = resp[: resp.index(eos) + 1], "stop"
                 else:
                     reason = "length"
-                lps = self._hf_logprobs(list(p["prompt_token_ids"]), resp, temperature)
-                text = self.tokenizer.decode(resp) if self.tokenizer is not None else ""
+                lps = self._hf_logprobs(list(p["prompt_token_ids"]), resp, 1.0 if greedy else temperature)
+                # the stop token is not part of the text (as in vLLM's output)
+                text = self.tokenizer.decode(resp, skip_special_tokens=True) if self.tokenizer is not None else ""
                 rollouts.append(Rollout(str(p["prompt_id"]), i, tuple(p["prompt_token_ids"]), tuple(resp), tuple(lps), text, reason, version))
         return rollouts
 

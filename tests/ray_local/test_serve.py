@@ -65,7 +65,7 @@ def served(ray_local, tmp_path_factory):
     port = _free_port()
     deploy(host="127.0.0.1", port=port, policy=str(run_dir), num_cpus=0.25, max_caption_chars=5_000, max_dialogue_lines=50,
            max_line_chars=500, max_request_bytes=200_000, max_clip_bytes=2_000_000, max_clip_duration_s=60.0,
-           allowed_uri_roots=[str(tmp / "clips")], max_batch_size=4)
+           allowed_uri_roots=[str(tmp / "clips")], max_batch_size=4, batch_wait_timeout_s=1.5)
     yield {"url": f"http://127.0.0.1:{port}", "clip": clips[0].video_uri, "root": tmp / "clips", "tmp": tmp}
     serve.shutdown()
 
@@ -93,37 +93,28 @@ def multipart(data, name="clip.mp4"):
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-def test_caption_upload_bytes_and_uri_agree(served):
+def test_caption_upload_bytes_and_uri_agree_and_batch(served):
+    """The three ways to send a clip, at once: same greedy caption, generated in shared batches."""
     url, clip = served["url"], served["clip"]
     data = open(clip, "rb").read()
     status, health = call(url, "/healthz")
     assert status == 200 and "POST /caption" in health["endpoints"] and health["model"]["policy_version"] == 7
     body, ctype = multipart(data)
-    status, up = call(url, "/caption", raw=body, ctype=ctype)
-    assert status == 200, up
-    assert isinstance(up["caption"], str) and isinstance(up["dialogue"], list)
-    assert up["policy_version"] == 7 and up["model"] == {"family": "tiny_av", "run": "t", "stage": "grpo_stage2"}
-    assert up["duration_s"] > 1.0
-    status, raw = call(url, "/caption", raw=data, ctype="video/mp4")
-    status2, by_uri = call(url, "/caption", {"uri": clip})
-    assert status == status2 == 200
-    assert raw["caption"] == up["caption"] == by_uri["caption"]  # greedy: one clip, one caption
-
-
-def test_concurrent_captions_are_batched_and_all_answered(served):
-    data = open(served["clip"], "rb").read()
-    results = []
-
-    def one():
-        results.append(call(served["url"], "/caption", raw=data, ctype="video/mp4"))
-
-    threads = [threading.Thread(target=one) for _ in range(4)]
+    requests = {"upload": dict(raw=body, ctype=ctype), "bytes": dict(raw=data, ctype="video/mp4"), "uri": dict(body={"uri": clip})}
+    results = {}
+    threads = [threading.Thread(target=lambda k=k, kw=kw: results.__setitem__(k, call(url, "/caption", **kw)))
+               for k, kw in requests.items()]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert [s for s, _ in results] == [200] * 4
-    assert len({b["caption"] for _, b in results}) == 1
+    assert {k: s for k, (s, _) in results.items()} == {"upload": 200, "bytes": 200, "uri": 200}, results
+    up = results["upload"][1]
+    assert isinstance(up["caption"], str) and isinstance(up["dialogue"], list)
+    assert up["policy_version"] == 7 and up["model"] == {"family": "tiny_av", "run": "t", "stage": "grpo_stage2"}
+    assert up["duration_s"] > 1.0
+    assert len({b["caption"] for _, b in results.values()}) == 1  # greedy: one clip, one caption
+    assert max(b["batch_size"] for _, b in results.values()) >= 2  # Serve's dynamic batching joined requests
 
 
 def test_bad_clips_get_4xx_with_reason(served):

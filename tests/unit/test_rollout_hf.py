@@ -1,0 +1,26 @@
+"""The transformers generate backend of a rollout replica (families vLLM cannot serve here):
+greedy at temperature 0 (as vLLM), n samples otherwise, stop token kept in the ids but not in the
+text, and log-probs equal to the replica's own scoring of the same sequence."""
+
+import pytest
+
+from diadem_ray.actors.rollout import RolloutWorker
+from diadem_ray.models.tiny_lm import build_tiny_lm
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory):
+    w = RolloutWorker(model_path=str(build_tiny_lm(tmp_path_factory.mktemp("m"), with_tokenizer=True)), backend="hf")
+    w.setup()
+    return w
+
+
+def test_greedy_and_sampled(worker):
+    prompt = {"prompt_id": "p", "prompt_token_ids": worker.tokenizer("The man said:")["input_ids"]}
+    greedy = worker.generate([prompt], samples_per_prompt=2, max_new_tokens=12, temperature=0.0)
+    assert len(greedy) == 2 and greedy[0].token_ids == greedy[1].token_ids and greedy[0].text == greedy[1].text
+    assert "<|im_end|>" not in greedy[0].text
+    want = worker.sequence_logprobs([prompt["prompt_token_ids"]], [list(greedy[0].token_ids)])[0]
+    assert greedy[0].logprobs == pytest.approx(want, abs=1e-5)
+    sampled = worker.generate([prompt], samples_per_prompt=3, max_new_tokens=12, temperature=1.0, seed=3)
+    assert len(sampled) == 3 and all(r.policy_version == 0 and len(r.logprobs) == len(r.token_ids) for r in sampled)
