@@ -144,7 +144,7 @@ def caption_bench(args) -> None:
                      max(sizes)))
     serve.shutdown()
     ray.shutdown()
-    print(f"replica ready in {ready:.0f} s (vLLM engine + Whisper + policy load)")
+    print(f"replica ready in {ready:.0f} s ({args.engine} engine + Whisper + policy load)")
     print("| clients | requests | errors | clips/s | p50 s | max s | largest batch |\n|---|---|---|---|---|---|---|")
     for label, n, errors, rate, p50, worst, batch in rows:
         print(f"| {label} | {n} | {errors} | {rate:.2f} | {p50:.2f} | {worst:.2f} | {batch} |")
