@@ -23,8 +23,9 @@ $(STAMP): requirements/cpu.txt pyproject.toml
 	@echo ">> creating/refreshing $(VENV) (first time: about 3 minutes, 4-5 GB)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
-	@# --no-compile: byte-compiling every installed module took over half of the install (4.5 -> ~2 min);
-	@# Python compiles the modules actually imported on first use instead.
+	@# pip byte-compiles on one core (half of a 4.5-minute install); compileall below uses every core.
+	@# (Compiling is not left to first import: machines with PYTHONDONTWRITEBYTECODE=1 would then
+	@# recompile torch/vllm/ray from source in every process.)
 	$(PY) -m pip install --no-compile -r requirements/cpu.txt
 	@# PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm` and
 	@# transformers model imports beside torch 2.13.0+cpu (FEASIBILITY.md item 3).
@@ -36,6 +37,8 @@ $(STAMP): requirements/cpu.txt pyproject.toml
 	@# Resemblyzer (speaker encoder, tests only) pins the obsolete `typing` backport; its real deps are above.
 	$(PY) -m pip install -q --no-compile --no-deps resemblyzer==0.1.4
 	$(PY) -m pip install -q --no-compile --no-deps --no-build-isolation -e .
+	@# a few vendored files in site-packages are templates, not Python: their errors are expected
+	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null 2>&1 || true
 	touch $(STAMP)
 
 test: $(STAMP)
