@@ -15,12 +15,12 @@ export VLLM_CPU_KVCACHE_SPACE ?= 1
 export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
-.PHONY: venv test test-unit test-ray demo bench clean-venv
+.PHONY: venv test test-heavy test-unit test-ray demo bench clean-venv
 
 venv: $(STAMP)
 
 $(STAMP): requirements/cpu.txt pyproject.toml
-	@echo ">> creating/refreshing $(VENV) (first time: about 3 minutes, 4-5 GB)"
+	@echo ">> creating/refreshing $(VENV) (first time: about 4 minutes, 4-5 GB)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
 	@# pip byte-compiles on one core (half of a 4.5-minute install); compileall below uses every core.
@@ -42,7 +42,10 @@ $(STAMP): requirements/cpu.txt pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest tests -q --durations=15
+	$(PY) -m pytest tests -q --durations=15 -m "not heavy"
+
+test-heavy: $(STAMP)
+	$(PY) -m pytest tests -q -m heavy
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
