@@ -533,6 +533,13 @@ class Driver:
                                   "eval/ref_f1": scores["ref_f1"], "eval/asr_f1": scores["asr_f1"],
                                   f"eval/{label}/seconds": time.perf_counter() - t0}, step=self.state.global_step)
         self.tracker.log_text(format_report(res), f"eval/{label}/breakdown.txt")
+        # Every greedy caption, in `diadem-ray eval --predictions` form: rescore them with another
+        # extractor or speaker judge without regenerating (annotations: data.root/eval/annotations.jsonl).
+        pred_file = self.out / "eval" / label / "predictions.jsonl"
+        pred_file.parent.mkdir(parents=True, exist_ok=True)
+        pred_file.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in sorted(preds, key=lambda x: x["video_id"])),
+                             encoding="utf-8")
+        self.tracker.log_artifact(pred_file, f"eval/{label}")
         samples = [{"video_id": p["video_id"], "caption": p["pred"], "reference": self.clips[p["video_id"]].gt_dialogues(),
                     **{k: row[k] for k in ("asr_recall", "asr_precision", "ref_recall", "ref_precision")}}
                    for p, row in zip(sorted(preds, key=lambda x: x["video_id"]), sorted(res.rows, key=lambda x: x["video_id"]))][: e.sample_captions]

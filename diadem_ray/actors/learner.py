@@ -72,9 +72,12 @@ class Learner:
                  warmup_steps: int = 0, total_steps: int = 1000, weight_decay: float = 0.0,
                  grad_clip_norm: float = 1.0, micro_batch_size: int = 4, collective_timeout_s: float = 120.0,
                  lora: Optional[Mapping[str, Any]] = None, optimizer: str = "adamw", need_reference: bool = True,
-                 seed: int = 0):
+                 seed: int = 0, family: str = "tiny_av"):
+        from diadem_ray.models.families import check_family
+
         self.rank, self.world_size = rank, world_size
         self.model_path = model_path
+        self.family = check_family(family)
         self.zero_stage = zero_stage
         self.comm_backend = comm_backend
         self.bf16 = bf16
@@ -143,10 +146,10 @@ class Learner:
         return {"rank": self.rank, "backend": backend, "params": n_params, "trainable_params": n_train}
 
     def _load_model(self, trainable: bool = True):
-        from transformers import AutoModelForCausalLM
+        from diadem_ray.models.families import load_causal_lm
 
         dtype = torch.bfloat16 if self.bf16 else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype, local_files_only=True)
+        model = load_causal_lm(self.family, self.model_path, dtype=dtype)
         if not trainable:
             model.requires_grad_(False)
             return model.eval().to(self.device)
@@ -163,31 +166,58 @@ class Learner:
     def _micro_batches(self, n: int) -> List[slice]:
         return [slice(i, min(i + self.micro_batch_size, n)) for i in range(0, n, self.micro_batch_size)]
 
-    def _forward(self, model, packed: Dict[str, torch.Tensor], need_entropy: bool = False):
+    def _logits(self, model, packed: Dict[str, torch.Tensor], media: Optional[Sequence[Any]] = None) -> torch.Tensor:
+        """``[B, L-1, V]`` next-token logits. Sequences with media (video/audio features, see
+        :mod:`diadem_ray.models.families`) run one forward each on their unpadded length, so the
+        model builds each one's multimodal positions from its own inputs; padding rows are zero
+        (the response mask excludes them)."""
         ids = packed["input_ids"].to(self.device)
-        out = model(input_ids=ids, attention_mask=packed["attention_mask"].to(self.device), use_cache=False)
-        logits = out.logits[:, :-1]
+        mask = packed["attention_mask"].to(self.device)
+        if media is None or not any(media):
+            return model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]
+        from diadem_ray.models.families import media_kwargs
+
+        float_dtype = torch.bfloat16 if self.bf16 else torch.float32
+        rows = []
+        for i, m in enumerate(media):
+            n = int(mask[i].sum())
+            out = model(input_ids=ids[i:i + 1, :n], attention_mask=mask[i:i + 1, :n], use_cache=False,
+                        **media_kwargs(m, device=self.device, float_dtype=float_dtype)).logits[:, :-1]
+            rows.append(torch.nn.functional.pad(out, (0, 0, 0, ids.shape[1] - n)))
+        return torch.cat(rows)
+
+    def _forward(self, model, packed: Dict[str, torch.Tensor], need_entropy: bool = False, media: Optional[Sequence[Any]] = None):
+        logits = self._logits(model, packed, media)
         lp = grpo.token_logprobs(logits, packed["targets"].to(self.device))
         ent = grpo.entropy_from_logits(logits) if need_entropy else None
         return lp, ent
 
-    def _reference_logprobs(self, packed: Dict[str, torch.Tensor]) -> torch.Tensor:
+    def _reference_logprobs(self, packed: Dict[str, torch.Tensor], media: Optional[Sequence[Any]] = None) -> torch.Tensor:
         with torch.no_grad():
             if self.lora is not None:  # the reference is the adapter-disabled policy
                 with self.engine.module.disable_adapter():
-                    return self._forward(self.engine.module, packed)[0]
+                    return self._forward(self.engine.module, packed, media=media)[0]
             if self.reference is None:
                 raise RuntimeError("learner built with need_reference=False cannot compute a KL term")
-            return self._forward(self.reference, packed)[0]
+            return self._forward(self.reference, packed, media=media)[0]
 
-    def compute_logprobs(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]]) -> List[List[float]]:
-        """Per-token log-probs of each response under the current policy (no gradient)."""
+    @staticmethod
+    def _media(media: Optional[Sequence[Any]], n: int) -> Optional[Sequence[Any]]:
+        if media is not None and len(media) != n:
+            raise ValueError(f"{n} prompts but {len(media)} media entries (give one per prompt, None for text-only)")
+        return media
+
+    def compute_logprobs(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
+                         media: Optional[Sequence[Any]] = None) -> List[List[float]]:
+        """Per-token log-probs of each response under the current policy (no gradient). ``media``:
+        one entry per prompt (the clip's video/audio features) for multimodal families, else None."""
+        media = self._media(media, len(prompt_ids))
         out: List[List[float]] = []
         self.engine.eval()
         with torch.no_grad():
             for mb in self._micro_batches(len(prompt_ids)):
                 packed = grpo.pack_sequences(prompt_ids[mb], response_ids[mb])
-                lp, _ = self._forward(self.engine, packed)
+                lp, _ = self._forward(self.engine, packed, media=media[mb] if media is not None else None)
                 for row, mask in zip(lp.float().cpu(), packed["response_mask"]):
                     out.append(row[mask.bool()].tolist())
         return out
@@ -199,12 +229,13 @@ class Learner:
                   rollout_logprobs: Optional[Sequence[Sequence[float]]] = None, clip_eps_low: float = 0.2,
                   clip_eps_high: float = 0.28, dual_clip_c: Optional[float] = None, kl_coef: float = 0.0,
                   kl_estimator: str = "k3", entropy_coef: float = 0.0, loss_aggregation: str = "token_mean",
-                  max_response_len: Optional[int] = None) -> Dict[str, float]:
+                  max_response_len: Optional[int] = None, media: Optional[Sequence[Any]] = None) -> Dict[str, float]:
         """One optimizer step on this rank's shard. ``num_tokens`` / ``num_sequences``: the whole
-        step's response-token and sequence counts over all ranks."""
+        step's response-token and sequence counts over all ranks; ``media`` as in :meth:`compute_logprobs`."""
         start = time.perf_counter()
+        media = self._media(media, len(prompt_ids))
         # Old log-probs are recomputed with the weights that generated the batch (before the update).
-        old = self.compute_logprobs(prompt_ids, response_ids)
+        old = self.compute_logprobs(prompt_ids, response_ids, media)
         mismatch = None
         if rollout_logprobs is not None:
             diffs = [abs(a - b) for o, r in zip(old, rollout_logprobs) for a, b in zip(o, r)]
@@ -214,9 +245,10 @@ class Learner:
         tokens = 0
         for mb in self._micro_batches(len(prompt_ids)):
             packed = grpo.pack_sequences(prompt_ids[mb], response_ids[mb], old_logprobs=old[mb])
-            lp, ent = self._forward(self.engine, packed, need_entropy=entropy_coef != 0.0)
+            mb_media = media[mb] if media is not None else None
+            lp, ent = self._forward(self.engine, packed, need_entropy=entropy_coef != 0.0, media=mb_media)
             mask = packed["response_mask"].to(self.device)
-            ref = self._reference_logprobs(packed) if kl_coef != 0.0 else None
+            ref = self._reference_logprobs(packed, mb_media) if kl_coef != 0.0 else None
             adv = torch.tensor(list(advantages[mb]), dtype=lp.dtype, device=self.device)
             loss, metrics = grpo.grpo_loss(
                 lp, packed["old_logprobs"].to(self.device, lp.dtype), adv, mask, ref_logprobs=ref, entropy=ent,
@@ -245,15 +277,15 @@ class Learner:
         return out
 
     def sft_step(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], *,
-                 num_tokens: float) -> Dict[str, float]:
+                 num_tokens: float, media: Optional[Sequence[Any]] = None) -> Dict[str, float]:
         """One optimizer step of cross-entropy on response (caption) tokens only."""
         start = time.perf_counter()
+        media = self._media(media, len(prompt_ids))
         self.engine.train()
         total, tokens = 0.0, 0
         for mb in self._micro_batches(len(prompt_ids)):
             packed = grpo.pack_sequences(prompt_ids[mb], response_ids[mb])
-            ids = packed["input_ids"].to(self.device)
-            logits = self.engine(input_ids=ids, attention_mask=packed["attention_mask"].to(self.device), use_cache=False).logits[:, :-1]
+            logits = self._logits(self.engine, packed, media[mb] if media is not None else None)
             mask = packed["response_mask"].to(self.device)
             loss = grpo.sft_loss(logits, packed["targets"].to(self.device), mask, num_tokens=num_tokens)
             self.engine.backward(loss * self.world_size, scale_wrt_gas=False)

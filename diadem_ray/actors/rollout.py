@@ -10,7 +10,9 @@ on the current hardware (e.g. Qwen2.5-Omni on CPU, where vLLM's video processor 
 torchvision); it has the same interface and says so in its log line.
 
 Prompts are mappings ``{"prompt_id": str, "prompt_token_ids": [int, …]}`` plus optional
-``"multi_modal_data"`` (passed to vLLM as is).
+``"multi_modal_data"`` (passed to vLLM as is) or ``"media"`` (a multimodal family's processed
+video/audio features, :mod:`diadem_ray.models.families`; read by the transformers backend, which
+then scores exactly the tokens the learner scores).
 """
 
 from __future__ import annotations
@@ -39,8 +41,11 @@ class RolloutWorker:
     def __init__(self, *, model_path: str, replica_id: int = 0, backend: str = "vllm", dtype: str = "float32",
                  max_model_len: int = 1024, max_num_seqs: int = 64, gpu_memory_utilization: float = 0.5,
                  cpu_kv_cache_gib: float = 1.0, seed: int = 0, weight_transfer: str = "object_store",
-                 sleep_mode: bool = False):
+                 sleep_mode: bool = False, family: str = "tiny_av"):
+        from diadem_ray.models.families import check_family
+
         self.model_path = model_path
+        self.family = check_family(family)
         self.replica_id = replica_id
         self.backend = backend
         self.dtype = dtype
@@ -90,11 +95,11 @@ class RolloutWorker:
                                      "on CPU use the object-store sync and the disaggregated layout")
             self.llm = LLM(**kwargs)
         elif self.backend == "hf":
-            from transformers import AutoModelForCausalLM
+            from diadem_ray.models.families import load_causal_lm
 
             log.warning("replica %d: transformers generate backend (vLLM cannot serve this model family here)", self.replica_id)
             dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.dtype]
-            self.hf = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dt, local_files_only=True).eval()
+            self.hf = load_causal_lm(self.family, self.model_path, dtype=dt).eval()
             if torch.cuda.is_available():
                 self.hf = self.hf.cuda()
         else:
@@ -130,6 +135,10 @@ class RolloutWorker:
                                 logprobs=0, seed=request_seed, detokenize=self.tokenizer is not None)
         inputs = []
         for p in prompts:
+            if p.get("media"):
+                raise ValueError(f"rollout replica {self.replica_id}: prompt {p['prompt_id']} carries processed 'media', "
+                                 "which only the transformers backend reads (rollout.backend=hf); vLLM takes raw "
+                                 "'multi_modal_data'")
             tp = TokensPrompt(prompt_token_ids=list(p["prompt_token_ids"]))
             if p.get("multi_modal_data"):
                 tp["multi_modal_data"] = p["multi_modal_data"]
@@ -154,28 +163,53 @@ class RolloutWorker:
         greedy = temperature <= 0.0  # as vLLM: temperature 0 is greedy, log-probs of the unscaled distribution
         for p in prompts:
             ids = torch.tensor([list(p["prompt_token_ids"])], device=dev)
+            media = self._media_kwargs(p.get("media"))
+            # media are not expanded per returned sequence by every model's generate: sample them one at a time
+            reps = n if (media and not greedy) else 1
             sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
-                                                                  num_return_sequences=n)
+                                                                  num_return_sequences=n // reps)
+            outs = []
             with torch.no_grad():
-                out = self.hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                       pad_token_id=self.hf.config.pad_token_id or 0, **sampling)
+                for _ in range(reps):
+                    o = self.hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                         pad_token_id=self._pad_id(), **media, **sampling)
+                    outs.append(o[:, :ids.shape[1] + max_new_tokens])
+            width = max(o.shape[1] for o in outs)
+            out = torch.cat([torch.nn.functional.pad(o, (0, width - o.shape[1]), value=self._pad_id()) for o in outs])
             if greedy:
                 out = out.expand(n, -1)  # n greedy samples are one sample n times
             plen = ids.shape[1]
-            eos = self.hf.config.eos_token_id
+            eos = self._eos_id()
             for i, row in enumerate(out):
                 resp = row[plen:].tolist()
                 if eos is not None and eos in resp:
                     resp, reason = resp[: resp.index(eos) + 1], "stop"
                 else:
-                    reason = "length"
-                lps = self._hf_logprobs(list(p["prompt_token_ids"]), resp, 1.0 if greedy else temperature)
+                    resp, reason = resp[:max_new_tokens], "length"
+                lps = self._hf_logprobs(list(p["prompt_token_ids"]), resp, 1.0 if greedy else temperature, p.get("media"))
                 # the stop token is not part of the text (as in vLLM's output)
                 text = self.tokenizer.decode(resp, skip_special_tokens=True) if self.tokenizer is not None else ""
                 rollouts.append(Rollout(str(p["prompt_id"]), i, tuple(p["prompt_token_ids"]), tuple(resp), tuple(lps), text, reason, version))
         return rollouts
 
-    def _hf_logprobs(self, prompt: List[int], response: List[int], temperature: float = 1.0) -> List[float]:
+    def _pad_id(self) -> int:
+        cfg = getattr(self.hf.config, "text_config", None) or self.hf.config
+        return int(getattr(self.hf.config, "pad_token_id", None) or getattr(cfg, "pad_token_id", None) or 0)
+
+    def _eos_id(self) -> Optional[int]:
+        eos = getattr(self.hf.config, "eos_token_id", None)
+        if eos is None and getattr(self.hf, "generation_config", None) is not None:
+            eos = self.hf.generation_config.eos_token_id
+        return eos[0] if isinstance(eos, list) else eos
+
+    def _media_kwargs(self, media: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+        from diadem_ray.models.families import media_kwargs
+
+        p = next(self.hf.parameters())
+        return media_kwargs(media, device=p.device, float_dtype=p.dtype)
+
+    def _hf_logprobs(self, prompt: List[int], response: List[int], temperature: float = 1.0,
+                     media: Optional[Mapping[str, Any]] = None) -> List[float]:
         import torch
 
         from diadem_ray import grpo
@@ -183,15 +217,22 @@ class RolloutWorker:
         dev = next(self.hf.parameters()).device
         packed = grpo.pack_sequences([prompt], [response])
         with torch.no_grad():
-            logits = self.hf(input_ids=packed["input_ids"].to(dev)).logits[:, :-1]
+            # with the attention mask, as generate() and the learner run it (Qwen2.5-Omni's multimodal
+            # positions differ without one)
+            logits = self.hf(input_ids=packed["input_ids"].to(dev), attention_mask=packed["attention_mask"].to(dev),
+                             **self._media_kwargs(media)).logits[:, :-1]
             lp = grpo.token_logprobs(logits, packed["targets"].to(dev), temperature=temperature)[0].cpu()
         return lp[packed["response_mask"][0].bool()].tolist()
 
-    def sequence_logprobs(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]]) -> List[List[float]]:
+    def sequence_logprobs(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
+                          media: Optional[Sequence[Any]] = None) -> List[List[float]]:
         """Log-probs the engine assigns to fixed responses (prompt log-probs of the joined
         sequence), for checking engine/learner agreement after a weight sync."""
         if self.backend == "hf":
-            return [self._hf_logprobs(list(p), list(r)) for p, r in zip(prompt_ids, response_ids)]
+            media = media if media is not None else [None] * len(prompt_ids)
+            return [self._hf_logprobs(list(p), list(r), 1.0, m) for p, r, m in zip(prompt_ids, response_ids, media)]
+        if media is not None and any(media):
+            raise ValueError(f"rollout replica {self.replica_id}: processed 'media' need the transformers backend (rollout.backend=hf)")
         from vllm import SamplingParams, TokensPrompt
 
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0, detokenize=False)

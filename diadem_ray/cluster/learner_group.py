@@ -78,30 +78,33 @@ class LearnerGroup:
 
     def grpo_step(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
                   advantages: Sequence[float], *, rollout_logprobs: Optional[Sequence[Sequence[float]]] = None,
-                  **loss_kwargs: Any) -> Dict[str, float]:
-        """One optimizer step over the whole batch; returns rank-summed loss parts and rank-0 metrics."""
+                  media: Optional[Sequence[Any]] = None, **loss_kwargs: Any) -> Dict[str, float]:
+        """One optimizer step over the whole batch; returns rank-summed loss parts and rank-0 metrics.
+        ``media``: one entry per sequence for multimodal families (see models/families.py)."""
         num_tokens = float(sum(len(r) for r in response_ids))
         # Dr. GRPO's constant must be the same on every rank and micro-batch: the step's longest response.
         loss_kwargs.setdefault("max_response_len", max(len(r) for r in response_ids))
         refs = [a.grpo_step.remote(list(prompt_ids[s]), list(response_ids[s]), list(advantages[s]),
                                    num_tokens=num_tokens, num_sequences=float(len(prompt_ids)),
                                    rollout_logprobs=None if rollout_logprobs is None else list(rollout_logprobs[s]),
-                                   **loss_kwargs)
+                                   media=_part(media, s), **loss_kwargs)
                 for a, s in zip(self.actors, self._shards(len(prompt_ids)))]
         metrics = self._get(refs, self.step)
         self.step += 1
         return _merge(metrics)
 
-    def sft_step(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]]) -> Dict[str, float]:
+    def sft_step(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
+                 media: Optional[Sequence[Any]] = None) -> Dict[str, float]:
         num_tokens = float(sum(len(r) for r in response_ids))
-        refs = [a.sft_step.remote(list(prompt_ids[s]), list(response_ids[s]), num_tokens=num_tokens)
+        refs = [a.sft_step.remote(list(prompt_ids[s]), list(response_ids[s]), num_tokens=num_tokens, media=_part(media, s))
                 for a, s in zip(self.actors, self._shards(len(prompt_ids)))]
         metrics = self._get(refs, self.step)
         self.step += 1
         return _merge(metrics)
 
-    def compute_logprobs(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]]) -> List[List[float]]:
-        refs = [a.compute_logprobs.remote(list(prompt_ids[s]), list(response_ids[s]))
+    def compute_logprobs(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
+                         media: Optional[Sequence[Any]] = None) -> List[List[float]]:
+        refs = [a.compute_logprobs.remote(list(prompt_ids[s]), list(response_ids[s]), _part(media, s))
                 for a, s in zip(self.actors, self._shards(len(prompt_ids)))]
         return [row for part in self._get(refs, self.step) for row in part]
 
@@ -191,3 +194,7 @@ def _merge(per_rank: List[Dict[str, float]]) -> Dict[str, float]:
         else:
             out[k] = v
     return out
+
+
+def _part(media: Optional[Sequence[Any]], s: slice) -> Optional[List[Any]]:
+    return None if media is None else list(media[s])

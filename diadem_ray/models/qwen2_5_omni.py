@@ -16,8 +16,11 @@ tokens. It needs no torchvision (CPU machines run without it):
   audio tokens by transformers' own ``Qwen2_5OmniProcessor.replace_multimodal_special_tokens``.
 
 Loading the thinker (``load_thinker``) reads a local path or a cluster's model store; nothing is
-downloaded. The training driver does not run this family yet (issue #7): this module is the
-model side, tested on CPU with a tiny random configuration of the same architecture.
+downloaded. The learner and the transformers rollout engine train and sample this family with the
+clip's media (:mod:`diadem_ray.models.families`; tested on CPU with ``build_tiny_thinker``, a tiny
+random configuration of the same architecture). Not yet wired: the data pipeline does not produce
+``build_inputs`` for it and vLLM engines are not fed its media, so the training driver still
+refuses ``model.family: qwen2_5_omni`` (issue #7).
 """
 
 from __future__ import annotations
@@ -164,3 +167,35 @@ def to_torch(inputs: Dict[str, Any], device: Any = "cpu", float_dtype: Any = Non
 def special_token_ids(tokenizer: Any, names: Sequence[str] = tuple(TOKENS)) -> Dict[str, int]:
     """Token ids of the placeholders (for a config's ``*_token_index`` fields)."""
     return {n: int(tokenizer.convert_tokens_to_ids(TOKENS[n])) for n in names}
+
+
+def build_tiny_thinker(out_dir: Any, *, vocab_size: int = 400, seed: int = 0):
+    """Save a randomly initialised thinker of Qwen2.5-Omni's architecture (vision, audio and text
+    towers a few hundred kB each) with a tiny tokenizer holding the placeholder tokens, for CPU
+    tests. Returns ``(path, tokenizer, feature_extractor)``."""
+    from pathlib import Path
+
+    import torch
+    from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration, WhisperFeatureExtractor
+
+    from diadem_ray.models.tiny_lm import build_tiny_tokenizer
+
+    out = Path(out_dir)
+    tok = build_tiny_tokenizer(out, vocab_size=vocab_size)
+    tok.add_special_tokens({"additional_special_tokens": list(TOKENS.values())})
+    ids = special_token_ids(tok)
+    cfg = Qwen2_5OmniThinkerConfig(
+        audio_config=dict(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, output_dim=64, n_window=50),
+        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, fullatt_block_indexes=[0]),
+        text_config=dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=1, rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]},
+                         eos_token_id=int(tok.eos_token_id), pad_token_id=int(tok.pad_token_id)),
+        audio_token_index=ids["audio"], image_token_index=ids["image"], video_token_index=ids["video"],
+        audio_start_token_id=ids["audio_bos"], audio_end_token_id=ids["audio_eos"], vision_start_token_id=ids["vision_bos"])
+    torch.manual_seed(seed)
+    model = Qwen2_5OmniThinkerForConditionalGeneration(cfg).eval()
+    model.config.eos_token_id = int(tok.eos_token_id)
+    model.config.pad_token_id = int(tok.pad_token_id)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out, tok, WhisperFeatureExtractor(feature_size=128)

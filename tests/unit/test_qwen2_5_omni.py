@@ -34,26 +34,10 @@ def test_sample_frames_at_fps_even_count():
 
 @pytest.fixture(scope="module")
 def tiny_thinker(tmp_path_factory):
-    from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration, WhisperFeatureExtractor
+    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
-    from diadem_ray.models.tiny_lm import build_tiny_tokenizer
-
-    tok = build_tiny_tokenizer(tmp_path_factory.mktemp("tok"), vocab_size=400)
-    tok.add_special_tokens({"additional_special_tokens": list(q.TOKENS.values())})
-    ids = q.special_token_ids(tok)
-    cfg = Qwen2_5OmniThinkerConfig(
-        audio_config=dict(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, output_dim=64,
-                          n_window=50),
-        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-                           fullatt_block_indexes=[0]),
-        text_config=dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1,
-                         rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]}),
-        audio_token_index=ids["audio"], image_token_index=ids["image"], video_token_index=ids["video"],
-        audio_start_token_id=ids["audio_bos"], audio_end_token_id=ids["audio_eos"], vision_start_token_id=ids["vision_bos"])
-    torch.manual_seed(0)
-    model = Qwen2_5OmniThinkerForConditionalGeneration(cfg).eval()
-    return model, tok, WhisperFeatureExtractor(feature_size=128)
+    path, tok, fe = q.build_tiny_thinker(tmp_path_factory.mktemp("thinker"))
+    return Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(str(path), local_files_only=True).eval(), tok, fe
 
 
 def test_build_inputs_drive_a_tiny_thinker(tiny_thinker):
@@ -73,3 +57,21 @@ def test_build_inputs_drive_a_tiny_thinker(tiny_thinker):
     with torch.no_grad():
         out = model(**q.to_torch(inputs))
     assert out.logits.shape == (1, len(ids), len(tok)) and torch.isfinite(out.logits).all()
+
+
+def test_media_split_and_kwargs(tiny_thinker):
+    from diadem_ray.models.families import MEDIA_KEYS, media_kwargs, split_inputs
+
+    _, tok, fe = tiny_thinker
+    rng = np.random.default_rng(2)
+    inputs = q.build_inputs(rng.integers(0, 256, (4, 56, 56, 3), dtype=np.uint8), np.arange(4) * 0.5,
+                            np.zeros(16_000, np.float32), "Who?", tokenizer=tok, feature_extractor=fe,
+                            s=q.Settings(max_pixels=16 * 28 * 28))
+    ids, media = split_inputs(inputs)
+    assert ids == inputs["input_ids"][0].tolist() and set(media) == set(MEDIA_KEYS)
+    kw = media_kwargs(media, device="cpu", float_dtype=torch.bfloat16)
+    assert kw["pixel_values_videos"].dtype == torch.bfloat16 and kw["input_features"].dtype == torch.bfloat16
+    assert kw["video_second_per_grid"].dtype == torch.float32 and kw["video_grid_thw"].dtype == torch.int64
+    assert media_kwargs(None, device="cpu", float_dtype=torch.float32) == {}
+    with pytest.raises(KeyError, match="unknown media fields"):
+        media_kwargs({"pixel_values": np.zeros(2)}, device="cpu", float_dtype=torch.float32)

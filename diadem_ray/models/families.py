@@ -1,0 +1,66 @@
+"""What the learner and the rollout engines need to know about a model family, in one place.
+
+* ``tiny_av``: a plain causal LM (the SmolLM2 backbone); prompts are token ids only.
+* ``qwen2_5_omni``: the thinker of Qwen2.5-Omni; a prompt is token ids (with the video and audio
+  placeholders already expanded by :func:`diadem_ray.models.qwen2_5_omni.build_inputs`) plus the
+  clip's *media*: ``pixel_values_videos [P, 1176]``, ``video_grid_thw [1, 3]``,
+  ``video_second_per_grid [1]``, ``input_features [1, 128, 3000]``, ``feature_attention_mask
+  [1, 3000]`` (numpy arrays) and ``use_audio_in_video``. The learner and the transformers engine
+  pass the media to every forward, so both score exactly the tokens ``build_inputs`` made.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Optional
+
+FAMILIES = ("tiny_av", "qwen2_5_omni")
+MEDIA_KEYS = ("pixel_values_videos", "video_grid_thw", "video_second_per_grid", "input_features",
+              "feature_attention_mask", "use_audio_in_video")
+
+
+def check_family(family: str) -> str:
+    if family not in FAMILIES:
+        raise ValueError(f"model family must be one of {', '.join(FAMILIES)}; got {family!r}")
+    return family
+
+
+def load_causal_lm(family: str, path: str, *, dtype: Any):
+    """The trainable text-generating model of ``family`` from a local directory (nothing downloaded)."""
+    check_family(family)
+    if family == "qwen2_5_omni":
+        from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+        return Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(path, dtype=dtype, local_files_only=True)
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+
+
+def split_inputs(inputs: Mapping[str, Any]) -> tuple[list[int], Dict[str, Any]]:
+    """``build_inputs`` output → (prompt token ids, media) as prompts carry them."""
+    ids = inputs["input_ids"]
+    ids = ids[0] if getattr(ids, "ndim", 1) == 2 else ids
+    return [int(t) for t in ids], {k: inputs[k] for k in MEDIA_KEYS if k in inputs}
+
+
+def media_kwargs(media: Optional[Mapping[str, Any]], *, device: Any, float_dtype: Any) -> Dict[str, Any]:
+    """One prompt's media as forward/generate keyword arguments (tensors on ``device``; floating
+    arrays in ``float_dtype`` except the per-grid seconds, which position ids are computed from)."""
+    if not media:
+        return {}
+    import numpy as np
+    import torch
+
+    unknown = set(media) - set(MEDIA_KEYS)
+    if unknown:
+        raise KeyError(f"unknown media fields {sorted(unknown)}; expected some of {MEDIA_KEYS}")
+    out: Dict[str, Any] = {}
+    for k, v in media.items():
+        if isinstance(v, (np.ndarray, torch.Tensor)):
+            t = torch.as_tensor(v)
+            if t.is_floating_point() and k != "video_second_per_grid":
+                t = t.to(float_dtype)
+            out[k] = t.to(device)
+        else:
+            out[k] = v
+    return out
