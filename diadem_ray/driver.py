@@ -167,8 +167,9 @@ class Driver:
 
         cfg = self.cfg
         if cfg.model.family != "tiny_av":
-            raise NotImplementedError(f"model.family {cfg.model.family!r}: the driver runs only 'tiny_av' so far "
-                                      "(Qwen2.5-Omni needs the models issue #7)")
+            raise NotImplementedError(f"model.family {cfg.model.family!r}: the driver runs only 'tiny_av' so far. The learner "
+                                      "and the transformers engine take Qwen2.5-Omni's media (models/families.py), but the data "
+                                      "pipeline does not produce them and vLLM engines are not fed them yet (issue #7)")
         # The converted backbone is cached per user (DIADEM_CACHE or ~/.cache/diadem-ray), so jobs
         # submitted from another working directory reuse it.
         model_path = str(Path(cfg.model.path) if cfg.model.path else tiny_av.checkpoint())
