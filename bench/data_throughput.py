@@ -83,14 +83,14 @@ def main() -> None:
             with PeakRSS() as mon:
                 rep = encode_clips(list_shards(str(root)), cache_dir=str(tmp / "cache"), frontend=False,
                                    concurrency=args.concurrency)
-            assert len(rep.evidence) == n and not rep.failed
+            assert len(rep.features) == n and not rep.failed
             rates.append(n / rep.seconds / 2)  # 2 CPUs
             peaks.append(mon.peak)
             driver.append(mon.driver_peak)
         rows[name] = (n, statistics.median(rates), max(peaks), max(driver))
     t0 = time.perf_counter()
     rep = encode_clips(list_shards(str(tmp / "x1b" / "shards")), cache_dir=str(tmp / "cache_fe"), concurrency=args.concurrency)
-    fe_rate = len(rep.evidence) / (time.perf_counter() - t0) / 2
+    fe_rate = len(rep.features) / (time.perf_counter() - t0) / 2
     driver_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     ray.shutdown()
     print(f"| dataset | clips | decoded clips/s per CPU (median of {args.repeats}) | peak RSS of Ray workers | peak RSS of the driver |")

@@ -91,6 +91,10 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     except (ConfigError, PolicyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if meta.family != cfg.model.family:
+        print(f"error: {policy_dir} is a {meta.family} policy but the config's model.family is {cfg.model.family}; pass the "
+              f"config the run used (runs/{meta.run}/config.yaml)", file=sys.stderr)
+        return 1
     out = args.out or str(Path(cfg.run.output_dir) / cfg.run.name / "profiled")
     if Path(out).resolve() == (Path(cfg.data.root) / "train" / "shards").resolve():
         print(f"error: --out {out} is the training data's own shard folder; profile into another folder", file=sys.stderr)
@@ -240,10 +244,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 1
     s = cfg.serve
     if args.checkpoint:
-        from diadem_ray.models.policy import PolicyError, read_policy
+        from diadem_ray.models.policy import SERVED, PolicyError, read_policy
 
         try:
-            policy_dir, meta = read_policy(args.checkpoint)
+            policy_dir, meta = read_policy(args.checkpoint, SERVED)
         except PolicyError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -65,6 +65,10 @@ class ModelConfig:
     path: str = ""  # local dir or model store path; "" = the cached tiny_av build
     dtype: str = "float32"  # float32 | bfloat16 | float16
     max_prompt_tokens: int = 1024
+    # qwen2_5_omni only (DiaDem's inference settings): frames sampled at video_fps, each resized to at
+    # most max_pixels_per_frame pixels (512 x 28 x 28); the audio track interleaved with the video
+    max_pixels_per_frame: int = 401408
+    video_fps: float = 2.0
 
 
 @dataclass
@@ -72,8 +76,7 @@ class DataConfig:
     root: str = "runs/data"
     train_clips: int = 200
     eval_clips: int = 100
-    frames_per_clip: int = 4
-    frame_size_px: int = 112
+    frames_per_clip: int = 4  # frames decoded per clip at most (qwen2_5_omni: the cap on frames sampled at video_fps)
     audio_sample_rate_hz: int = 16000
     max_clip_duration_s: float = 30.0
     decode_num_cpus: float = 0.5
@@ -433,6 +436,14 @@ def validate(cfg: Any) -> List[str]:
     _one_of(p, "learner.zero_stage", cfg.learner.zero_stage, (0, 1, 2, 3))
     _one_of(p, "learner.comm_backend", cfg.learner.comm_backend, ("auto", "gloo", "nccl"))
     _one_of(p, "learner.lr_schedule", cfg.learner.lr_schedule, ("constant", "linear", "cosine"))
+    if cfg.model.family == "qwen2_5_omni":
+        if cfg.rollout.backend != "hf":
+            p.append("rollout.backend: vLLM engines are not fed Qwen2.5-Omni's video and audio yet; set rollout.backend: hf "
+                     "(the transformers engine, which samples with the clip's media) for model.family qwen2_5_omni")
+        if not cfg.model.path:
+            p.append("model.path: model.family qwen2_5_omni needs a local checkpoint directory (nothing is downloaded)")
+        if cfg.model.max_pixels_per_frame < 4 * 28 * 28:
+            p.append(f"model.max_pixels_per_frame: at least {4 * 28 * 28} (four 28-pixel patches), got {cfg.model.max_pixels_per_frame}")
     _one_of(p, "grpo.advantage_baseline", cfg.grpo.advantage_baseline, ("mean", "leave_one_out"))
     _one_of(p, "grpo.std_normalization", cfg.grpo.std_normalization, ("group", "batch", "none"))
     _one_of(p, "grpo.kl_estimator", cfg.grpo.kl_estimator, ("k1", "k2", "k3"))
@@ -441,10 +452,10 @@ def validate(cfg: Any) -> List[str]:
         ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"),
     )
     for key in ("rollout.num_replicas", "reward.num_workers", "learner.num_ranks", "learner.micro_batch_size",
-                "rollout.max_new_tokens", "reward.batch_size", "data.frames_per_clip", "data.frame_size_px",
+                "rollout.max_new_tokens", "reward.batch_size", "data.frames_per_clip", "model.max_pixels_per_frame",
                 "data.audio_sample_rate_hz", "checkpoint.every_steps", "checkpoint.keep_last"):
         _positive(p, key, OmegaConf.select(cfg, key))
-    for key in ("rollout.temperature", "reward.reward_timeout_s", "rollout.weight_sync_timeout_s",
+    for key in ("model.video_fps", "rollout.temperature", "reward.reward_timeout_s", "rollout.weight_sync_timeout_s",
                 "learner.lr", "learner.collective_timeout_s", "learner.grad_clip_norm", "grpo.std_eps"):
         _positive(p, key, OmegaConf.select(cfg, key))
     for key in ("grpo.clip_eps_low", "grpo.clip_eps_high", "grpo.kl_coef", "grpo.entropy_coef",

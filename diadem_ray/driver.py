@@ -2,7 +2,8 @@
 
 Stages, in the order the config lists them: ``sft`` → ``profile`` → ``grpo_stage1`` →
 ``grpo_stage2`` → ``eval``; held-out clips are evaluated before training and after every training
-stage. One GRPO step: clips (resumable cursor) → prompts (front-end evidence from Ray Data) →
+stage. One GRPO step: clips (resumable cursor) → prompts (from Ray Data: tiny_av's front-end
+evidence, or Qwen2.5-Omni's token ids + video/audio media) →
 rollouts → reward pool → group advantages + dynamic-sampling gate → learner step → weight sync →
 metrics → checkpoint every ``checkpoint.every_steps``.
 
@@ -149,13 +150,17 @@ class Driver:
                     ids.append(c.clip_id)
         self.eval_ids = sorted(self.split_ids["eval"])
         self.annotations = [json.loads(line) for line in (root / "eval" / "annotations.jsonl").read_text().splitlines() if line]
-        _say(f"encoding clips with the {self.cfg.model.family} front-end (Ray Data; cached after the first pass)")
+        m = self.cfg.model
+        _say(f"encoding clips with the {m.family} front-end (Ray Data; cached after the first pass)")
+        qwen = {"max_frames": d.frames_per_clip, "max_pixels": m.max_pixels_per_frame, "fps": m.video_fps,
+                "sample_rate_hz": d.audio_sample_rate_hz} if m.family == "qwen2_5_omni" else None
         rep = encode_clips(list_shards(self.train_root) + list_shards(self.eval_root), cache_dir=str(root / "features"),
-                           max_frames=d.frames_per_clip, sample_rate_hz=d.audio_sample_rate_hz, num_cpus=d.decode_num_cpus)
-        self.evidence = rep.evidence
+                           max_frames=d.frames_per_clip, sample_rate_hz=d.audio_sample_rate_hz, num_cpus=d.decode_num_cpus,
+                           family=m.family, model_path=m.path, qwen=qwen)
+        self.features = rep.features  # clip_id -> evidence text (tiny_av) or cached inputs file (qwen2_5_omni)
         self.encode_metrics = {"data/encode_seconds": rep.seconds, "data/clips_failed": float(len(rep.failed)),
                                "data/clips_decoded": float(rep.decoded), "data/clips_cached": float(rep.cached)}
-        _say(f"{len(rep.evidence)} clips ready ({rep.decoded} decoded, {rep.cached} cached, {len(rep.failed)} skipped) "
+        _say(f"{len(rep.features)} clips ready ({rep.decoded} decoded, {rep.cached} cached, {len(rep.failed)} skipped) "
              f"in {rep.seconds:.0f} s")
         for cid, why in list(rep.failed.items())[:10]:
             _say(f"  skipped {cid}: {why}")
@@ -166,26 +171,25 @@ class Driver:
         from diadem_ray.models import tiny_av
 
         cfg = self.cfg
-        if cfg.model.family != "tiny_av":
-            raise NotImplementedError(f"model.family {cfg.model.family!r}: the driver runs only 'tiny_av' so far. The learner "
-                                      "and the transformers engine take Qwen2.5-Omni's media (models/families.py), but the data "
-                                      "pipeline does not produce them and vLLM engines are not fed them yet (issue #7)")
         # The converted backbone is cached per user (DIADEM_CACHE or ~/.cache/diadem-ray), so jobs
         # submitted from another working directory reuse it.
         model_path = str(Path(cfg.model.path) if cfg.model.path else tiny_av.checkpoint())
         r, lr = cfg.rollout, cfg.learner
         _say(f"starting {r.num_replicas} rollout replica(s) ({r.backend}) and {lr.num_ranks} learner rank(s) (ZeRO-{lr.zero_stage})")
-        self._start_rollouts(model_path)
+        # Disaggregated: the engines load while the learners start. Colocated (shared GPUs): one after
+        # the other, so vLLM's memory profiling does not see the learners' allocations mid-way.
+        self._start_rollouts(model_path, wait=cfg.cluster.layout == "colocated")
         total = sum(getattr(cfg.stages, s).steps for s in TRAIN_STAGES if s in cfg.run.stages)
         lora = dict(enabled=lr.lora.enabled, rank=lr.lora.rank, alpha=lr.lora.alpha, dropout=lr.lora.dropout,
                     target_modules=list(lr.lora.target_modules))
-        self.learners = LearnerGroup(num_ranks=lr.num_ranks, num_cpus_per_rank=lr.num_cpus_per_rank,
+        self.learners = LearnerGroup(family=cfg.model.family, num_ranks=lr.num_ranks, num_cpus_per_rank=lr.num_cpus_per_rank,
                                      num_gpus_per_rank=lr.num_gpus_per_rank, model_path=model_path, zero_stage=lr.zero_stage,
                                      comm_backend=lr.comm_backend, bf16=lr.bf16, lr=lr.lr, lr_schedule=lr.lr_schedule,
                                      warmup_steps=lr.warmup_steps, total_steps=max(1, total), weight_decay=lr.weight_decay,
                                      grad_clip_norm=lr.grad_clip_norm, micro_batch_size=lr.micro_batch_size,
                                      collective_timeout_s=lr.collective_timeout_s, lora=lora,
                                      need_reference=cfg.grpo.kl_coef != 0.0, seed=cfg.run.seed)
+        self.rollouts.ready()
         self.sync = WeightSync(self.learners, self.rollouts, bucket_bytes=r.weight_sync_bucket_mb << 20,
                                timeout_s=r.weight_sync_timeout_s, mode=weight_transfer_mode(cfg))
         if self.resume:
@@ -198,7 +202,7 @@ class Driver:
             _say(f"resumed at stage {self.state.stage} step {self.state.stage_step} (global step {self.state.global_step}), "
                  f"policy_version {int(m['sync/policy_version'])}")
 
-    def _start_rollouts(self, model_path: str) -> None:
+    def _start_rollouts(self, model_path: str, wait: bool = True) -> None:
         from diadem_ray.cluster.rollout_group import RolloutGroup
         from diadem_ray.models import tiny_av
 
@@ -207,11 +211,12 @@ class Driver:
         max_len = cfg.model.max_prompt_tokens + max(r.max_new_tokens, cfg.stages.eval.max_new_tokens)
         self.rollouts = RolloutGroup(num_replicas=r.num_replicas, num_cpus_per_replica=r.num_cpus_per_replica,
                                      num_gpus_per_replica=r.num_gpus_per_replica, cpu_threads=r.cpu_threads,
-                                     chunk_size=r.prompts_per_task, model_path=model_path, backend=r.backend, dtype=cfg.model.dtype,
+                                     chunk_size=r.prompts_per_task, model_path=model_path, family=cfg.model.family,
+                                     backend=r.backend, dtype=cfg.model.dtype,
                                      max_model_len=max_len,
                                      gpu_memory_utilization=r.gpu_memory_utilization, cpu_kv_cache_gib=r.cpu_kv_cache_gib,
                                      seed=cfg.run.seed, weight_transfer=weight_transfer_mode(cfg),
-                                     sleep_mode=cfg.cluster.layout == "colocated")
+                                     sleep_mode=cfg.cluster.layout == "colocated", wait=wait)
 
     def _start_tracking(self) -> None:
         from omegaconf import OmegaConf
@@ -267,10 +272,33 @@ class Driver:
     # ------------------------------------------------------------------------------------------
 
     def _prompt(self, clip_id: str, tag: str) -> Dict[str, Any]:
-        from diadem_ray.models import tiny_av
+        """One clip as an engine prompt: ``prompt_id``, ``prompt_token_ids`` and, for qwen2_5_omni,
+        the clip's ``media`` (video patches, Whisper features; see models/families.py)."""
+        from diadem_ray.models import qwen2_5_omni, tiny_av
 
-        ids = self.tokens.prompt(tiny_av.prompt_text(self.evidence[clip_id]))[: self.cfg.model.max_prompt_tokens]
-        return {"prompt_id": f"{clip_id}#{tag}", "prompt_token_ids": ids}
+        cap = self.cfg.model.max_prompt_tokens
+        if self.cfg.model.family == "tiny_av":
+            ids = self.tokens.prompt(tiny_av.prompt_text(self.features[clip_id]))[:cap]
+            return {"prompt_id": f"{clip_id}#{tag}", "prompt_token_ids": ids}
+        ids, media = qwen2_5_omni.load_inputs(self.features[clip_id])
+        if len(ids) > cap:  # cutting would drop video/audio placeholders the media must fill
+            raise ValueError(f"clip {clip_id}: its prompt is {len(ids)} tokens (video + audio + instruction), over "
+                             f"model.max_prompt_tokens {cap}; raise model.max_prompt_tokens or lower "
+                             "model.max_pixels_per_frame / data.frames_per_clip")
+        return {"prompt_id": f"{clip_id}#{tag}", "prompt_token_ids": ids, "media": media}
+
+    def _generate(self, clip_ids: Sequence[str], tag: str, seed: Optional[int] = None, **kwargs: Any) -> List[Any]:
+        """Rollouts for many clips (profile, eval). Media families build their prompts a group at a
+        time (``prompts_per_task`` per replica), so the driver never holds every clip's media at
+        once (Qwen2.5-Omni's are up to hundreds of MB per clip); text prompts go in one call."""
+        r = self.cfg.rollout
+        group = len(clip_ids) if self.cfg.model.family == "tiny_av" else max(1, r.prompts_per_task * r.num_replicas)
+        out: List[Any] = []
+        for i in range(0, len(clip_ids), max(1, group)):
+            prompts = [self._prompt(c, tag) for c in clip_ids[i:i + group]]
+            ro, _ = self.rollouts.generate(prompts, seed=None if seed is None else seed + i, **kwargs)
+            out.extend(ro)
+        return out
 
     def _stream(self, name: str, root: str, buckets: Optional[Sequence[str]]):
         from diadem_ray.data.cursor import ClipStream
@@ -285,7 +313,7 @@ class Driver:
         while len(out) < n:
             b = rng.choices(names, weights=[weights[x] for x in names])[0]
             clip = streams[b].take(1)[0]
-            if clip.clip_id in self.evidence:  # clips the front-end could not read were skipped and logged
+            if clip.clip_id in self.features:  # clips the front-end could not read were skipped and logged
                 out.append(clip)
             self.state.cursors[f"{stage}:{b}"] = streams[b].cursor()
         return out
@@ -308,9 +336,9 @@ class Driver:
         for step in range(self.state.stage_step, s.steps):
             t0 = time.perf_counter()
             clips = self._take(streams, weights, s.prompts_per_step, step, "sft")
-            prompts = [self._prompt(c.clip_id, "sft")["prompt_token_ids"] for c in clips]
+            prompts = [self._prompt(c.clip_id, "sft") for c in clips]
             targets = [self.tokens.target(tiny_av.target_text(c)) for c in clips]
-            m = self.learners.sft_step(prompts, targets)
+            m = self.learners.sft_step([p["prompt_token_ids"] for p in prompts], targets, media=_media(prompts))
             m["time/step_s"] = time.perf_counter() - t0
             self._end_step("sft", step, s.steps, m, f"loss {m.get('learner/sft_loss', float('nan')):.3f}")
         self._push_weights()
@@ -324,13 +352,12 @@ class Driver:
         from diadem_ray.data.shards import write_shards
 
         p = self.cfg.stages.profile
-        train = [self.clips[i] for i in self.split_ids["train"] if i in self.evidence]
+        train = [self.clips[i] for i in self.split_ids["train"] if i in self.features]
         _say(f"profile: {len(train)} clips x {p.samples_per_prompt} samples with reward {p.reward!r}")
         t0 = time.perf_counter()
-        prompts = [self._prompt(c.clip_id, "profile") for c in train]
-        rollouts, _ = self.rollouts.generate(prompts, samples_per_prompt=p.samples_per_prompt,
-                                             max_new_tokens=self.cfg.rollout.max_new_tokens,
-                                             temperature=self.cfg.rollout.temperature, seed=self.cfg.run.seed)
+        rollouts = self._generate([c.clip_id for c in train], "profile", samples_per_prompt=p.samples_per_prompt,
+                                  max_new_tokens=self.cfg.rollout.max_new_tokens, temperature=self.cfg.rollout.temperature,
+                                  seed=self.cfg.run.seed)
         by_id = {c.clip_id: c for c in train}
         scored, _ = self._pool(p.reward).score([(r, by_id[r.prompt_id.split("#")[0]].dialogue) for r in rollouts], step=0)
         rewards: Dict[str, List[float]] = {c.clip_id: [] for c in train}
@@ -398,8 +425,8 @@ class Driver:
         for step in range(self.state.stage_step, s.steps):
             t0 = time.perf_counter()
             m: Dict[str, float] = {}
-            kept: List[Tuple[List[int], List[Any], List[float]]] = []  # (prompt ids, rollouts, advantages)
-            flat: List[Tuple[List[int], List[Any], List[float]]] = []
+            kept: List[Tuple[Dict[str, Any], List[Any], List[float]]] = []  # (prompt, rollouts, advantages)
+            flat: List[Tuple[Dict[str, Any], List[Any], List[float]]] = []
             zero_var = 0
             t_roll = t_rew = 0.0
             round_ = 0
@@ -421,7 +448,7 @@ class Driver:
                 adv, zv = grpo.group_advantages(rewards, baseline=g.advantage_baseline, std_normalization=g.std_normalization, eps=g.std_eps)
                 for i in range(len(clips)):
                     group = scored[i * r.samples_per_prompt:(i + 1) * r.samples_per_prompt]
-                    item = (prompts[i]["prompt_token_ids"], group, adv[i].tolist())
+                    item = (prompts[i], group, adv[i].tolist())
                     (flat if (zv[i] and g.dynamic_sampling) else kept).append(item)
                 zero_var += int(zv.sum())
                 if round_ == 0:
@@ -431,7 +458,8 @@ class Driver:
             refills = round_ - 1
             batch = (kept + flat)[: s.prompts_per_step]  # zero-variance groups fill up (their advantage is 0)
             scored_all = [x for _, grp, _ in batch for x in grp]
-            prompt_ids = [p for p, grp, _ in batch for _ in grp]
+            seq_prompts = [p for p, grp, _ in batch for _ in grp]
+            prompt_ids = [p["prompt_token_ids"] for p in seq_prompts]
             responses = [list(x.rollout.token_ids) or [self.tokens.eos_id] for x in scored_all]
             rollout_lps = [list(x.rollout.logprobs) or [0.0] for x in scored_all]
             advantages = [a for _, _, a_list in batch for a in a_list]
@@ -440,7 +468,7 @@ class Driver:
             lm = self.learners.grpo_step(prompt_ids, responses, advantages, rollout_logprobs=rollout_lps,
                                          clip_eps_low=g.clip_eps_low, clip_eps_high=g.clip_eps_high, dual_clip_c=g.dual_clip_c,
                                          kl_coef=g.kl_coef, kl_estimator=g.kl_estimator, entropy_coef=g.entropy_coef,
-                                         loss_aggregation=g.loss_aggregation)
+                                         loss_aggregation=g.loss_aggregation, media=_media(seq_prompts))
             te = time.perf_counter()
             sm = self._push_weights()
             m.update(lm)
@@ -495,13 +523,15 @@ class Driver:
     def _export_policy(self, stage: str) -> None:
         """``runs/<name>/policy``: the weights after ``stage`` as a servable directory (replaced
         atomically after each trained stage; ``diadem-ray serve --checkpoint runs/<name>``)."""
+        from diadem_ray.models.qwen2_5_omni import INPUTS_VERSION
         from diadem_ray.models.tiny_av_frontend import FRONTEND_VERSION
 
         t0 = time.perf_counter()
         d = self.cfg.data
+        version = FRONTEND_VERSION if self.cfg.model.family == "tiny_av" else INPUTS_VERSION
         path = self.learners.save_policy(str(self.out / "policy"), {
             "family": self.cfg.model.family, "policy_version": self.rollouts.version, "stage": stage,
-            "learner_step": self.learners.step, "run": self.cfg.run.name, "frontend_version": FRONTEND_VERSION,
+            "learner_step": self.learners.step, "run": self.cfg.run.name, "frontend_version": version,
             "frames_per_clip": d.frames_per_clip, "sample_rate_hz": d.audio_sample_rate_hz,
             "max_prompt_tokens": self.cfg.model.max_prompt_tokens, "max_new_tokens": self.cfg.stages.eval.max_new_tokens})
         _say(f"policy after {stage} exported to {path} ({time.perf_counter() - t0:.1f} s)")
@@ -521,10 +551,9 @@ class Driver:
             _say(f"eval {label}: same policy_version as {same[0]!r}; scores reused")
             return self.state.evals[label]
         e = self.cfg.stages.eval
-        ids = [i for i in self.eval_ids if i in self.evidence]
+        ids = [i for i in self.eval_ids if i in self.features]
         t0 = time.perf_counter()
-        rollouts, _ = self.rollouts.generate([self._prompt(i, "eval") for i in ids], samples_per_prompt=1,
-                                             max_new_tokens=e.max_new_tokens, temperature=0.0)
+        rollouts = self._generate(ids, "eval", samples_per_prompt=1, max_new_tokens=e.max_new_tokens, temperature=0.0)
         preds = [{"video_id": ro.prompt_id.split("#")[0], "pred": ro.text} for ro in rollouts]
         res = evaluate(self.annotations, preds)
         scores = {"ref_f1": 100 * res.overall.ref_f1, "asr_f1": 100 * res.overall.asr_f1, "clips": float(res.overall.clips),
@@ -575,6 +604,11 @@ class Driver:
             pool.shutdown()
         if getattr(self, "_own_ray", False):
             ray.shutdown()
+
+
+def _media(prompts: Sequence[Dict[str, Any]]) -> Optional[List[Any]]:
+    """Each prompt's media for the learner (one entry per sequence), or None for text-only families."""
+    return [p["media"] for p in prompts] if prompts and "media" in prompts[0] else None
 
 
 def hash_name(name: str) -> int:

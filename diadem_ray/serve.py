@@ -43,11 +43,11 @@ class Captioner:
     def __init__(self, policy: str, *, engine: str = "vllm", cpu_threads: int = 1, max_batch_size: int = 8):
         from diadem_ray.actors.rollout import RolloutWorker
         from diadem_ray.models import tiny_av
-        from diadem_ray.models.policy import read_policy
+        from diadem_ray.models.policy import SERVED, read_policy
         from diadem_ray.models.tiny_av_frontend import FRONTEND_VERSION, FrontEnd
         from diadem_ray.rewards.extract import extract_structured
 
-        self.dir, self.meta = read_policy(policy)
+        self.dir, self.meta = read_policy(policy, SERVED)
         self.warnings: List[str] = []
         if self.meta.frontend_version != FRONTEND_VERSION:
             self.warnings.append(f"policy trained with front-end version {self.meta.frontend_version}, serving with "
@@ -185,9 +185,9 @@ def deploy(*, host: str = "127.0.0.1", port: int = 8000, policy: Optional[str] =
     from ray import serve
 
     if policy is not None:  # fail here, in the caller, with the path named — not inside a replica
-        from diadem_ray.models.policy import read_policy
+        from diadem_ray.models.policy import SERVED, read_policy
 
-        policy = str(read_policy(policy)[0])
+        policy = str(read_policy(policy, SERVED)[0])
     max_clip_bytes = int(limits.get("max_clip_bytes", 64 << 20))
     app = build_app(**limits)
     roots = [r for r in allowed_uri_roots]

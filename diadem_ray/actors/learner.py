@@ -432,7 +432,11 @@ class Learner:
         if self.rank != 0:
             return ""
         tensors = [item for bucket in buckets for item in bucket]
-        return str(write_policy(directory, tensors, source_model_path=self.model_path, meta=PolicyMeta(**meta)))
+        config = None
+        if self.family != "tiny_av":  # the trained module's own config (e.g. the thinker's, not the whole Omni model's)
+            module = self.engine.module
+            config = (module.get_base_model() if hasattr(module, "get_base_model") else module).config.to_dict()
+        return str(write_policy(directory, tensors, source_model_path=self.model_path, meta=PolicyMeta(**meta), config=config))
 
     # ---- checkpoints -------------------------------------------------------------------------
 

@@ -63,6 +63,7 @@ class RolloutWorker:
         self.llm: Any = None
         self.hf: Any = None
         self.tokenizer: Any = None
+        self.suppressed: List[int] = []  # token ids generation must not sample (media placeholders)
 
     # ---- setup -------------------------------------------------------------------------------
 
@@ -108,6 +109,9 @@ class RolloutWorker:
             from transformers import AutoTokenizer
 
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
+        from diadem_ray.models.families import media_token_ids
+
+        self.suppressed = media_token_ids(self.family, self.tokenizer)
         return {"replica": self.replica_id, "backend": self.backend, "seconds": time.perf_counter() - start}
 
     # ---- generation --------------------------------------------------------------------------
@@ -168,6 +172,8 @@ class RolloutWorker:
             reps = n if (media and not greedy) else 1
             sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
                                                                   num_return_sequences=n // reps)
+            if self.suppressed:  # media placeholders never appear in a response (families.media_token_ids)
+                sampling["suppress_tokens"] = self.suppressed
             outs = []
             with torch.no_grad():
                 for _ in range(reps):

@@ -23,9 +23,11 @@ log = logging.getLogger(__name__)
 
 class RolloutGroup:
     def __init__(self, *, num_replicas: int = 1, num_cpus_per_replica: float = 0.5, num_gpus_per_replica: float = 0.0,
-                 chunk_size: int = 8, max_chunk_retries: int = 2, cpu_threads: int = 0, **worker_kwargs: Any):
+                 chunk_size: int = 8, max_chunk_retries: int = 2, cpu_threads: int = 0, wait: bool = True,
+                 **worker_kwargs: Any):
         """``cpu_threads``: OpenMP threads of a CPU engine; rollouts and learner steps alternate,
-        so a replica may use more threads than its fractional CPU reservation."""
+        so a replica may use more threads than its fractional CPU reservation. ``wait=False``: the
+        engines load in the background until :meth:`ready` (the driver starts the learners meanwhile)."""
         env = {k: os.environ[k] for k in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_ENABLE_V1_MULTIPROCESSING", "HF_HUB_OFFLINE",
                                           "TRANSFORMERS_OFFLINE") if k in os.environ}
         if not num_gpus_per_replica:
@@ -35,12 +37,22 @@ class RolloutGroup:
         remote = ray.remote(RolloutWorker).options(num_cpus=num_cpus_per_replica, num_gpus=num_gpus_per_replica,
                                                    max_restarts=-1, max_task_retries=0, runtime_env={"env_vars": env})
         self.replicas = [remote.remote(replica_id=i, **worker_kwargs) for i in range(num_replicas)]
-        self.info = ray.get([r.setup.remote() for r in self.replicas])
+        self._setup_refs = [r.setup.remote() for r in self.replicas]
+        self.info: List[Any] = []
         self.sleep_mode = bool(worker_kwargs.get("sleep_mode", False))
         self.chunk_size = chunk_size
         self.max_chunk_retries = max_chunk_retries
         self.version = 0
         self.last_buckets: Optional[Any] = None  # ObjectRef of the last pushed weights (a list of buckets)
+        if wait:
+            self.ready()
+
+    def ready(self) -> List[Any]:
+        """Wait until every engine has loaded; raises the first engine's setup error."""
+        if self._setup_refs:
+            self.info = ray.get(self._setup_refs)
+            self._setup_refs = []
+        return self.info
 
     def sleep(self) -> None:
         """Colocated layout: every engine frees its GPU memory for the learner step (no-op otherwise)."""

@@ -1,11 +1,17 @@
-"""Ray Data: shards → decoded media → the model family's evidence/prompt text, on CPU workers.
+"""Ray Data: shards → decoded media → what the model family's prompts are made of, on CPU workers.
 
-``encode_clips`` reads the shards of the named buckets with ``ray.data.read_parquet``, decodes each
-clip (PyAV: frames + 16 kHz mono audio) and runs the family's frozen front-end in ``map_batches``
-actors, and streams one small row per clip back to the driver (``iter_rows``: bounded memory; media
-never reach the driver). Results are cached per clip under ``cache_dir`` keyed by the front-end
+``encode_clips`` reads the shards with ``ray.data.read_parquet``, decodes each clip (PyAV: frames +
+16 kHz mono audio) in ``map_batches`` actors and turns it into the family's prompt material:
+
+* ``tiny_av``: the frozen front-end's evidence text (:mod:`diadem_ray.models.tiny_av_frontend`);
+* ``qwen2_5_omni``: the thinker's token ids and media (:class:`~diadem_ray.models.qwen2_5_omni.ClipInputs`),
+  saved as one ``.npz`` per clip; the row carries the file's path.
+
+One small row per clip streams back to the driver (``iter_rows``: bounded memory; decoded media
+never pass through it). Results are cached per clip under ``cache_dir`` keyed by the family's input
 version and the video's size and modification time, so later stages and resumed runs do not decode
-again. A corrupt or missing clip is skipped, counted and named in the log; the run goes on.
+again (on a multi-node cluster ``cache_dir`` must be storage every node reads, as the run folder is).
+A corrupt or missing clip is skipped, counted and named in the log; the run goes on.
 
 The order in which a stage consumes clips is not Ray Data's: :class:`~diadem_ray.data.cursor.ClipStream`
 decides it, reproducibly and resumably; this module only supplies each clip's prompt.
@@ -25,7 +31,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EncodeReport:
-    evidence: Dict[str, str] = field(default_factory=dict)  # clip_id -> evidence text
+    # clip_id -> tiny_av: the evidence text; qwen2_5_omni: the path of the clip's cached inputs (.npz)
+    features: Dict[str, str] = field(default_factory=dict)
     failed: Dict[str, str] = field(default_factory=dict)  # clip_id -> reason
     cached: int = 0
     decoded: int = 0
@@ -42,21 +49,33 @@ def _cache_key(uri: str, version: str) -> str:
 
 
 class ClipEncoder:
-    """``map_batches`` callable: one front-end per actor (the Whisper model loads once)."""
+    """``map_batches`` callable: one front-end per actor (the Whisper model or the Qwen tokenizer
+    and feature extractor load once). ``qwen``: keyword arguments of ``Settings`` for
+    ``qwen2_5_omni`` (with ``model_path``)."""
 
-    def __init__(self, cache_dir: str, max_frames: int, sample_rate_hz: int, cpu_threads: int = 1, frontend: bool = True):
-        from diadem_ray.models.tiny_av_frontend import FRONTEND_VERSION, FrontEnd
-
+    def __init__(self, cache_dir: str, max_frames: int, sample_rate_hz: int, cpu_threads: int = 1, frontend: bool = True,
+                 family: str = "tiny_av", model_path: str = "", qwen: Optional[Dict[str, float]] = None):
         self.cache = Path(cache_dir)
         self.cache.mkdir(parents=True, exist_ok=True)
-        self.version = FRONTEND_VERSION
         self.max_frames, self.rate = max_frames, sample_rate_hz
+        self.frontend = self.qwen = None
+        if family == "qwen2_5_omni":
+            from diadem_ray.models import qwen2_5_omni
+
+            self.qwen = qwen2_5_omni.ClipInputs(model_path, qwen2_5_omni.Settings(**(qwen or {})))
+            self.version = self.qwen.version
+            return
+        from diadem_ray.models.tiny_av_frontend import FRONTEND_VERSION, FrontEnd
+
+        self.version = FRONTEND_VERSION
         # frontend=False: decode only and describe the media (benchmarks of the decode stage)
         self.frontend = FrontEnd(cpu_threads=cpu_threads) if frontend else None
 
     def encode(self, clip_id: str, uri: str) -> Dict[str, str]:
         from diadem_ray.data.decode import DecodeError, decode_clip
 
+        if self.qwen is not None:
+            return self._encode_qwen(clip_id, uri)
         path = self.cache / f"{clip_id}.{_cache_key(uri, self.version)}.txt"
         if self.frontend is None:
             try:
@@ -79,6 +98,22 @@ class ClipEncoder:
         os.replace(tmp, path)
         return {"clip_id": clip_id, "evidence": text, "error": "", "cached": "0"}
 
+    def _encode_qwen(self, clip_id: str, uri: str) -> Dict[str, str]:
+        from diadem_ray.data.decode import DecodeError, decode_clip
+        from diadem_ray.models.qwen2_5_omni import save_inputs
+
+        path = self.cache / f"{clip_id}.{_cache_key(uri, self.version)}.npz"
+        if path.is_file():
+            return {"clip_id": clip_id, "evidence": str(path), "error": "", "cached": "1"}
+        try:
+            media = decode_clip(uri, max_frames=self.max_frames, sample_rate_hz=self.rate)
+            save_inputs(path, self.qwen(media.frames, media.frame_times_s, media.audio, media.sample_rate_hz))
+        except DecodeError as exc:
+            return {"clip_id": clip_id, "evidence": "", "error": str(exc), "cached": "0"}
+        except ValueError as exc:  # e.g. a clip with no frames: data, not a crash
+            return {"clip_id": clip_id, "evidence": "", "error": f"{uri}: {exc}", "cached": "0"}
+        return {"clip_id": clip_id, "evidence": str(path), "error": "", "cached": "0"}
+
     def __call__(self, batch: Dict[str, List]) -> Dict[str, List]:
         rows = [self.encode(c, u) for c, u in zip(batch["clip_id"], batch["video_uri"])]
         return {k: [r[k] for r in rows] for k in ("clip_id", "evidence", "error", "cached")}
@@ -86,8 +121,9 @@ class ClipEncoder:
 
 def encode_clips(shard_paths: Sequence[str], *, cache_dir: str, max_frames: int = 64, sample_rate_hz: int = 16000,
                  num_cpus: float = 0.5, concurrency: int = 2, filesystem: Optional[object] = None,
-                 frontend: bool = True) -> EncodeReport:
-    """Evidence text for every clip of ``shard_paths`` (see the module docstring)."""
+                 frontend: bool = True, family: str = "tiny_av", model_path: str = "",
+                 qwen: Optional[Dict[str, float]] = None) -> EncodeReport:
+    """Every clip of ``shard_paths`` made ready for ``family`` (see the module docstring)."""
     import time
 
     import ray.data
@@ -95,7 +131,8 @@ def encode_clips(shard_paths: Sequence[str], *, cache_dir: str, max_frames: int 
     start = time.perf_counter()
     ds = ray.data.read_parquet(list(shard_paths), columns=["clip_id", "video_uri"], filesystem=filesystem)
     ds = ds.map_batches(ClipEncoder, fn_constructor_kwargs={"cache_dir": cache_dir, "max_frames": max_frames,
-                                                            "sample_rate_hz": sample_rate_hz, "frontend": frontend},
+                                                            "sample_rate_hz": sample_rate_hz, "frontend": frontend,
+                                                            "family": family, "model_path": model_path, "qwen": qwen},
                         batch_size=2, concurrency=(1, max(1, concurrency)), num_cpus=num_cpus)
     report = EncodeReport()
     for row in ds.iter_rows():
@@ -103,7 +140,7 @@ def encode_clips(shard_paths: Sequence[str], *, cache_dir: str, max_frames: int 
             report.failed[row["clip_id"]] = row["error"]
             log.warning("clip %s skipped: %s", row["clip_id"], row["error"])
             continue
-        report.evidence[row["clip_id"]] = row["evidence"]
+        report.features[row["clip_id"]] = row["evidence"]
         report.cached += row["cached"] == "1"
         report.decoded += row["cached"] != "1"
     report.seconds = time.perf_counter() - start

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 FAMILIES = ("tiny_av", "qwen2_5_omni")
 MEDIA_KEYS = ("pixel_values_videos", "video_grid_thw", "video_second_per_grid", "input_features",
@@ -34,6 +34,19 @@ def load_causal_lm(family: str, path: str, *, dtype: Any):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+
+
+def media_token_ids(family: str, tokenizer: Any) -> List[int]:
+    """Token ids a rollout must never sample: the family's media placeholders and markers. A
+    sampled ``<|audio_bos|>`` would make Qwen2.5-Omni look for another audio segment when it
+    computes positions for the response (a crash, or silently wrong positions)."""
+    check_family(family)
+    if family != "qwen2_5_omni" or tokenizer is None:
+        return []
+    from diadem_ray.models.qwen2_5_omni import TOKENS
+
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in TOKENS.values()]
+    return sorted({int(i) for i in ids if i is not None and i != tokenizer.unk_token_id})
 
 
 def split_inputs(inputs: Mapping[str, Any]) -> tuple[list[int], Dict[str, Any]]:

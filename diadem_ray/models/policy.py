@@ -17,11 +17,12 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 META_FILE = "diadem_policy.json"
 WEIGHTS_FILE = "model.safetensors"
-FAMILIES = ("tiny_av",)  # families with a captioning pipeline (decode → front-end → engine)
+FAMILIES = ("tiny_av", "qwen2_5_omni")  # families the training driver runs (and `diadem-ray profile` reads)
+SERVED = ("tiny_av",)  # families `diadem-ray serve` has a captioning pipeline for (decode → front-end → engine)
 
 
 class PolicyError(ValueError):
@@ -43,10 +44,12 @@ class PolicyMeta:
 
 
 def write_policy(directory: str | Path, tensors: Sequence[Tuple[str, Any]], *, source_model_path: str | Path,
-                 meta: PolicyMeta) -> Path:
+                 meta: PolicyMeta, config: Optional[Dict[str, Any]] = None) -> Path:
     """Write ``tensors`` (name, CPU tensor) plus the source model's config/tokenizer files and the
     meta file into ``directory``, replacing what was there atomically (a reader never sees half a
-    policy). A tied ``lm_head.weight`` is left out, as transformers saves it."""
+    policy). A tied ``lm_head.weight`` is left out, as transformers saves it. ``config``: the
+    trained module's own config, written instead of the source's ``config.json`` (Qwen2.5-Omni:
+    the source holds the whole model, the policy only its thinker)."""
     from safetensors.torch import save_file
 
     out = Path(directory)
@@ -57,7 +60,9 @@ def write_policy(directory: str | Path, tensors: Sequence[Tuple[str, Any]], *, s
     for f in src.iterdir():
         if f.is_file() and not f.name.endswith((".safetensors", ".bin", ".pt", ".gguf")) and f.name != "model.safetensors.index.json":
             shutil.copy2(f, tmp / f.name)
-    config = json.loads((src / "config.json").read_text())
+    if config is not None:
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    config = json.loads((tmp / "config.json").read_text())
     state = {name: t.contiguous() for name, t in tensors}
     if config.get("tie_word_embeddings") and "lm_head.weight" in state:
         del state["lm_head.weight"]
@@ -90,8 +95,8 @@ def resolve_policy_dir(path: str | Path) -> Path:
                       "or its policy/ folder")
 
 
-def read_policy(path: str | Path) -> Tuple[Path, PolicyMeta]:
-    """(policy dir, meta), validated: known family, weights present, every meta field there."""
+def read_policy(path: str | Path, families: Sequence[str] = FAMILIES) -> Tuple[Path, PolicyMeta]:
+    """(policy dir, meta), validated: a family among ``families``, weights present, every meta field there."""
     d = resolve_policy_dir(path)
     try:
         raw: Dict[str, Any] = json.loads((d / META_FILE).read_text())
@@ -101,8 +106,8 @@ def read_policy(path: str | Path) -> Tuple[Path, PolicyMeta]:
     if missing:
         raise PolicyError(f"{d / META_FILE}: missing {', '.join(missing)}; re-export the policy with this version")
     meta = PolicyMeta(**{f.name: raw[f.name] for f in fields(PolicyMeta)})
-    if meta.family not in FAMILIES:
-        raise PolicyError(f"{d}: model family {meta.family!r} has no captioning pipeline here (known: {', '.join(FAMILIES)})")
+    if meta.family not in families:
+        raise PolicyError(f"{d}: model family {meta.family!r} has no captioning pipeline here (known: {', '.join(families)})")
     if not (d / WEIGHTS_FILE).is_file() or not (d / "config.json").is_file():
         raise PolicyError(f"{d}: {WEIGHTS_FILE} or config.json is missing; the export was interrupted — re-run the stage")
     return d, meta

@@ -16,11 +16,12 @@ tokens. It needs no torchvision (CPU machines run without it):
   audio tokens by transformers' own ``Qwen2_5OmniProcessor.replace_multimodal_special_tokens``.
 
 Loading the thinker (``load_thinker``) reads a local path or a cluster's model store; nothing is
-downloaded. The learner and the transformers rollout engine train and sample this family with the
-clip's media (:mod:`diadem_ray.models.families`; tested on CPU with ``build_tiny_thinker``, a tiny
-random configuration of the same architecture). Not yet wired: the data pipeline does not produce
-``build_inputs`` for it and vLLM engines are not fed its media, so the training driver still
-refuses ``model.family: qwen2_5_omni`` (issue #7).
+downloaded. In a run, the Ray Data pipeline calls :class:`ClipInputs` on each decoded clip and
+caches the result as one ``.npz`` per clip (``save_inputs`` / ``load_inputs``); the driver hands
+those token ids and media to the transformers rollout engine and to the learner
+(:mod:`diadem_ray.models.families`; tested on CPU with ``build_tiny_thinker``, a tiny random
+configuration of the same architecture). vLLM engines are not fed these media yet (the config
+check asks for ``rollout.backend: hf`` with this family; issue #7).
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ TOKENS = {"audio": "<|AUDIO|>", "image": "<|IMAGE|>", "video": "<|VIDEO|>", "vis
           "vision_eos": "<|vision_eos|>", "audio_bos": "<|audio_bos|>", "audio_eos": "<|audio_eos|>"}
 CLIP_MEAN = np.asarray([0.48145466, 0.4578275, 0.40821073], np.float32)
 CLIP_STD = np.asarray([0.26862954, 0.26130258, 0.27577711], np.float32)
+# The user turn of every clip (DiaDem samples one of 7 paraphrases of a "describe everything" request;
+# this one asks for the dialogue explicitly, in the caption form the rewards parse).
+INSTRUCTION = ("Describe the video in detail. Quote every spoken line word for word in double quotes, and say who "
+               "speaks it by describing the speaker as a viewer sees or hears them.")
+INPUTS_VERSION = "qwen2_5_omni-inputs-1"  # bump when build_inputs changes what it makes (invalidates caches)
 
 
 @dataclass(frozen=True)
@@ -172,7 +178,8 @@ def special_token_ids(tokenizer: Any, names: Sequence[str] = tuple(TOKENS)) -> D
 def build_tiny_thinker(out_dir: Any, *, vocab_size: int = 400, seed: int = 0):
     """Save a randomly initialised thinker of Qwen2.5-Omni's architecture (vision, audio and text
     towers a few hundred kB each) with a tiny tokenizer holding the placeholder tokens, for CPU
-    tests. Returns ``(path, tokenizer, feature_extractor)``."""
+    tests; the directory loads like a real checkpoint (config, weights, tokenizer,
+    ``preprocessor_config.json``). Returns ``(path, tokenizer, feature_extractor)``."""
     from pathlib import Path
 
     import torch
@@ -198,4 +205,63 @@ def build_tiny_thinker(out_dir: Any, *, vocab_size: int = 400, seed: int = 0):
     model.config.pad_token_id = int(tok.pad_token_id)
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    return out, tok, WhisperFeatureExtractor(feature_size=128)
+    fe = WhisperFeatureExtractor(feature_size=128)  # Qwen2.5-Omni's audio front-end settings
+    fe.save_pretrained(out)
+    return out, tok, fe
+
+
+class ClipInputs:
+    """``build_inputs`` for decoded clips with a checkpoint's own tokenizer and Whisper feature
+    extractor (``preprocessor_config.json``), as the data pipeline runs it once per clip.
+
+    ``version`` names everything the result depends on (this code, the settings, the prompt, the
+    checkpoint's tokenizer files), for cache keys."""
+
+    def __init__(self, model_path: str, s: Settings = Settings(), prompt: str = INSTRUCTION):
+        import hashlib
+        from pathlib import Path
+
+        from transformers import AutoTokenizer, WhisperFeatureExtractor
+
+        root = Path(model_path)
+        if not (root / "preprocessor_config.json").is_file():
+            raise FileNotFoundError(f"{root}: no preprocessor_config.json (the Whisper feature extractor's settings); point "
+                                    "model.path at a full Qwen2.5-Omni checkpoint directory")
+        self.tokenizer = AutoTokenizer.from_pretrained(str(root), local_files_only=True)
+        self.feature_extractor = WhisperFeatureExtractor.from_pretrained(str(root), local_files_only=True)
+        self.s, self.prompt = s, prompt
+        h = hashlib.sha1(f"{INPUTS_VERSION}|{s}|{prompt}".encode())
+        for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "preprocessor_config.json"):
+            if (root / name).is_file():
+                h.update((root / name).read_bytes())
+        self.version = f"{INPUTS_VERSION}-{h.hexdigest()[:10]}"
+
+    def __call__(self, frames: np.ndarray, times_s: np.ndarray, audio: np.ndarray, sample_rate_hz: int) -> Dict[str, Any]:
+        if sample_rate_hz != self.s.sample_rate_hz:
+            raise ValueError(f"audio at {sample_rate_hz} Hz; Qwen2.5-Omni's feature extractor needs {self.s.sample_rate_hz} Hz "
+                             f"(set data.audio_sample_rate_hz: {self.s.sample_rate_hz})")
+        return build_inputs(frames, times_s, audio, self.prompt, tokenizer=self.tokenizer,
+                            feature_extractor=self.feature_extractor, s=self.s)
+
+
+def save_inputs(path: Any, inputs: Dict[str, Any]) -> None:
+    """One clip's ``build_inputs`` as an uncompressed ``.npz`` (written to a temporary name, then
+    renamed: a reader never sees half a file)."""
+    import os
+    from pathlib import Path
+
+    p = Path(path)
+    tmp = p.with_name(f"{p.stem}.tmp{os.getpid()}.npz")
+    arrays = {k: np.asarray(v) for k, v in inputs.items()}
+    np.savez(tmp, **arrays)
+    os.replace(tmp, p)
+
+
+def load_inputs(path: Any) -> Tuple[list, Dict[str, Any]]:
+    """(prompt token ids, media) of a clip saved by ``save_inputs``, as prompts carry them."""
+    from diadem_ray.models.families import split_inputs
+
+    with np.load(path) as z:
+        inputs: Dict[str, Any] = {k: z[k] for k in z.files}
+    inputs["use_audio_in_video"] = bool(inputs.get("use_audio_in_video", True))
+    return split_inputs(inputs)

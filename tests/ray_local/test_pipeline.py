@@ -17,9 +17,9 @@ def test_encode_skips_corrupt_clip_and_caches(ray_local, tmp_path):
     write_shards(clips, str(tmp_path / "shards"))
     shards = list_shards(str(tmp_path / "shards"))
     rep = encode_clips(shards, cache_dir=str(tmp_path / "cache"), concurrency=1)
-    assert sorted(rep.evidence) == sorted(c.clip_id for c in clips[:3])
+    assert sorted(rep.features) == sorted(c.clip_id for c in clips[:3])
     assert list(rep.failed) == ["broken"] and "broken.mp4" in rep.failed["broken"]
     assert rep.decoded == 3 and rep.cached == 0
-    assert all(text.startswith("People:") for text in rep.evidence.values())
+    assert all(text.startswith("People:") for text in rep.features.values())
     again = encode_clips(shards, cache_dir=str(tmp_path / "cache"), concurrency=1)
-    assert again.evidence == rep.evidence and again.cached == 3 and again.decoded == 0
+    assert again.features == rep.features and again.cached == 3 and again.decoded == 0

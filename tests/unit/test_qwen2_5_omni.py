@@ -37,11 +37,11 @@ def tiny_thinker(tmp_path_factory):
     from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
     path, tok, fe = q.build_tiny_thinker(tmp_path_factory.mktemp("thinker"))
-    return Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(str(path), local_files_only=True).eval(), tok, fe
+    return Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(str(path), local_files_only=True).eval(), tok, fe, path
 
 
 def test_build_inputs_drive_a_tiny_thinker(tiny_thinker):
-    model, tok, fe = tiny_thinker
+    model, tok, fe, _ = tiny_thinker
     rng = np.random.default_rng(1)
     frames = rng.integers(0, 256, (12, 60, 90, 3), dtype=np.uint8)
     times = np.arange(12) * 0.25  # 3 s of video
@@ -62,7 +62,7 @@ def test_build_inputs_drive_a_tiny_thinker(tiny_thinker):
 def test_media_split_and_kwargs(tiny_thinker):
     from diadem_ray.models.families import MEDIA_KEYS, media_kwargs, split_inputs
 
-    _, tok, fe = tiny_thinker
+    _, tok, fe, _ = tiny_thinker
     rng = np.random.default_rng(2)
     inputs = q.build_inputs(rng.integers(0, 256, (4, 56, 56, 3), dtype=np.uint8), np.arange(4) * 0.5,
                             np.zeros(16_000, np.float32), "Who?", tokenizer=tok, feature_extractor=fe,
@@ -75,3 +75,38 @@ def test_media_split_and_kwargs(tiny_thinker):
     assert media_kwargs(None, device="cpu", float_dtype=torch.float32) == {}
     with pytest.raises(KeyError, match="unknown media fields"):
         media_kwargs({"pixel_values": np.zeros(2)}, device="cpu", float_dtype=torch.float32)
+
+
+def test_clip_inputs_cache_round_trip(tiny_thinker, tmp_path):
+    from diadem_ray.models.families import split_inputs
+
+    _, _, _, path = tiny_thinker
+    s = q.Settings(max_pixels=16 * 28 * 28)
+    ci = q.ClipInputs(str(path), s)
+    assert ci.version == q.ClipInputs(str(path), s).version != q.ClipInputs(str(path), q.Settings(fps=1.0)).version
+    rng = np.random.default_rng(3)
+    frames, times = rng.integers(0, 256, (6, 56, 56, 3), dtype=np.uint8), np.arange(6) * 0.5
+    audio = rng.normal(0, 0.05, 40_000).astype(np.float32)
+    inputs = ci(frames, times, audio, 16_000)
+    q.save_inputs(tmp_path / "c.npz", inputs)
+    assert [f.name for f in tmp_path.iterdir()] == ["c.npz"]  # no temporary file left behind
+    ids, media = q.load_inputs(tmp_path / "c.npz")
+    want_ids, want_media = split_inputs(inputs)
+    assert ids == want_ids and set(media) == set(want_media) and media["use_audio_in_video"] is True
+    for k, v in want_media.items():
+        if isinstance(v, np.ndarray):
+            np.testing.assert_array_equal(media[k], v)
+            assert media[k].dtype == v.dtype
+    with pytest.raises(ValueError, match="data.audio_sample_rate_hz: 16000"):
+        ci(frames, times, audio, 22_050)
+    with pytest.raises(FileNotFoundError, match="preprocessor_config.json"):
+        q.ClipInputs(str(tmp_path))
+
+
+def test_media_tokens_are_never_sampled(tiny_thinker):
+    from diadem_ray.models.families import media_token_ids
+
+    _, tok, _, _ = tiny_thinker
+    banned = media_token_ids("qwen2_5_omni", tok)
+    assert banned == sorted(tok.convert_tokens_to_ids(t) for t in q.TOKENS.values()) and len(banned) == 7
+    assert media_token_ids("tiny_av", tok) == []
