@@ -133,7 +133,8 @@ def encode_clips(shard_paths: Sequence[str], *, cache_dir: str, max_frames: int 
     ds = ds.map_batches(ClipEncoder, fn_constructor_kwargs={"cache_dir": cache_dir, "max_frames": max_frames,
                                                             "sample_rate_hz": sample_rate_hz, "frontend": frontend,
                                                             "family": family, "model_path": model_path, "qwen": qwen},
-                        batch_size=2, concurrency=(1, max(1, concurrency)), num_cpus=num_cpus)
+                        batch_size=2, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, concurrency)),
+                        num_cpus=num_cpus)
     report = EncodeReport()
     for row in ds.iter_rows():
         if row["error"]:
