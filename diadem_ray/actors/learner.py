@@ -205,7 +205,9 @@ class Learner:
     def _media(media: Optional[Sequence[Any]], n: int) -> Optional[Sequence[Any]]:
         if media is not None and len(media) != n:
             raise ValueError(f"{n} prompts but {len(media)} media entries (give one per prompt, None for text-only)")
-        return media
+        from diadem_ray.models.families import expand_media
+
+        return expand_media(media)
 
     def compute_logprobs(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
                          media: Optional[Sequence[Any]] = None) -> List[List[float]]:

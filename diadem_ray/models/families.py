@@ -3,7 +3,9 @@
 * ``tiny_av``: a plain causal LM (the SmolLM2 backbone); prompts are token ids only.
 * ``qwen2_5_omni``: the thinker of Qwen2.5-Omni; a prompt is token ids (with the video and audio
   placeholders already expanded by :func:`diadem_ray.models.qwen2_5_omni.build_inputs`) plus the
-  clip's *media*: ``pixel_values_videos [P, 1176]``, ``video_grid_thw [1, 3]``,
+  clip's *media*: ``video_frames [T, h, w, 3]`` (the resized frames, uint8; turned into the
+  thinker's ``pixel_values_videos [P, 1176]`` float32 only where the model runs, so the object
+  store and the cache carry a quarter of the bytes), ``video_grid_thw [1, 3]``,
   ``video_second_per_grid [1]``, ``input_features [1, 128, 3000]``, ``feature_attention_mask
   [1, 3000]`` (numpy arrays) and ``use_audio_in_video``. The learner and the transformers engine
   pass the media to every forward, so both score exactly the tokens ``build_inputs`` made.
@@ -11,10 +13,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 FAMILIES = ("tiny_av", "qwen2_5_omni")
-MEDIA_KEYS = ("pixel_values_videos", "video_grid_thw", "video_second_per_grid", "input_features",
+MEDIA_KEYS = ("video_frames", "pixel_values_videos", "video_grid_thw", "video_second_per_grid", "input_features",
               "feature_attention_mask", "use_audio_in_video")
 
 
@@ -58,7 +60,8 @@ def split_inputs(inputs: Mapping[str, Any]) -> tuple[list[int], Dict[str, Any]]:
 
 def media_kwargs(media: Optional[Mapping[str, Any]], *, device: Any, float_dtype: Any) -> Dict[str, Any]:
     """One prompt's media as forward/generate keyword arguments (tensors on ``device``; floating
-    arrays in ``float_dtype`` except the per-grid seconds, which position ids are computed from)."""
+    arrays in ``float_dtype`` except the per-grid seconds, which position ids are computed from;
+    ``video_frames`` patchified first, see :func:`expand_media` to do that once for many forwards)."""
     if not media:
         return {}
     import numpy as np
@@ -68,7 +71,7 @@ def media_kwargs(media: Optional[Mapping[str, Any]], *, device: Any, float_dtype
     if unknown:
         raise KeyError(f"unknown media fields {sorted(unknown)}; expected some of {MEDIA_KEYS}")
     out: Dict[str, Any] = {}
-    for k, v in media.items():
+    for k, v in _expanded(media).items():
         if isinstance(v, (np.ndarray, torch.Tensor)):
             t = torch.as_tensor(v)
             if t.is_floating_point() and k != "video_second_per_grid":
@@ -76,4 +79,29 @@ def media_kwargs(media: Optional[Mapping[str, Any]], *, device: Any, float_dtype
             out[k] = t.to(device)
         else:
             out[k] = v
+    return out
+
+
+def _expanded(media: Mapping[str, Any]) -> Dict[str, Any]:
+    if "video_frames" not in media:
+        return dict(media)
+    from diadem_ray.models.qwen2_5_omni import model_inputs
+
+    return model_inputs(dict(media))
+
+
+def expand_media(media: Optional[Sequence[Any]]) -> Optional[List[Any]]:
+    """Per-sequence media with ``video_frames`` patchified once per distinct clip (the G samples of
+    a group share one media object), for a learner call that runs several forwards over them."""
+    if media is None:
+        return None
+    done: Dict[int, Any] = {}
+    out: List[Any] = []
+    for m in media:
+        if m and "video_frames" in m:
+            if id(m) not in done:
+                done[id(m)] = _expanded(m)
+            out.append(done[id(m)])
+        else:
+            out.append(m)
     return out

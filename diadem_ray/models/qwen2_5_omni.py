@@ -43,7 +43,7 @@ CLIP_STD = np.asarray([0.26862954, 0.26130258, 0.27577711], np.float32)
 # this one asks for the dialogue explicitly, in the caption form the rewards parse).
 INSTRUCTION = ("Describe the video in detail. Quote every spoken line word for word in double quotes, and say who "
                "speaks it by describing the speaker as a viewer sees or hears them.")
-INPUTS_VERSION = "qwen2_5_omni-inputs-1"  # bump when build_inputs changes what it makes (invalidates caches)
+INPUTS_VERSION = "qwen2_5_omni-inputs-2"  # bump when build_inputs changes what it makes (invalidates caches)
 
 
 @dataclass(frozen=True)
@@ -81,9 +81,10 @@ def sample_frames(frames: np.ndarray, times_s: np.ndarray, *, fps: float, max_fr
     return out
 
 
-def video_patches(frames: np.ndarray, s: Settings = Settings()) -> Tuple[np.ndarray, Tuple[int, int, int]]:
-    """uint8 ``[T, H, W, 3]`` (T even) → (patches float32 ``[t·h·w, 3·2·14·14]``, grid (t, h, w))
-    in Qwen2-VL's order: merge windows of 2×2 patches contiguous, channel-major within a patch."""
+def resize_frames(frames: np.ndarray, s: Settings = Settings()) -> np.ndarray:
+    """uint8 ``[T, H, W, 3]`` → uint8 ``[T, h, w, 3]``: PIL bicubic to the nearest 28-pixel multiple
+    within ``s.max_pixels`` (transformers' ``smart_resize``). This is what a clip's media carry:
+    a quarter of the bytes of the float32 patches made from it (:func:`patchify`)."""
     from PIL import Image
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
@@ -91,12 +92,42 @@ def video_patches(frames: np.ndarray, s: Settings = Settings()) -> Tuple[np.ndar
         raise ValueError(f"frames must be [T, H, W, 3] with T a multiple of {s.temporal_patch_size}, got {frames.shape}")
     height, width = frames.shape[1:3]
     rh, rw = smart_resize(height, width, factor=s.patch_size * s.merge_size, min_pixels=s.min_pixels, max_pixels=s.max_pixels)
-    resized = np.stack([np.asarray(Image.fromarray(f).resize((rw, rh), Image.BICUBIC)) for f in frames])
-    x = ((resized.astype(np.float32) / 255.0 - CLIP_MEAN) / CLIP_STD).transpose(0, 3, 1, 2)  # [T, C, H, W]
+    return np.stack([np.asarray(Image.fromarray(f).resize((rw, rh), Image.BICUBIC)) for f in frames])
+
+
+def patchify(resized: np.ndarray, s: Settings = Settings()) -> Tuple[np.ndarray, Tuple[int, int, int]]:
+    """Resized uint8 ``[T, h, w, 3]`` (:func:`resize_frames`) → (patches float32 ``[t·h'·w',
+    3·2·14·14]``, grid (t, h', w')) in Qwen2-VL's order: merge windows of 2×2 patches contiguous,
+    channel-major within a patch, CLIP-normalised."""
     p, m, tp = s.patch_size, s.merge_size, s.temporal_patch_size
-    gt, gh, gw = len(x) // tp, rh // p, rw // p
+    if resized.ndim != 4 or resized.shape[-1] != 3 or len(resized) % tp or resized.shape[1] % (p * m) or resized.shape[2] % (p * m):
+        raise ValueError(f"resized frames must be [T, h, w, 3] with T a multiple of {tp} and h, w multiples of {p * m}, "
+                         f"got {resized.shape}")
+    x = ((resized.astype(np.float32) / 255.0 - CLIP_MEAN) / CLIP_STD).transpose(0, 3, 1, 2)  # [T, C, h, w]
+    gt, gh, gw = len(x) // tp, resized.shape[1] // p, resized.shape[2] // p
     x = x.reshape(gt, tp, 3, gh // m, m, p, gw // m, m, p).transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
     return np.ascontiguousarray(x.reshape(gt * gh * gw, 3 * tp * p * p)), (gt, gh, gw)
+
+
+def video_patches(frames: np.ndarray, s: Settings = Settings()) -> Tuple[np.ndarray, Tuple[int, int, int]]:
+    """uint8 ``[T, H, W, 3]`` (T even) → (patches, grid): :func:`resize_frames` then :func:`patchify`."""
+    return patchify(resize_frames(frames, s), s)
+
+
+def model_inputs(inputs: Dict[str, Any]) -> Dict[str, Any]:
+    """``build_inputs`` output (or a clip's media) with the compact ``video_frames`` turned into the
+    thinker's ``pixel_values_videos``; the grid it yields must be the one the token ids were
+    expanded for. Anything without ``video_frames`` is returned as is."""
+    if "video_frames" not in inputs:
+        return dict(inputs)
+    out = {k: v for k, v in inputs.items() if k != "video_frames"}
+    patches, grid = patchify(np.asarray(inputs["video_frames"]))
+    want = tuple(int(g) for g in np.asarray(inputs.get("video_grid_thw", [grid])).reshape(-1, 3)[0])
+    if want != grid:
+        raise ValueError(f"video_frames {np.asarray(inputs['video_frames']).shape} make grid {grid}, but the prompt was "
+                         f"built for {want}; rebuild the clip's inputs (clear the data cache)")
+    out["pixel_values_videos"] = patches
+    return out
 
 
 def audio_features(audio: np.ndarray, feature_extractor: Any, s: Settings = Settings()) -> Dict[str, np.ndarray]:
@@ -130,16 +161,19 @@ def prompt_text(prompt: str, system: str = SYSTEM_PROMPT) -> str:
 def build_inputs(frames: np.ndarray, times_s: np.ndarray, audio: np.ndarray, prompt: str, *, tokenizer: Any,
                  feature_extractor: Any, s: Settings = Settings()) -> Dict[str, Any]:
     """The thinker's inputs for one clip (numpy arrays; ``input_ids`` ``[1, L]``), as both the
-    rollout engines and the learner consume them. ``audio`` float32 mono at ``s.sample_rate_hz``."""
-    clip = sample_frames(frames, times_s, fps=s.fps, max_frames=s.max_frames)
-    patches, grid = video_patches(clip, s)
+    rollout engines and the learner consume them. ``audio`` float32 mono at ``s.sample_rate_hz``.
+    The video travels compact, as the resized uint8 frames ``video_frames`` ``[T, h, w, 3]``;
+    :func:`model_inputs` (called by :func:`to_torch` and :func:`families.media_kwargs`) makes the
+    float32 patches where the model runs."""
+    resized = resize_frames(sample_frames(frames, times_s, fps=s.fps, max_frames=s.max_frames), s)
+    grid = (len(resized) // s.temporal_patch_size, resized.shape[1] // s.patch_size, resized.shape[2] // s.patch_size)
     feats = audio_features(audio, feature_extractor, s)
     input_lengths = (int(feats["feature_attention_mask"].sum()) - 1) // 2 + 1
     audio_len = (input_lengths - 2) // 2 + 1
     second_per_grid = s.temporal_patch_size / s.fps
     text = _expand(prompt_text(prompt), audio_len=audio_len, grid=grid, second_per_grid=second_per_grid, s=s)
     ids = tokenizer(text, add_special_tokens=False, return_tensors="np")["input_ids"]
-    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "pixel_values_videos": patches,
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "video_frames": resized,
             "video_grid_thw": np.asarray([grid], np.int64), "video_second_per_grid": np.asarray([second_per_grid], np.float32),
             **feats, "use_audio_in_video": s.use_audio_in_video}
 
@@ -159,7 +193,7 @@ def to_torch(inputs: Dict[str, Any], device: Any = "cpu", float_dtype: Any = Non
     import torch
 
     out: Dict[str, Any] = {}
-    for k, v in inputs.items():
+    for k, v in model_inputs(inputs).items():
         if isinstance(v, np.ndarray):
             t = torch.from_numpy(v)
             if t.is_floating_point() and float_dtype is not None and k != "video_second_per_grid":

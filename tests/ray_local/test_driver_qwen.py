@@ -44,7 +44,9 @@ def test_train_runs_every_stage_with_qwen_media(ray_local, repo_root, thinker, t
     cached = sorted((tmp_path / "data" / "features").glob("*.npz"))
     assert len(cached) == 4
     ids, media = q.load_inputs(cached[0])
-    assert media["pixel_values_videos"].shape[1] == 3 * 2 * 14 * 14 and media["input_features"].shape == (1, 128, 3000)
+    frames = media["video_frames"]  # compact: resized uint8 frames, patchified where the model runs
+    assert frames.dtype == np.uint8 and frames.ndim == 4 and media["input_features"].shape == (1, 128, 3000)
+    assert "pixel_values_videos" not in media
     assert media["use_audio_in_video"] is True
     from transformers import AutoTokenizer
 

@@ -68,13 +68,38 @@ def test_media_split_and_kwargs(tiny_thinker):
                             np.zeros(16_000, np.float32), "Who?", tokenizer=tok, feature_extractor=fe,
                             s=q.Settings(max_pixels=16 * 28 * 28))
     ids, media = split_inputs(inputs)
-    assert ids == inputs["input_ids"][0].tolist() and set(media) == set(MEDIA_KEYS)
+    assert ids == inputs["input_ids"][0].tolist() and set(media) == set(MEDIA_KEYS) - {"pixel_values_videos"}
     kw = media_kwargs(media, device="cpu", float_dtype=torch.bfloat16)
+    assert "video_frames" not in kw
     assert kw["pixel_values_videos"].dtype == torch.bfloat16 and kw["input_features"].dtype == torch.bfloat16
     assert kw["video_second_per_grid"].dtype == torch.float32 and kw["video_grid_thw"].dtype == torch.int64
     assert media_kwargs(None, device="cpu", float_dtype=torch.float32) == {}
     with pytest.raises(KeyError, match="unknown media fields"):
         media_kwargs({"pixel_values": np.zeros(2)}, device="cpu", float_dtype=torch.float32)
+
+
+def test_compact_frames_become_the_same_patches(tiny_thinker):
+    """Media carry resized uint8 frames; the patches made from them where the model runs are the
+    ones the one-step patchifier makes, at a quarter of the bytes in transit."""
+    from diadem_ray.models.families import expand_media
+
+    _, tok, fe, _ = tiny_thinker
+    rng = np.random.default_rng(4)
+    frames, times = rng.integers(0, 256, (6, 70, 130, 3), dtype=np.uint8), np.arange(6) * 0.5
+    s = q.Settings(max_pixels=32 * 28 * 28)
+    inputs = q.build_inputs(frames, times, np.zeros(16_000, np.float32), "Who?", tokenizer=tok, feature_extractor=fe, s=s)
+    assert inputs["video_frames"].dtype == np.uint8 and "pixel_values_videos" not in inputs
+    want, grid = q.video_patches(q.sample_frames(frames, times, fps=s.fps, max_frames=s.max_frames), s)
+    full = q.model_inputs(inputs)
+    np.testing.assert_array_equal(full["pixel_values_videos"], want)
+    assert tuple(inputs["video_grid_thw"][0]) == grid and "video_frames" not in full
+    assert want.nbytes == 4 * inputs["video_frames"].nbytes
+    # one patchify per distinct clip for a group of sequences sharing it; text-only entries pass through
+    media = {k: inputs[k] for k in ("video_frames", "video_grid_thw")}
+    out = expand_media([media, media, None])
+    assert out[0] is out[1] and out[2] is None and "pixel_values_videos" in out[0]
+    with pytest.raises(ValueError, match="clear the data cache"):
+        q.model_inputs({**media, "video_grid_thw": np.asarray([[grid[0], grid[1] + 2, grid[2]]])})
 
 
 def test_clip_inputs_cache_round_trip(tiny_thinker, tmp_path):
