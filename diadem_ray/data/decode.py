@@ -71,7 +71,7 @@ def _video(box, max_frames: int, declared: int):
     true count selects."""
     vs = box.streams.video[0]
     n = declared if declared > 0 else sum(1 for _ in box.decode(vs))
-    while True:
+    for _ in range(3):  # the header's count, then the true one (a third pass would mean decoding is not repeatable)
         box.seek(0)
         keep = set(_pick(n, max_frames).tolist())
         frames, times, seen = [], [], 0
@@ -83,6 +83,7 @@ def _video(box, max_frames: int, declared: int):
         if seen == n:
             return frames, times
         n = seen
+    raise DecodeError(f"the video stream decodes to a different number of frames on each pass (last {n})")
 
 
 def decode_clip(uri: str, *, max_frames: int = 64, sample_rate_hz: int = 16000) -> Media:
@@ -109,6 +110,8 @@ def decode_clip(uri: str, *, max_frames: int = 64, sample_rate_hz: int = 16000) 
                     chunks.append(out.to_ndarray().reshape(-1))
     except (av.error.FFmpegError, OSError, ValueError) as exc:
         raise DecodeError(f"{uri}: cannot decode ({type(exc).__name__}: {exc})") from exc
+    except DecodeError as exc:
+        raise DecodeError(f"{uri}: {exc}") from exc
     if not frames:
         raise DecodeError(f"{uri}: no video frames")
     audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
