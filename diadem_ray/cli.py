@@ -24,7 +24,7 @@ COMMANDS: Dict[str, str] = {
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    from diadem_ray.config import ConfigError, load_config, load_reward_spec, to_yaml
+    from diadem_ray.config import ConfigError, line_credit_problems, load_config, load_reward_spec, to_yaml
     from diadem_ray.rewards.compose import check_spec
 
     try:
@@ -36,9 +36,13 @@ def _cmd_config(args: argparse.Namespace) -> int:
     reward_dir = Path(args.config).parent / "rewards"
     problems: List[str] = []
     names = {cfg.stages.profile.reward, cfg.stages.grpo_stage1.reward, cfg.stages.grpo_stage2.reward, cfg.stages.eval.reward}
+    grpo_rewards = {cfg.stages.grpo_stage1.reward, cfg.stages.grpo_stage2.reward}
     for name in sorted(names):
         try:
-            problems += check_spec(load_reward_spec(name, [reward_dir]))
+            spec = load_reward_spec(name, [reward_dir])
+            problems += check_spec(spec)
+            if name in grpo_rewards:
+                problems += line_credit_problems(cfg.grpo.line_credit_weight, spec)
         except ConfigError as exc:
             problems += exc.problems
     if problems:

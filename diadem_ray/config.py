@@ -150,11 +150,14 @@ class GRPOConfig:
     dual_clip_c: Optional[float] = None  # > 1 enables dual-clip
     kl_coef: float = 0.0
     kl_estimator: str = "k3"  # k1 | k2 | k3
-    kl_in_reward: bool = False
+    kl_in_reward: bool = False  # not supported yet: validate() rejects true (KL goes in the loss)
     entropy_coef: float = 0.0
     loss_aggregation: str = "token_mean"  # token_mean | seq_mean_token_mean | seq_mean_token_sum_norm
     dynamic_sampling: bool = True
     max_refill_rounds: int = 2
+    # > 0: per-line credit. Each caption line's speaker tokens also get w x (its REF hit - the mean
+    # hit of the group's lines on the same reference line); needs rewards with extractor: structured.
+    line_credit_weight: float = 0.0
 
 
 @dataclass
@@ -458,7 +461,7 @@ def validate(cfg: Any) -> List[str]:
     for key in ("model.video_fps", "rollout.temperature", "reward.reward_timeout_s", "rollout.weight_sync_timeout_s",
                 "learner.lr", "learner.collective_timeout_s", "learner.grad_clip_norm", "grpo.std_eps"):
         _positive(p, key, OmegaConf.select(cfg, key))
-    for key in ("grpo.clip_eps_low", "grpo.clip_eps_high", "grpo.kl_coef", "grpo.entropy_coef",
+    for key in ("grpo.clip_eps_low", "grpo.clip_eps_high", "grpo.kl_coef", "grpo.entropy_coef", "grpo.line_credit_weight",
                 "learner.weight_decay", "learner.warmup_steps", "data.train_clips", "data.eval_clips"):
         _positive(p, key, OmegaConf.select(cfg, key), allow_zero=True)
     if not 0 < cfg.rollout.top_p <= 1:
@@ -467,8 +470,9 @@ def validate(cfg: Any) -> List[str]:
         p.append(f"rollout.samples_per_prompt: GRPO needs at least 2 samples per prompt, got {cfg.rollout.samples_per_prompt}")
     if cfg.grpo.dual_clip_c is not None and cfg.grpo.dual_clip_c <= 1:
         p.append(f"grpo.dual_clip_c: must be > 1 (or null to disable), got {cfg.grpo.dual_clip_c!r}")
-    if cfg.grpo.kl_in_reward and cfg.grpo.kl_coef == 0:
-        p.append("grpo.kl_in_reward: true has no effect with grpo.kl_coef = 0")
+    if cfg.grpo.kl_in_reward:  # grpo.kl_penalised_rewards exists; the driver does not compute reference log-probs per rollout
+        p.append("grpo.kl_in_reward: true is not supported yet (the driver applies the KL penalty in the loss only); "
+                 "set it to false and use grpo.kl_coef")
     _one_of(p, "rollout.weight_transfer", cfg.rollout.weight_transfer, ("auto", "nccl", "object_store"))
     if cfg.rollout.weight_transfer == "nccl" and (cfg.rollout.num_gpus_per_replica == 0 or cfg.learner.num_gpus_per_rank == 0):
         p.append("rollout.weight_transfer: 'nccl' needs GPUs on both sides (rollout.num_gpus_per_replica and "
@@ -527,6 +531,15 @@ def weight_transfer_mode(cfg: TrainConfig) -> str:
         return r.weight_transfer
     gpus = r.num_gpus_per_replica > 0 and cfg.learner.num_gpus_per_rank > 0
     return "nccl" if gpus and cfg.cluster.layout == "disaggregated" and r.backend == "vllm" else "object_store"
+
+
+def line_credit_problems(line_credit_weight: float, spec: RewardSpec) -> List[str]:
+    """Per-line credit maps a caption's lines back to its characters, which only the structured
+    extractor can do: a GRPO reward used with ``grpo.line_credit_weight > 0`` must use it."""
+    if line_credit_weight > 0 and spec.extractor != "structured":
+        return [f"reward '{spec.name}'.extractor: grpo.line_credit_weight > 0 needs extractor: structured "
+                f"(got {spec.extractor!r}); set grpo.line_credit_weight=0 or use a structured reward"]
+    return []
 
 
 def load_reward_spec(name_or_path: str, search_dirs: Sequence[str | os.PathLike] = ("configs/rewards",)) -> RewardSpec:

@@ -22,9 +22,9 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from diadem_ray.config import TrainConfig, load_reward_spec, to_yaml, weight_transfer_mode
+from diadem_ray.config import TrainConfig, line_credit_problems, load_reward_spec, to_yaml, weight_transfer_mode
 from diadem_ray.types import Clip
 
 log = logging.getLogger("diadem_ray.driver")
@@ -58,6 +58,7 @@ class Driver:
         self.ckpt_dir = self.out / "checkpoints"
         self.state = DriverState()
         self.pools: Dict[str, Any] = {}
+        self.reward_specs: Dict[str, Any] = {}
         self.tracker: Any = None
         self._pending: List[Tuple[int, Dict[str, float]]] = []  # step metrics not yet covered by a checkpoint
 
@@ -233,7 +234,7 @@ class Driver:
         for stage in ("grpo_stage1", "grpo_stage2"):
             name = getattr(self.cfg.stages, stage).reward
             tags[f"reward.{stage}"] = name
-            tags[f"reward_hash.{stage}"] = self._pool(name).reward_hash
+            tags[f"reward_hash.{stage}"] = self._pool(name, grpo=True).reward_hash
         tags["reward_hash"] = "+".join(sorted({tags["reward_hash.grpo_stage1"], tags["reward_hash.grpo_stage2"]}))
         self.tracker.set_tags(tags)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -243,7 +244,9 @@ class Driver:
             self.tracker.log_metrics(self.encode_metrics, step=0)
         _say(f"MLflow run {self.tracker.run_id} in {t.tracking_uri} (experiment {t.experiment!r})")
 
-    def _pool(self, name: str):
+    def _pool(self, name: str, *, grpo: bool = False):
+        """The reward pool of reward ``name`` (started once); ``grpo``: a GRPO stage's reward, checked
+        against ``grpo.line_credit_weight`` (at start-up, where the tags are written)."""
         if name not in self.pools:
             from omegaconf import OmegaConf
 
@@ -265,6 +268,10 @@ class Driver:
                                           num_workers=w.num_workers, num_cpus_per_worker=w.num_cpus_per_worker,
                                           batch_size=w.batch_size, reward_timeout_s=w.reward_timeout_s,
                                           max_task_retries=w.max_task_retries, resources=dict(w.custom_resources) or None)
+            self.reward_specs[name] = spec
+        problems = line_credit_problems(self.cfg.grpo.line_credit_weight, self.reward_specs[name]) if grpo else []
+        if problems:
+            raise ValueError("; ".join(problems))
         return self.pools[name]
 
     # ------------------------------------------------------------------------------------------
@@ -420,13 +427,14 @@ class Driver:
             raise ValueError(f"{stage}: none of its buckets {sorted(s.buckets)} has clips in {self.train_root} "
                              f"(present: {sorted(present)}); run the profile stage or change stages.{stage}.buckets")
         streams = {b: self._stream(f"{stage}:{b}", self.train_root, [b]) for b in weights}
-        pool = self._pool(s.reward)
+        pool = self._pool(s.reward, grpo=True)
         _say(f"{stage}: {s.steps} steps x {s.prompts_per_step} clips x {r.samples_per_prompt} samples, buckets {weights}, reward {s.reward!r}")
         for step in range(self.state.stage_step, s.steps):
             t0 = time.perf_counter()
             m: Dict[str, float] = {}
-            kept: List[Tuple[Dict[str, Any], List[Any], List[float]]] = []  # (prompt, rollouts, advantages)
-            flat: List[Tuple[Dict[str, Any], List[Any], List[float]]] = []
+            kept: List[Tuple[Dict[str, Any], List[Any], List[Any]]] = []  # (prompt, rollouts, advantages)
+            flat: List[Tuple[Dict[str, Any], List[Any], List[Any]]] = []
+            credit = {"lines": 0.0, "credited": 0.0, "unmapped": 0.0}
             zero_var = 0
             t_roll = t_rew = 0.0
             round_ = 0
@@ -440,7 +448,7 @@ class Driver:
                                                       top_p=r.top_p, seed=self.cfg.run.seed * 7919 + self.state.global_step * 31 + round_)
                 tb = time.perf_counter()
                 scored, stats = pool.score([(ro, clips[i // r.samples_per_prompt].dialogue) for i, ro in enumerate(rollouts)],
-                                           step=step)
+                                           step=step, lines=g.line_credit_weight > 0)
                 tc = time.perf_counter()
                 t_roll += tb - ta
                 t_rew += tc - tb
@@ -448,7 +456,10 @@ class Driver:
                 adv, zv = grpo.group_advantages(rewards, baseline=g.advantage_baseline, std_normalization=g.std_normalization, eps=g.std_eps)
                 for i in range(len(clips)):
                     group = scored[i * r.samples_per_prompt:(i + 1) * r.samples_per_prompt]
-                    item = (prompts[i], group, adv[i].tolist())
+                    group_adv: List[Any] = adv[i].tolist()
+                    if g.line_credit_weight > 0:
+                        group_adv = self._line_credit(group, group_adv, credit)
+                    item = (prompts[i], group, group_adv)
                     (flat if (zv[i] and g.dynamic_sampling) else kept).append(item)
                 zero_var += int(zv.sum())
                 if round_ == 0:
@@ -483,12 +494,40 @@ class Driver:
             m["grpo/scored_rollouts"] = float(len(scored_all))
             m["grpo/zero_variance_groups"] = float(zero_var)
             m["grpo/refill_rounds"] = float(refills)
-            m["grpo/zero_variance_in_batch"] = float(sum(1 for _, _, a in batch if not any(a)))
+            m["grpo/zero_variance_in_batch"] = float(sum(1 for _, _, a in batch if not any(map(_nonzero, a))))
+            if g.line_credit_weight > 0:
+                m.update({f"grpo/line_credit_{k}": v for k, v in credit.items()})
             m["rollout/response_tokens_mean"] = sum(len(x) for x in responses) / len(responses)
             m.update({"time/rollout_s": t_roll, "time/reward_s": t_rew, "time/learner_s": te - td,
                       "time/sync_s": sm["sync/seconds"], "time/step_s": time.perf_counter() - t0})
+            lines = f" lines credited {credit['credited']:.0f}/{credit['lines']:.0f}" if g.line_credit_weight > 0 else ""
             self._end_step(stage, step, s.steps, m, f"reward {m['reward/mean']:.3f} asr {m.get('reward/asr_f1', 0):.3f} "
-                           f"ref {m.get('reward/ref_f1', 0):.3f} zero-var {zero_var}")
+                           f"ref {m.get('reward/ref_f1', 0):.3f} zero-var {zero_var}{lines}")
+
+    def _line_credit(self, group: Sequence[Any], advantages: List[float], counts: Dict[str, float]) -> List[Any]:
+        """Per-line credit for one group: each rollout's advantages become one per response token,
+        with ``grpo.line_credit_weight`` x its lines' advantages (grpo.line_advantages) on the tokens
+        of each line's speaker phrase. A rollout whose tokens do not decode to the scored text keeps
+        its scalar advantage (counted in ``grpo/line_credit_unmapped``)."""
+        from diadem_ray import grpo
+
+        line_adv = grpo.line_advantages([[(h.ref_index, h.hit) for h in x.lines] for x in group])
+        out: List[Any] = []
+        for x, a, la in zip(group, advantages, line_adv):
+            ids = list(x.rollout.token_ids)
+            counts["lines"] += len(la)
+            if ids and self.tokens.decode(ids) != x.rollout.text:
+                counts["unmapped"] += 1
+                out.append(a)
+                continue
+            if not ids or not any(la):
+                out.append(a)
+                continue
+            prefix = _prefix_chars(self.tokens.decode, ids)
+            spans = grpo.char_spans_to_tokens(prefix, len(ids), [(h.start, h.end) for h in x.lines])
+            out.append(grpo.token_advantages(a, len(ids), spans, la, weight=self.cfg.grpo.line_credit_weight))
+            counts["credited"] += sum(1 for v in la if v != 0)
+        return out
 
     def _push_weights(self) -> Dict[str, float]:
         """Weights to the engines. Colocated layout: wake the engines' weights, sync, then give
@@ -604,6 +643,23 @@ class Driver:
             pool.shutdown()
         if getattr(self, "_own_ray", False):
             ray.shutdown()
+
+
+def _nonzero(advantage: Any) -> bool:
+    """A sequence's advantage (a float, or one per token) is not all zero."""
+    return any(advantage) if isinstance(advantage, list) else bool(advantage)
+
+
+def _prefix_chars(decode: Callable[[Sequence[int]], str], ids: Sequence[int]) -> Callable[[int], int]:
+    """``i -> len(decode(ids[:i]))``, memoised (grpo.char_spans_to_tokens asks O(log n) of them)."""
+    seen: Dict[int, int] = {}
+
+    def prefix(i: int) -> int:
+        if i not in seen:
+            seen[i] = len(decode(ids[:i])) if i > 0 else 0
+        return seen[i]
+
+    return prefix
 
 
 def _media(prompts: Sequence[Dict[str, Any]]) -> Optional[List[Any]]:

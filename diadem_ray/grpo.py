@@ -11,6 +11,9 @@ Formulas (each function's docstring repeats its own):
 * std normalisation ``group``: A / (std_g(r) + eps); ``batch``: A / (std_all(r) + eps); ``none``
   (Dr. GRPO). ``std`` uses Bessel's correction (n − 1) by default. Groups whose rewards are all
   equal get A = 0 exactly and are flagged for the dynamic-sampling gate.
+* per-line credit (optional): a caption line matched to reference line j gets
+  a_{g,k} = hit_{g,k} − mean of the hits of the group's lines matched to j (each reference line is
+  its own group); its speaker tokens get A_g + w·a_{g,k}, every other token A_g.
 * ratio ρ = exp(logπ − logπ_old); clipped loss ℓ = max(−A·ρ, −A·clip(ρ, 1−ε_low, 1+ε_high));
   dual-clip (A < 0): ℓ = min(ℓ, −A·c).
 * KL to the reference, per token, with δ = logπ_ref − logπ:  k1 = −δ,  k2 = δ²/2,  k3 = e^δ − δ − 1.
@@ -28,7 +31,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -77,6 +80,72 @@ def group_advantages(
         raise ValueError(f"std_normalization must be 'group', 'batch' or 'none', got {std_normalization!r}")
     adv = torch.where(zero_var[:, None], torch.zeros_like(adv), adv)
     return adv.to(rewards.dtype), zero_var
+
+
+def line_advantages(lines: Sequence[Sequence[Tuple[int, bool]]]) -> List[List[float]]:
+    """Per-line advantages within one group (the G samples of one clip).
+
+    Args:
+        lines: for each sample ``g``, its matched lines as ``(reference line index, speaker hit)``.
+
+    Returns:
+        Advantages shaped like ``lines``: ``a_{g,k} = hit_{g,k} − mean(hits of every line in the
+        group matched to the same reference line)``, in [−1, 1]. A reference line that only one
+        sample's lines matched gets 0 (there is nothing to compare it with).
+
+    Example:
+        >>> line_advantages([[(0, True), (1, False)], [(0, False), (1, False)], [(1, True)]])
+        [[0.5, -0.3333333333333333], [-0.5, -0.3333333333333333], [0.6666666666666667]]
+    """
+    totals: Dict[int, List[float]] = {}
+    for sample in lines:
+        for ref, hit in sample:
+            acc = totals.setdefault(ref, [0.0, 0.0])
+            acc[0] += float(hit)
+            acc[1] += 1.0
+    return [[float(hit) - totals[ref][0] / totals[ref][1] for ref, hit in sample] for sample in lines]
+
+
+def char_spans_to_tokens(prefix_chars: Callable[[int], int], num_tokens: int,
+                         spans: Sequence[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    """Token ranges ``[ts, te)`` that cover character spans ``[start, end)`` of a decoded response.
+
+    Args:
+        prefix_chars: ``i -> len(decode(tokens[:i]))`` for ``0 <= i <= num_tokens`` (non-decreasing).
+        num_tokens: the response length.
+        spans: character spans in the decoded response.
+
+    ``ts`` is the last token boundary at or before ``start`` and ``te`` the first at or after ``end``,
+    so a token that straddles the span's edge belongs to it. Binary search: O(log n) decodes per edge.
+    """
+    def first_at_least(chars: int) -> int:
+        lo, hi = 0, num_tokens
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if prefix_chars(mid) >= chars:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    out = []
+    for start, end in spans:
+        ts = first_at_least(start + 1) - 1 if start > 0 else 0  # last boundary <= start
+        out.append((max(0, ts), max(first_at_least(end), ts + 1)))
+    return out
+
+
+def token_advantages(advantage: float, num_tokens: int, token_spans: Sequence[Tuple[int, int]],
+                     line_advantage: Sequence[float], *, weight: float) -> List[float]:
+    """``[T]`` advantages of one response: ``advantage`` everywhere, plus ``weight · a_k`` on the
+    tokens ``[ts, te)`` of line ``k``'s speaker phrase (see :func:`line_advantages`)."""
+    if len(token_spans) != len(line_advantage):
+        raise ValueError(f"{len(token_spans)} token spans but {len(line_advantage)} line advantages")
+    out = [float(advantage)] * num_tokens
+    for (ts, te), a in zip(token_spans, line_advantage):
+        for t in range(max(0, ts), min(num_tokens, te)):
+            out[t] += weight * a
+    return out
 
 
 def kl_per_token(logprobs: Tensor, ref_logprobs: Tensor, *, estimator: str = "k3") -> Tensor:
@@ -200,7 +269,7 @@ def grpo_loss(
 ) -> Tuple[Tensor, Dict[str, float]]:
     """Total per-micro-batch loss: policy + kl_coef·KL − entropy_coef·H, each aggregated alike.
 
-    All per-token inputs are ``[B, T]``; ``advantages`` is ``[B]``. Returns the scalar loss and
+    All per-token inputs are ``[B, T]``; ``advantages`` is ``[B]`` or ``[B, T]``. Returns the scalar loss and
     float metrics (``pg_loss``, ``kl``, ``entropy``, ``clip_frac``, ``ratio_mean``), every metric
     aggregated with the same normaliser.
     """
@@ -248,6 +317,7 @@ def pack_sequences(
     response_ids: "list[list[int]] | tuple",
     *,
     old_logprobs: "Optional[list] | tuple" = None,
+    advantages: "Optional[list] | tuple" = None,
     pad_id: int = 0,
 ) -> Dict[str, Tensor]:
     """Right-pad (prompt + response) sequences for one forward pass.
@@ -258,7 +328,8 @@ def pack_sequences(
     Returns:
         ``input_ids [B, L]`` (long), ``attention_mask [B, L]``, ``targets [B, L-1]`` (=
         ``input_ids[:, 1:]``), ``response_mask [B, L-1]`` (1.0 where the target is a response
-        token), and ``old_logprobs [B, L-1]`` (0 outside the response) when given.
+        token), and ``old_logprobs [B, L-1]`` / ``advantages [B, L-1]`` (per-token rows, 0 outside
+        the response) when given.
     """
     if len(prompt_ids) != len(response_ids):
         raise ValueError(f"{len(prompt_ids)} prompts but {len(response_ids)} responses")
@@ -270,18 +341,18 @@ def pack_sequences(
     input_ids = torch.full((b, width), pad_id, dtype=torch.long)
     attention = torch.zeros((b, width), dtype=torch.long)
     response_mask = torch.zeros((b, max(width - 1, 1)))
-    old = torch.zeros((b, max(width - 1, 1))) if old_logprobs is not None else None
+    per_token = {name: (rows, torch.zeros((b, max(width - 1, 1))))
+                 for name, rows in (("old_logprobs", old_logprobs), ("advantages", advantages)) if rows is not None}
     for i, (p, r) in enumerate(zip(prompt_ids, response_ids)):
         n = len(p) + len(r)
         input_ids[i, :n] = torch.tensor(seqs[i], dtype=torch.long)
         attention[i, :n] = 1
         response_mask[i, len(p) - 1:n - 1] = 1.0
-        if old is not None:
-            row = list(old_logprobs[i])  # type: ignore[index]
+        for name, (rows, out_rows) in per_token.items():
+            row = list(rows[i])
             if len(row) != len(r):
-                raise ValueError(f"sequence {i}: {len(row)} old log-probs for {len(r)} response tokens")
-            old[i, len(p) - 1:n - 1] = torch.tensor(row, dtype=old.dtype)
+                raise ValueError(f"sequence {i}: {len(row)} {name.replace('_', ' ')} for {len(r)} response tokens")
+            out_rows[i, len(p) - 1:n - 1] = torch.tensor(row, dtype=out_rows.dtype)
     out = {"input_ids": input_ids, "attention_mask": attention, "targets": input_ids[:, 1:], "response_mask": response_mask}
-    if old is not None:
-        out["old_logprobs"] = old
+    out.update({name: out_rows for name, (_, out_rows) in per_token.items()})
     return out

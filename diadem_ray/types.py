@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Mapping, NamedTuple, Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,21 @@ class Rollout:
     policy_version: int
 
 
+class LineHit(NamedTuple):
+    """One caption line matched to a reference line, for per-line credit in GRPO.
+
+    Attributes:
+        start / end: character offsets of the line's speaker phrase in the caption (``[start, end)``).
+        ref_index: which reference line it was aligned to (index into the cleaned reference).
+        hit: whether the speaker judge called its speaker the reference line's speaker (a REF hit).
+    """
+
+    start: int
+    end: int
+    ref_index: int
+    hit: bool
+
+
 @dataclass(frozen=True)
 class ScoredRollout:
     """A rollout with its scalar reward and the parts that made it.
@@ -141,12 +156,14 @@ class ScoredRollout:
         components: component name → unweighted value, e.g. ``{"asr_f1": 0.8, "ref_f1": 0.5}``.
         error: ``None``, or why it could not be scored (then ``reward == 0.0``); counted, never
             dropped.
+        lines: the caption's matched lines when per-line credit was asked for, else empty.
     """
 
     rollout: Rollout
     reward: float
     components: Mapping[str, float] = field(default_factory=dict)
     error: Optional[str] = None
+    lines: Tuple[LineHit, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -227,13 +227,15 @@ class Learner:
     # ---- steps -------------------------------------------------------------------------------
 
     def grpo_step(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
-                  advantages: Sequence[float], *, num_tokens: float, num_sequences: float,
+                  advantages: Sequence[Any], *, num_tokens: float, num_sequences: float,
                   rollout_logprobs: Optional[Sequence[Sequence[float]]] = None, clip_eps_low: float = 0.2,
                   clip_eps_high: float = 0.28, dual_clip_c: Optional[float] = None, kl_coef: float = 0.0,
                   kl_estimator: str = "k3", entropy_coef: float = 0.0, loss_aggregation: str = "token_mean",
                   max_response_len: Optional[int] = None, media: Optional[Sequence[Any]] = None) -> Dict[str, float]:
-        """One optimizer step on this rank's shard. ``num_tokens`` / ``num_sequences``: the whole
-        step's response-token and sequence counts over all ranks; ``media`` as in :meth:`compute_logprobs`."""
+        """One optimizer step on this rank's shard. ``advantages``: one float per sequence, or per
+        sequence a list of one float per response token (per-line credit); ``num_tokens`` /
+        ``num_sequences``: the whole step's response-token and sequence counts over all ranks;
+        ``media`` as in :meth:`compute_logprobs`."""
         start = time.perf_counter()
         media = self._media(media, len(prompt_ids))
         # Old log-probs are recomputed with the weights that generated the batch (before the update).
@@ -245,13 +247,21 @@ class Learner:
         self.engine.train()
         sums: Dict[str, float] = {}
         tokens = 0
+        per_token = any(isinstance(a, (list, tuple)) for a in advantages)
+        if per_token:  # mixed rows: a scalar advantage covers every token of its response
+            advantages = [list(a) if isinstance(a, (list, tuple)) else [float(a)] * len(r)
+                          for a, r in zip(advantages, response_ids)]
         for mb in self._micro_batches(len(prompt_ids)):
-            packed = grpo.pack_sequences(prompt_ids[mb], response_ids[mb], old_logprobs=old[mb])
+            packed = grpo.pack_sequences(prompt_ids[mb], response_ids[mb], old_logprobs=old[mb],
+                                         advantages=advantages[mb] if per_token else None)
             mb_media = media[mb] if media is not None else None
             lp, ent = self._forward(self.engine, packed, need_entropy=entropy_coef != 0.0, media=mb_media)
             mask = packed["response_mask"].to(self.device)
             ref = self._reference_logprobs(packed, mb_media) if kl_coef != 0.0 else None
-            adv = torch.tensor(list(advantages[mb]), dtype=lp.dtype, device=self.device)
+            if per_token:
+                adv = packed["advantages"].to(self.device, lp.dtype)
+            else:
+                adv = torch.tensor(list(advantages[mb]), dtype=lp.dtype, device=self.device)
             loss, metrics = grpo.grpo_loss(
                 lp, packed["old_logprobs"].to(self.device, lp.dtype), adv, mask, ref_logprobs=ref, entropy=ent,
                 clip_eps_low=clip_eps_low, clip_eps_high=clip_eps_high, dual_clip_c=dual_clip_c, kl_coef=kl_coef,

@@ -37,6 +37,10 @@ def _deadline(seconds: float) -> Iterator[None]:
 
     Ray runs a synchronous actor's methods on the worker's main thread, where an interval timer
     interrupts pure-Python scoring. Elsewhere (threads) the limit is checked after the fact.
+
+    An interrupt that lands in a garbage-collector or weakref callback is printed and swallowed by
+    Python, and scoring would go on to the end. So the timer repeats until the block exits, and a
+    block that finishes after the deadline fired still raises.
     """
     if threading.current_thread() is not threading.main_thread():
         start = time.perf_counter()
@@ -45,16 +49,25 @@ def _deadline(seconds: float) -> Iterator[None]:
             raise CaptionTimeout(f"scoring took {time.perf_counter() - start:.2f} s > {seconds} s")
         return
 
+    state = {"active": True, "fired": False}
+
     def on_alarm(signum: int, frame: Any) -> None:
-        raise CaptionTimeout(f"scoring exceeded {seconds} s")
+        if state["active"]:
+            state["fired"] = True
+            raise CaptionTimeout(f"scoring exceeded {seconds} s")
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, min(seconds, 0.05))  # then every 50 ms until disarmed
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        try:
+            state["active"] = False  # a tick after this line does nothing
+        finally:  # runs even when a tick raised just before the line above
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    if state["fired"]:
+        raise CaptionTimeout(f"scoring exceeded {seconds} s (the interrupt was swallowed; it finished late)")
 
 
 class RewardWorker:
@@ -84,24 +97,26 @@ class RewardWorker:
     def reward_hash(self) -> str:
         return self.composition.hash()
 
-    def score_one(self, rollout: Rollout, reference: Sequence[Turn], step: int) -> ScoredRollout:
+    def score_one(self, rollout: Rollout, reference: Sequence[Turn], step: int, lines: bool = False) -> ScoredRollout:
+        """``lines``: also return the caption's per-line speaker verdicts (see ``Composition.score``)."""
         try:
             with _deadline(self.reward_timeout_s):
-                scored = self.composition.score(rollout.text, reference, step=step, response_tokens=len(rollout.token_ids))
+                scored = self.composition.score(rollout.text, reference, step=step, response_tokens=len(rollout.token_ids),
+                                                lines=lines)
         except CaptionTimeout as exc:
             return self._failed(rollout, "timeout", str(exc))
         except Exception as exc:  # any scorer failure becomes data here (STYLE.md §8)
             return self._failed(rollout, type(exc).__name__, str(exc))
         self.scored += 1
-        return ScoredRollout(rollout, scored.reward, dict(scored.components))
+        return ScoredRollout(rollout, scored.reward, dict(scored.components), lines=scored.lines)
 
     def _failed(self, rollout: Rollout, kind: str, detail: str) -> ScoredRollout:
         self.failures[kind] = self.failures.get(kind, 0) + 1
         return ScoredRollout(rollout, 0.0, {}, error=f"{kind}: {detail[:300]}")
 
-    def score_batch(self, items: Sequence[Item], step: int) -> List[ScoredRollout]:
+    def score_batch(self, items: Sequence[Item], step: int, lines: bool = False) -> List[ScoredRollout]:
         """One :class:`ScoredRollout` per item, in order."""
-        return [self.score_one(r, ref, step) for r, ref in items]
+        return [self.score_one(r, ref, step, lines) for r, ref in items]
 
     def stats(self) -> Dict[str, Any]:
         return {"scored": self.scored, "failures": dict(self.failures)}

@@ -77,9 +77,10 @@ class LearnerGroup:
         return [slice(r * k, (r + 1) * k) for r in range(self.num_ranks)]
 
     def grpo_step(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
-                  advantages: Sequence[float], *, rollout_logprobs: Optional[Sequence[Sequence[float]]] = None,
+                  advantages: Sequence[Any], *, rollout_logprobs: Optional[Sequence[Sequence[float]]] = None,
                   media: Optional[Sequence[Any]] = None, **loss_kwargs: Any) -> Dict[str, float]:
         """One optimizer step over the whole batch; returns rank-summed loss parts and rank-0 metrics.
+        ``advantages``: per sequence a float, or a list of one float per response token.
         ``media``: one entry per sequence for multimodal families (see models/families.py)."""
         num_tokens = float(sum(len(r) for r in response_ids))
         # Dr. GRPO's constant must be the same on every rank and micro-batch: the step's longest response.

@@ -61,8 +61,9 @@ class RewardPool:
                         for _ in range(num_workers)]
         self.reward_hash: str = ray.get(self.workers[0].reward_hash.remote())
 
-    def score(self, items: Sequence[Item], *, step: int) -> Tuple[List[ScoredRollout], PoolStats]:
-        """Score every item; returns one result per item in order, and the call's counters."""
+    def score(self, items: Sequence[Item], *, step: int, lines: bool = False) -> Tuple[List[ScoredRollout], PoolStats]:
+        """Score every item; returns one result per item in order, and the call's counters.
+        ``lines``: each result also carries its caption's per-line speaker verdicts."""
         start = time.perf_counter()
         stats = PoolStats(captions=len(items))
         batches = [list(range(i, min(i + self.batch_size, len(items)))) for i in range(0, len(items), self.batch_size)]
@@ -75,7 +76,7 @@ class RewardPool:
         def submit(b: int, attempt: int) -> None:
             order = sorted(range(len(self.workers)), key=lambda w: (w == avoid.get(b), load[w]))
             w = order[0]
-            ref = self.workers[w].score_batch.remote([items[i] for i in batches[b]], step)
+            ref = self.workers[w].score_batch.remote([items[i] for i in batches[b]], step, lines)
             pending[ref] = (b, w, attempt)
             load[w] += 1
 

@@ -10,7 +10,7 @@ Example:
     >>> spec = RewardSpec(name="demo", components=[RewardComponentConfig("asr_f1", 0.5),
     ...                                            RewardComponentConfig("ref_f1", 0.5)])
     >>> comp = Composition.from_spec(spec)
-    >>> from diadem_ray.types import Turn
+    >>> from diadem_ray.types import LineHit, Turn
     >>> ref = (Turn("A", "hello there"),)
     >>> comp.score('A: "hello there"', ref, step=0).reward
     1.0
@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from diadem_ray.rewards import components as C
-from diadem_ray.rewards.extract import make_extractor
+from diadem_ray.rewards.extract import extract_structured_spans, make_extractor
+from diadem_ray.rewards.lines import line_hits
 from diadem_ray.rewards.speakers import make_judge
-from diadem_ray.types import Turn
+from diadem_ray.types import LineHit, Turn
 
 #: name -> function(ctx, **params) -> float
 COMPONENTS: Dict[str, Callable[..., float]] = {
@@ -72,6 +73,7 @@ class Scored:
     reward: float
     components: Mapping[str, float]
     hyp: Tuple[Turn, ...]
+    lines: Tuple[LineHit, ...] = ()
 
 
 def check_spec(spec: Any) -> List[str]:
@@ -173,11 +175,24 @@ class Composition:
         return self._extract(caption)
 
     def score(self, caption: str, reference: Sequence[Turn], *, step: int, response_tokens: int = 0,
-              judge: Optional[Callable] = None) -> Scored:
-        """Score one caption at GRPO ``step``; raises on any failure (callers decide what to do)."""
+              judge: Optional[Callable] = None, lines: bool = False) -> Scored:
+        """Score one caption at GRPO ``step``; raises on any failure (callers decide what to do).
+
+        ``lines=True`` also returns which lines got their speaker right (:func:`line_hits`, the
+        REF alignment line by line); that needs the ``structured`` extractor, whose lines map back
+        to caption characters.
+        """
         if self._judge is None:
             self.bind()
-        hyp = tuple(self.extract(caption))
+        spans: Optional[List[Tuple[Turn, Tuple[int, int]]]] = None
+        if lines:
+            if self.extractor_name != "structured":
+                raise ValueError(f"reward '{self.name}': per-line credit needs extractor: structured "
+                                 f"(this reward uses {self.extractor_name!r}, whose turns do not map back to caption lines)")
+            spans = extract_structured_spans(caption)
+            hyp = tuple(t for t, _ in spans)
+        else:
+            hyp = tuple(self.extract(caption))
         ctx = C.Context(caption=caption, hyp=hyp, ref=tuple(reference), response_tokens=response_tokens,
                         judge=judge or self._judge)
         values: Dict[str, float] = {}
@@ -188,4 +203,5 @@ class Composition:
             value = float(COMPONENTS[part.name](ctx, **dict(part.params)))
             values[part.name] = value
             reward += part.weight * value
-        return Scored(reward, values, hyp)
+        hits = line_hits(hyp, [s for _, s in spans], ctx.clip_score) if spans is not None else ()
+        return Scored(reward, values, hyp, hits)

@@ -57,17 +57,28 @@ def _speaker(text: str) -> str:
 
 def extract_structured(caption: str) -> List[Turn]:
     """Parse one turn per line in either structured form; other lines are ignored."""
-    turns: List[Turn] = []
-    for line in caption.splitlines():
+    return [turn for turn, _ in extract_structured_spans(caption)]
+
+
+def extract_structured_spans(caption: str) -> List[Tuple[Turn, Tuple[int, int]]]:
+    """:func:`extract_structured` with where each turn's speaker phrase is: ``(turn, (start, end))``,
+    character offsets into ``caption`` (``caption[start:end]`` is the raw phrase). Used to give a
+    line's speaker tokens their own credit in GRPO."""
+    out: List[Tuple[Turn, Tuple[int, int]]] = []
+    pos = 0
+    for raw in caption.splitlines(keepends=True):
+        line = (raw.splitlines() or [""])[0]  # without its line break, as splitlines() gives it
+        at, pos = pos, pos + len(raw)
         m = _STRUCTURED_TIMED.match(line)
         if m:
             start, end = _seconds(m["start"]), _seconds(m["end"])
-            turns.append(Turn(_speaker(m["speaker"]), _unquote(m["text"]), start, max(start, end)))
+            span = (at + m.start("speaker"), at + m.end("speaker"))
+            out.append((Turn(_speaker(m["speaker"]), _unquote(m["text"]), start, max(start, end)), span))
             continue
         m = _STRUCTURED_PLAIN.match(line)
         if m and m["speaker"].strip().lower() not in ("none", "note", "summary", "dialogue"):
-            turns.append(Turn(_speaker(m["speaker"]), _unquote(m["text"])))
-    return turns
+            out.append((Turn(_speaker(m["speaker"]), _unquote(m["text"])), (at + m.start("speaker"), at + m.end("speaker"))))
+    return out
 
 
 # --- prose ------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ class ClipScore:
         dt_num / gt_num: item counts with each merged group counted once.
         similarity_sum: Σ group scores (the ASR numerator).
         ref_hits: groups whose speakers the judge called the same person (REF numerator).
+        verdicts: the judge's call for each group, in order (``ref_hits`` = their count).
     """
 
     clean_dt: Tuple[CleanItem, ...]
@@ -55,6 +56,7 @@ class ClipScore:
     gt_num: int
     similarity_sum: float
     ref_hits: int
+    verdicts: Tuple[bool, ...] = ()
 
     @property
     def asr_recall(self) -> float:
@@ -165,8 +167,8 @@ def score_clean(
     verdicts = list((judge or exact_judge)(pairs))
     if len(verdicts) != len(pairs):
         raise ValueError(f"speaker judge returned {len(verdicts)} verdicts for {len(pairs)} groups")
-    return ClipScore(score.clean_dt, score.clean_gt, groups, dt_num, gt_num, score.similarity_sum,
-                     sum(bool(v) for v in verdicts))
+    calls = tuple(bool(v) for v in verdicts)
+    return ClipScore(score.clean_dt, score.clean_gt, groups, dt_num, gt_num, score.similarity_sum, sum(calls), calls)
 
 
 def score_dialogue(

@@ -32,7 +32,8 @@ def test_train_runs_every_stage_with_qwen_media(ray_local, repo_root, thinker, t
                "stages.sft.steps=2", "stages.sft.prompts_per_step=2",
                "stages.profile.quantiles=true", "stages.grpo_stage1.steps=1", "stages.grpo_stage1.prompts_per_step=2",
                "stages.grpo_stage2.steps=1", "stages.grpo_stage2.prompts_per_step=2", "stages.eval.max_new_tokens=6",
-               "checkpoint.every_steps=2"])
+               "checkpoint.every_steps=2",
+               "grpo.line_credit_weight=0.5"])  # the per-line credit path through the reward pool (its maths: unit tests)
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "4 clips ready (4 decoded" in out
@@ -59,6 +60,8 @@ def test_train_runs_every_stage_with_qwen_media(ray_local, repo_root, thinker, t
     diffs = [m.value for m in client.get_metric_history(run_id, "learner/rollout_logprob_abs_diff")]
     assert len(diffs) == 2 and max(diffs) < 1e-3, diffs
     assert np.isfinite([m.value for m in client.get_metric_history(run_id, "learner/sft_loss")]).all()
+    unmapped = [m.value for m in client.get_metric_history(run_id, "grpo/line_credit_unmapped")]
+    assert unmapped == [0.0, 0.0]  # every rollout's tokens decode to the text that was scored
 
     # The exported policy is the thinker, with the thinker's own config.
     meta = json.loads((run / "policy" / "diadem_policy.json").read_text())

@@ -34,10 +34,14 @@ def group(model, **kw):
 # demo's setting, is exercised by every other learner test and the demo itself).
 @pytest.mark.parametrize("stage,mode", [(3, "token_mean"), (2, "seq_mean_token_sum_norm")])
 def test_gradient_split_invariance(ray_local, tiny_model, stage, mode):
-    """SGD(lr=1) makes the update equal the gradient: 1 rank x 1 micro-batch vs 2 ranks x 2."""
+    """SGD(lr=1) makes the update equal the gradient: 1 rank x 1 micro-batch vs 2 ranks x 2. The
+    2-rank run passes half the advantages as per-token rows (per-line credit's form) holding the
+    same value: the update must not change."""
     p, r, a = batch()
     deltas = []
     for ranks, micro in ((1, 8), (2, 2)):
+        if ranks == 2:
+            a = [[v] * len(resp) if i % 2 else v for i, (v, resp) in enumerate(zip(a, r))]
         g = group(tiny_model, num_ranks=ranks, micro_batch_size=micro, zero_stage=stage, optimizer="sgd", lr=1.0)
         try:
             if stage == 3 and ranks == 2:  # NCCL path's WeightSource: full shapes from ds_shape, gathers in lockstep

@@ -28,3 +28,14 @@ def test_config_check_cli(repo_root, capsys):
     assert rc != 0
     assert "learner.zero_stage: 7" in err and "did you mean 'rollout.samples_per_prompt'" in err
     assert main(["config", "check", str(repo_root / "configs/demo_cpu.yaml")]) == 0
+
+
+def test_config_check_refuses_line_credit_with_a_prose_reward(repo_root, tmp_path, capsys):
+    prose = tmp_path / "prose_f1.yaml"
+    prose.write_text("name: prose_f1\nextractor: prose\ncomponents:\n  - {name: ref_f1, weight: 1.0}\n")
+    args = ["config", "check", str(repo_root / "configs/demo_cpu.yaml"), f"stages.grpo_stage2.reward={prose}"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args + ["grpo.line_credit_weight=0.5"]) == 1
+    err = capsys.readouterr().err
+    assert "reward 'prose_f1'.extractor: grpo.line_credit_weight > 0 needs extractor: structured" in err

@@ -60,6 +60,16 @@ def test_type_error_and_cross_field_errors_all_reported():
     assert any("override 'oops'" in p for p in problems)
 
 
+def test_grpo_knobs_that_would_do_nothing_or_harm_are_refused():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["grpo.kl_in_reward=true", "grpo.kl_coef=0.1", "grpo.line_credit_weight=-0.5"])
+    problems = err.value.problems
+    assert any(p.startswith("grpo.kl_in_reward") and "not supported" in p for p in problems)
+    assert any(p.startswith("grpo.line_credit_weight") for p in problems)
+    assert len(problems) == 2
+    assert load_config(None, ["grpo.line_credit_weight=0.5"]).grpo.line_credit_weight == 0.5
+
+
 def test_unknown_key_in_yaml_names_file(tmp_path):
     (tmp_path / "x.yaml").write_text("learner:\n  zero_stag: 3\nrolout: {}\n")
     with pytest.raises(ConfigError) as err:

@@ -30,6 +30,36 @@ def test_per_caption_timeout():
     assert out[1].error is None and out[1].reward == pytest.approx(1.0)
 
 
+def test_timeout_that_python_swallows_still_fails_the_caption():
+    """An interrupt landing in a GC/weakref callback is swallowed by Python (seen in CI): the timer
+    keeps firing, and a caption that finishes after its deadline is still a timeout."""
+    import time
+
+    from diadem_ray.actors.reward import CaptionTimeout
+
+    w = RewardWorker(SPEC, reward_timeout_s=0.05)
+    real = w.composition.score
+    swallowed = []
+
+    def stubborn(*args, **kwargs):
+        end = time.perf_counter() + 0.4
+        while time.perf_counter() < end:
+            try:
+                sum(range(1000))
+            except CaptionTimeout:  # what a weakref callback does with an exception
+                swallowed.append(time.perf_counter())
+        return real(*args, **kwargs)
+
+    w.composition.score = stubborn
+    (out,) = w.score_batch([(rollout('A: "hello"'), (Turn("A", "hello"),))], step=0)
+    assert out.reward == 0.0 and out.error.startswith("timeout") and "swallowed" in out.error
+    assert len(swallowed) >= 3  # the timer repeats after the first interrupt
+    w.composition.score = real
+    time.sleep(0.15)  # the timer is disarmed: nothing fires after the block
+    (ok,) = w.score_batch([(rollout('A: "hello"'), (Turn("A", "hello"),))], step=0)
+    assert ok.error is None and ok.reward == pytest.approx(1.0)
+
+
 def test_bad_spec_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown component"):
         RewardWorker({"name": "t", "components": [{"name": "asr"}]})
