@@ -31,7 +31,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -146,6 +146,46 @@ def token_advantages(advantage: float, num_tokens: int, token_spans: Sequence[Tu
         for t in range(max(0, ts), min(num_tokens, te)):
             out[t] += weight * a
     return out
+
+
+def line_credit(group: Sequence[Any], advantages: Sequence[float], *, decode: Callable[[Sequence[int]], str],
+                weight: float, counts: Dict[str, float]) -> List[Any]:
+    """Per-line credit for one group of scored rollouts (``ScoredRollout`` with ``lines``).
+
+    Each rollout's advantage becomes one per response token: its group advantage everywhere, plus
+    ``weight`` x its lines' :func:`line_advantages` on the tokens that spell each line's speaker
+    phrase. A rollout whose tokens do not ``decode`` to the scored text keeps its scalar advantage.
+    ``counts`` accumulates ``lines`` (matched lines), ``credited`` (non-zero line advantages) and
+    ``unmapped`` (rollouts that kept their scalar because of the decode mismatch).
+    """
+    line_adv = line_advantages([[(h.ref_index, h.hit) for h in x.lines] for x in group])
+    out: List[Any] = []
+    for x, a, la in zip(group, advantages, line_adv):
+        ids = list(x.rollout.token_ids)
+        counts["lines"] += len(la)
+        if ids and decode(ids) != x.rollout.text:
+            counts["unmapped"] += 1
+            out.append(a)
+            continue
+        if not ids or not any(la):
+            out.append(a)
+            continue
+        spans = char_spans_to_tokens(_prefix_chars(decode, ids), len(ids), [(h.start, h.end) for h in x.lines])
+        out.append(token_advantages(a, len(ids), spans, la, weight=weight))
+        counts["credited"] += sum(1 for v in la if v != 0)
+    return out
+
+
+def _prefix_chars(decode: Callable[[Sequence[int]], str], ids: Sequence[int]) -> Callable[[int], int]:
+    """``i -> len(decode(ids[:i]))``, memoised (:func:`char_spans_to_tokens` asks O(log n) of them)."""
+    seen: Dict[int, int] = {}
+
+    def prefix(i: int) -> int:
+        if i not in seen:
+            seen[i] = len(decode(ids[:i])) if i > 0 else 0
+        return seen[i]
+
+    return prefix
 
 
 def kl_per_token(logprobs: Tensor, ref_logprobs: Tensor, *, estimator: str = "k3") -> Tensor:

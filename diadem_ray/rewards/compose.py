@@ -10,7 +10,7 @@ Example:
     >>> spec = RewardSpec(name="demo", components=[RewardComponentConfig("asr_f1", 0.5),
     ...                                            RewardComponentConfig("ref_f1", 0.5)])
     >>> comp = Composition.from_spec(spec)
-    >>> from diadem_ray.types import LineHit, Turn
+    >>> from diadem_ray.types import Turn
     >>> ref = (Turn("A", "hello there"),)
     >>> comp.score('A: "hello there"', ref, step=0).reward
     1.0

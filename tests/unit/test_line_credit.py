@@ -1,14 +1,13 @@
 """Per-line credit: caption lines -> REF verdicts -> line advantages -> per-token advantages."""
 
 import random
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from diadem_ray import grpo
 from diadem_ray.config import RewardComponentConfig, RewardSpec, line_credit_problems
-from diadem_ray.driver import Driver, _nonzero
+from diadem_ray.driver.loop import _nonzero
 from diadem_ray.rewards.compose import Composition
 from diadem_ray.rewards.extract import extract_structured, extract_structured_spans
 from diadem_ray.rewards.lines import line_hits
@@ -130,15 +129,14 @@ def test_driver_turns_a_group_into_per_token_advantages():
              _scored(b, [LineHit(0, 9, 0, False), LineHit(17, 26, 1, True)]),
              _scored(a, [], decoded=a + "!"),  # tokens that do not decode to the scored text
              _scored("", [])]
-    fake = SimpleNamespace(tokens=_CharTokens(), cfg=SimpleNamespace(grpo=SimpleNamespace(line_credit_weight=2.0)))
     counts = {"lines": 0.0, "credited": 0.0, "unmapped": 0.0}
-    out = Driver._line_credit(fake, group, [0.25, -0.25, 0.0, 0.0], counts)
+    out = grpo.line_credit(group, [0.25, -0.25, 0.0, 0.0], decode=_CharTokens.decode, weight=2.0, counts=counts)
     assert out[0][:7] == pytest.approx([0.25 + 2.0 * 0.5] * 7) and out[0][7:] == pytest.approx([0.25] * (len(a) - 7))
     assert out[1][:9] == pytest.approx([-0.25 - 2.0 * 0.5] * 9) and set(out[1][9:]) == {-0.25}  # line 1: all right, 0
     assert out[2:] == [0.0, 0.0]
     assert counts == {"lines": 4.0, "credited": 2.0, "unmapped": 1.0}
     group[2] = _scored(a, [LineHit(0, 7, 0, False)], decoded=a + "!")
     counts = {"lines": 0.0, "credited": 0.0, "unmapped": 0.0}
-    out = Driver._line_credit(fake, group, [0.25, -0.25, 0.0, 0.0], counts)
+    out = grpo.line_credit(group, [0.25, -0.25, 0.0, 0.0], decode=_CharTokens.decode, weight=2.0, counts=counts)
     assert out[2] == 0.0 and counts["unmapped"] == 1.0
     assert [_nonzero(x) for x in ([0.0, 0.0], [0.0, 1.0], 0.0, -0.5)] == [False, True, False, True]

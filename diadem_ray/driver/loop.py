@@ -1,0 +1,369 @@
+"""The training driver: one loop, read top to bottom (``diadem-ray train`` / ``diadem-ray demo``).
+
+Stages, in the order the config lists them: ``sft`` → ``profile`` → ``grpo_stage1`` →
+``grpo_stage2`` → ``eval``; held-out clips are evaluated before training and after every training
+stage. One GRPO step: clips (resumable cursor) → prompts (from Ray Data: tiny_av's front-end
+evidence, or Qwen2.5-Omni's token ids + video/audio media) →
+rollouts → reward pool → group advantages + dynamic-sampling gate → learner step → weight sync →
+metrics → checkpoint every ``checkpoint.every_steps``.
+
+A checkpoint holds the learner state (DeepSpeed) and, in its metadata, the driver state: stage,
+step within the stage, global metric step, data cursors, policy_version, MLflow run id and the
+evaluations so far. ``resume=True`` restores all of it, pushes the weights to the engines, and
+continues the same MLflow run at the next step.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from diadem_ray.config import TrainConfig
+from diadem_ray.driver.evaluation import Evaluation
+from diadem_ray.driver.startup import Startup
+from diadem_ray.driver.state import DriverState, hash_name
+from diadem_ray.driver.state import say as _say
+from diadem_ray.types import Clip
+
+
+class Driver(Startup, Evaluation):
+    """One training run. Its parts share these attributes: ``cfg``, ``out`` (runs/<name>), ``state``;
+    set by startup: ``clips``, ``features``, ``split_ids``, ``train_root`` / ``eval_root``,
+    ``annotations``, ``tokens``, ``rollouts``, ``learners``, ``sync``, ``tracker``, ``pools``."""
+
+    def __init__(self, cfg: TrainConfig, *, config_dir: str = "configs", resume: bool = False):
+        self.cfg = cfg
+        self.config_dir = Path(config_dir)
+        self.resume = resume
+        self.out = Path(cfg.run.output_dir) / cfg.run.name
+        self.ckpt_dir = self.out / "checkpoints"
+        self.state = DriverState()
+        self.pools: Dict[str, Any] = {}
+        self.reward_specs: Dict[str, Any] = {}
+        self.tracker: Any = None
+        self._pending: List[Tuple[int, Dict[str, float]]] = []  # step metrics not yet covered by a checkpoint
+
+    # ------------------------------------------------------------------------------------------
+    # the loop
+    # ------------------------------------------------------------------------------------------
+
+    def run(self) -> Dict[str, Dict[str, float]]:
+        self._start_ray()
+        try:
+            self._prepare_data()
+            self._start_actors()
+            self._restored_profile()
+            self._start_tracking()
+            for stage in self.cfg.run.stages:
+                if stage in self.state.done_stages:
+                    continue
+                self.state.stage = stage
+                if stage == "sft":
+                    self._evaluate("untrained")
+                    self._sft()
+                    self._evaluate("sft")
+                    self._export_policy("sft")
+                elif stage == "profile":
+                    self._profile()
+                elif stage in ("grpo_stage1", "grpo_stage2"):
+                    self._grpo(stage)
+                    self._evaluate(stage)
+                    self._export_policy(stage)
+                elif stage == "eval":
+                    self._evaluate("final")
+                self.state.done_stages.append(stage)
+                self.state.stage_step = 0
+            self._report()
+            self.tracker.end()
+            return self.state.evals
+        except BaseException:
+            if getattr(self, "tracker", None) is not None:
+                self.tracker.end("KILLED")
+            raise
+        finally:
+            self._stop()
+
+    # ------------------------------------------------------------------------------------------
+    # prompts
+    # ------------------------------------------------------------------------------------------
+
+    def _prompt(self, clip_id: str, tag: str) -> Dict[str, Any]:
+        """One clip as an engine prompt: ``prompt_id``, ``prompt_token_ids`` and, for qwen2_5_omni,
+        the clip's ``media`` (video patches, Whisper features; see models/families.py)."""
+        from diadem_ray.models import qwen2_5_omni, tiny_av
+
+        cap = self.cfg.model.max_prompt_tokens
+        if self.cfg.model.family == "tiny_av":
+            ids = self.tokens.prompt(tiny_av.prompt_text(self.features[clip_id]))[:cap]
+            return {"prompt_id": f"{clip_id}#{tag}", "prompt_token_ids": ids}
+        ids, media = qwen2_5_omni.load_inputs(self.features[clip_id])
+        if len(ids) > cap:  # cutting would drop video/audio placeholders the media must fill
+            raise ValueError(f"clip {clip_id}: its prompt is {len(ids)} tokens (video + audio + instruction), over "
+                             f"model.max_prompt_tokens {cap}; raise model.max_prompt_tokens or lower "
+                             "model.max_pixels_per_frame / data.frames_per_clip")
+        return {"prompt_id": f"{clip_id}#{tag}", "prompt_token_ids": ids, "media": media}
+
+    def _generate(self, clip_ids: Sequence[str], tag: str, seed: Optional[int] = None, **kwargs: Any) -> List[Any]:
+        """Rollouts for many clips (profile, eval). Media families build their prompts a group at a
+        time (``prompts_per_task`` per replica), so the driver never holds every clip's media at
+        once (Qwen2.5-Omni's are up to hundreds of MB per clip); text prompts go in one call."""
+        r = self.cfg.rollout
+        group = len(clip_ids) if self.cfg.model.family == "tiny_av" else max(1, r.prompts_per_task * r.num_replicas)
+        out: List[Any] = []
+        for i in range(0, len(clip_ids), max(1, group)):
+            prompts = [self._prompt(c, tag) for c in clip_ids[i:i + group]]
+            ro, _ = self.rollouts.generate(prompts, seed=None if seed is None else seed + i, **kwargs)
+            out.extend(ro)
+        return out
+
+    def _stream(self, name: str, root: str, buckets: Optional[Sequence[str]]):
+        from diadem_ray.data.cursor import ClipStream
+
+        return ClipStream(root, buckets, seed=self.cfg.run.seed + hash_name(name), cursor=self.state.cursors.get(name))
+
+    def _take(self, streams: Dict[str, Any], weights: Dict[str, float], n: int, step: int, stage: str) -> List[Clip]:
+        """``n`` clips drawn bucket by bucket with the stage's weights (deterministic per step)."""
+        rng = random.Random(f"{self.cfg.run.seed}:{stage}:{step}")
+        names = sorted(streams)
+        out: List[Clip] = []
+        while len(out) < n:
+            b = rng.choices(names, weights=[weights[x] for x in names])[0]
+            clip = streams[b].take(1)[0]
+            if clip.clip_id in self.features:  # clips the front-end could not read were skipped and logged
+                out.append(clip)
+            self.state.cursors[f"{stage}:{b}"] = streams[b].cursor()
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    # stages
+    # ------------------------------------------------------------------------------------------
+
+    def _sft(self) -> None:
+        from diadem_ray.models import tiny_av
+
+        s = self.cfg.stages.sft
+        self.learners.set_lr(s.lr or self.cfg.learner.lr)
+        buckets = sorted(s.buckets) or None
+        streams = {"all": self._stream("sft:all", self.train_root, buckets)} if buckets is None else \
+            {b: self._stream(f"sft:{b}", self.train_root, [b]) for b in buckets}
+        weights = dict(s.buckets) if buckets else {"all": 1.0}
+        _say(f"SFT: {s.steps} steps x {s.prompts_per_step} clips")
+        self.rollouts.sleep()  # colocated layout: the learners get the GPUs for the whole stage
+        for step in range(self.state.stage_step, s.steps):
+            t0 = time.perf_counter()
+            clips = self._take(streams, weights, s.prompts_per_step, step, "sft")
+            prompts = [self._prompt(c.clip_id, "sft") for c in clips]
+            targets = [self.tokens.target(tiny_av.target_text(c)) for c in clips]
+            m = self.learners.sft_step([p["prompt_token_ids"] for p in prompts], targets, media=_media(prompts))
+            m["time/step_s"] = time.perf_counter() - t0
+            self._end_step("sft", step, s.steps, m, f"loss {m.get('learner/sft_loss', float('nan')):.3f}")
+        self._push_weights()
+
+    def _profile(self, root: Optional[str] = None) -> None:
+        """Roll out the current policy on every training clip, then bucket clips by difficulty
+        (:mod:`diadem_ray.data.profile`); writes partitioned shards and ``profile.jsonl`` to ``root``."""
+        from dataclasses import replace
+
+        from diadem_ray.data.profile import profile_clips, summary, write_marks
+        from diadem_ray.data.shards import write_shards
+
+        p = self.cfg.stages.profile
+        train = [self.clips[i] for i in self.split_ids["train"] if i in self.features]
+        _say(f"profile: {len(train)} clips x {p.samples_per_prompt} samples with reward {p.reward!r}")
+        t0 = time.perf_counter()
+        rollouts = self._generate([c.clip_id for c in train], "profile", samples_per_prompt=p.samples_per_prompt,
+                                  max_new_tokens=self.cfg.rollout.max_new_tokens, temperature=self.cfg.rollout.temperature,
+                                  seed=self.cfg.run.seed)
+        by_id = {c.clip_id: c for c in train}
+        scored, _ = self._pool(p.reward).score([(r, by_id[r.prompt_id.split("#")[0]].dialogue) for r in rollouts], step=0)
+        rewards: Dict[str, List[float]] = {c.clip_id: [] for c in train}
+        for s in scored:
+            rewards[s.rollout.prompt_id.split("#")[0]].append(s.reward)
+        profiles = profile_clips(rewards, pass_reward=p.pass_reward, bucket_names=p.bucket_names,
+                                 pass_rate_edges=p.pass_rate_edges, quantiles=p.quantiles)
+        root = root or str(self.out / "profiled")
+        write_shards([replace(by_id[q.clip_id], bucket=q.bucket, pass_rate=q.pass_rate) for q in profiles], root, replace=True)
+        marks = write_marks(profiles, root)
+        self.train_root = root
+        table, metrics = summary(profiles, p.bucket_names)
+        metrics["profile/seconds"] = time.perf_counter() - t0
+        _say(f"difficulty profile ({metrics['profile/seconds']:.0f} s; shards in {root}, per-clip marks in {marks}):\n{table}")
+        if self.tracker is not None:
+            self.tracker.log_text(table, "profile/summary.txt")
+            self.tracker.log_artifact(marks)
+            self.tracker.log_metrics(metrics, step=self.state.global_step)
+
+    def profile_only(self, policy: str, root: str) -> None:
+        """``diadem-ray profile``: profile the training clips with an exported policy (rollout
+        replicas and reward workers only; no learners, no MLflow run)."""
+        from diadem_ray.models.policy import read_policy
+
+        policy_dir, meta = read_policy(policy)
+        _say(f"profiling with {policy_dir} ({meta.family}, run {meta.run!r} after {meta.stage}, policy_version {meta.policy_version})")
+        self._start_ray()
+        try:
+            self._prepare_data()
+            self._start_rollouts(str(policy_dir))
+            self._profile(root)
+        finally:
+            self._stop()
+
+    def _restored_profile(self) -> None:
+        """GRPO stages read the profiled shards: this run's own profile stage, or — when the run
+        does not profile — those a `diadem-ray profile` wrote into runs/<name>/profiled."""
+        from diadem_ray.data.profile import MARKS_FILE
+
+        root = self.out / "profiled"
+        if "profile" in self.state.done_stages:
+            self.train_root = str(root)
+        elif "profile" not in self.cfg.run.stages and (root / MARKS_FILE).is_file():
+            self.train_root = str(root)
+            _say(f"GRPO stages read the buckets profiled earlier in {root}")
+
+    def _grpo(self, stage: str) -> None:
+        s = getattr(self.cfg.stages, stage)
+        g, r = self.cfg.grpo, self.cfg.rollout
+        self.learners.set_lr(s.lr or self.cfg.learner.lr)
+        from diadem_ray.data.shards import list_shards
+
+        present = {p.split("bucket=")[1].split("/")[0] for p in list_shards(self.train_root)}
+        weights = {b: w for b, w in s.buckets.items() if b in present and w > 0}
+        if not weights:
+            raise ValueError(f"{stage}: none of its buckets {sorted(s.buckets)} has clips in {self.train_root} "
+                             f"(present: {sorted(present)}); run the profile stage or change stages.{stage}.buckets")
+        streams = {b: self._stream(f"{stage}:{b}", self.train_root, [b]) for b in weights}
+        pool = self._pool(s.reward, grpo=True)
+        _say(f"{stage}: {s.steps} steps x {s.prompts_per_step} clips x {r.samples_per_prompt} samples, buckets {weights}, reward {s.reward!r}")
+        for step in range(self.state.stage_step, s.steps):
+            t0 = time.perf_counter()
+            m: Dict[str, float] = {}
+            credit = {"lines": 0.0, "credited": 0.0, "unmapped": 0.0}
+            kept, flat, zero_var, refills, t_roll, t_rew = self._sample_groups(stage, step, streams, weights, pool, m, credit)
+            batch = (kept + flat)[: s.prompts_per_step]  # zero-variance groups fill up (their advantage is 0)
+            scored_all = [x for _, grp, _ in batch for x in grp]
+            seq_prompts = [p for p, grp, _ in batch for _ in grp]
+            prompt_ids = [p["prompt_token_ids"] for p in seq_prompts]
+            responses = [list(x.rollout.token_ids) or [self.tokens.eos_id] for x in scored_all]
+            rollout_lps = [list(x.rollout.logprobs) or [0.0] for x in scored_all]
+            advantages = [a for _, _, a_list in batch for a in a_list]
+            td = time.perf_counter()
+            self.rollouts.sleep()
+            lm = self.learners.grpo_step(prompt_ids, responses, advantages, rollout_logprobs=rollout_lps,
+                                         clip_eps_low=g.clip_eps_low, clip_eps_high=g.clip_eps_high, dual_clip_c=g.dual_clip_c,
+                                         kl_coef=g.kl_coef, kl_estimator=g.kl_estimator, entropy_coef=g.entropy_coef,
+                                         loss_aggregation=g.loss_aggregation, media=_media(seq_prompts))
+            te = time.perf_counter()
+            sm = self._push_weights()
+            m.update(lm)
+            m.update(sm)
+            comps: Dict[str, List[float]] = {}
+            for x in scored_all:
+                for k, v in x.components.items():
+                    comps.setdefault(k, []).append(v)
+            m.update({f"reward/{k}": sum(v) / len(v) for k, v in comps.items()})
+            m["reward/mean"] = sum(x.reward for x in scored_all) / len(scored_all)
+            m["reward/failed"] = float(sum(x.error is not None for x in scored_all))
+            m["grpo/scored_rollouts"] = float(len(scored_all))
+            m["grpo/zero_variance_groups"] = float(zero_var)
+            m["grpo/refill_rounds"] = float(refills)
+            m["grpo/zero_variance_in_batch"] = float(sum(1 for _, _, a in batch if not any(map(_nonzero, a))))
+            if g.line_credit_weight > 0:
+                m.update({f"grpo/line_credit_{k}": v for k, v in credit.items()})
+            m["rollout/response_tokens_mean"] = sum(len(x) for x in responses) / len(responses)
+            m.update({"time/rollout_s": t_roll, "time/reward_s": t_rew, "time/learner_s": te - td,
+                      "time/sync_s": sm["sync/seconds"], "time/step_s": time.perf_counter() - t0})
+            lines = f" lines credited {credit['credited']:.0f}/{credit['lines']:.0f}" if g.line_credit_weight > 0 else ""
+            self._end_step(stage, step, s.steps, m, f"reward {m['reward/mean']:.3f} asr {m.get('reward/asr_f1', 0):.3f} "
+                           f"ref {m.get('reward/ref_f1', 0):.3f} zero-var {zero_var}{lines}")
+
+    def _sample_groups(self, stage: str, step: int, streams: Dict[str, Any], weights: Dict[str, float], pool: Any,
+                       m: Dict[str, float], credit: Dict[str, float]):
+        """One GRPO step's groups: clips -> rollouts -> rewards -> group advantages (+ per-line credit),
+        refilled while the dynamic-sampling gate sets zero-variance groups aside. Returns ``(kept, flat,
+        zero_var, refills, rollout_seconds, reward_seconds)``: ``kept`` / ``flat`` hold ``(prompt,
+        scored rollouts, advantages)``, ``flat`` the zero-variance groups. Adds the first round's
+        rollout and reward-pool metrics to ``m``; ``credit`` counts per-line credit."""
+        import torch
+
+        from diadem_ray import grpo
+
+        s = getattr(self.cfg.stages, stage)
+        g, r = self.cfg.grpo, self.cfg.rollout
+        kept: List[Tuple[Dict[str, Any], List[Any], List[Any]]] = []  # (prompt, rollouts, advantages)
+        flat: List[Tuple[Dict[str, Any], List[Any], List[Any]]] = []
+        zero_var = 0
+        t_roll = t_rew = 0.0
+        round_ = 0
+        while len(kept) < s.prompts_per_step and round_ <= (g.max_refill_rounds if g.dynamic_sampling else 0):
+            need = s.prompts_per_step - len(kept)
+            clips = self._take(streams, weights, need, step * 100 + round_, stage)
+            prompts = [self._prompt(c.clip_id, f"{stage}.{step}.{round_}.{i}") for i, c in enumerate(clips)]
+            ta = time.perf_counter()
+            rollouts, rm = self.rollouts.generate(prompts, samples_per_prompt=r.samples_per_prompt,
+                                                  max_new_tokens=r.max_new_tokens, temperature=r.temperature,
+                                                  top_p=r.top_p, seed=self.cfg.run.seed * 7919 + self.state.global_step * 31 + round_)
+            tb = time.perf_counter()
+            scored, stats = pool.score([(ro, clips[i // r.samples_per_prompt].dialogue) for i, ro in enumerate(rollouts)],
+                                       step=step, lines=g.line_credit_weight > 0)
+            tc = time.perf_counter()
+            t_roll += tb - ta
+            t_rew += tc - tb
+            rewards = torch.tensor([x.reward for x in scored]).view(len(clips), r.samples_per_prompt)
+            adv, zv = grpo.group_advantages(rewards, baseline=g.advantage_baseline, std_normalization=g.std_normalization, eps=g.std_eps)
+            for i in range(len(clips)):
+                group = scored[i * r.samples_per_prompt:(i + 1) * r.samples_per_prompt]
+                group_adv: List[Any] = adv[i].tolist()
+                if g.line_credit_weight > 0:
+                    group_adv = grpo.line_credit(group, group_adv, decode=self.tokens.decode,
+                                                 weight=g.line_credit_weight, counts=credit)
+                item = (prompts[i], group, group_adv)
+                (flat if (zv[i] and g.dynamic_sampling) else kept).append(item)
+            zero_var += int(zv.sum())
+            if round_ == 0:
+                m.update({f"rollout/{k}": v for k, v in rm.items()})
+                m.update({f"reward_pool/{k}": v for k, v in stats.as_metrics().items()})
+            round_ += 1
+        return kept, flat, zero_var, round_ - 1, t_roll, t_rew
+
+    def _push_weights(self) -> Dict[str, float]:
+        """Weights to the engines. Colocated layout: wake the engines' weights, sync, then give
+        them back their KV cache (vLLM's recommended order for RL; no-ops when disaggregated)."""
+        self.rollouts.wake_up(["weights"])
+        m = self.sync.push()
+        self.rollouts.wake_up(["kv_cache"])
+        return m
+
+    def _end_step(self, stage: str, step: int, total: int, metrics: Dict[str, float], summary: str) -> None:
+        self.state.stage_step = step + 1
+        self.state.global_step += 1
+        self.state.policy_version = self.rollouts.version
+        metrics["progress/stage_step"] = float(step + 1)
+        # Step metrics reach MLflow only once a checkpoint covers their step: a run killed between
+        # checkpoints and resumed logs every step exactly once (no repeated, no skipped step).
+        self._pending.append((self.state.global_step, {k if "/" in k else f"{stage}/{k}": v for k, v in metrics.items()}))
+        _say(f"{stage} step {step + 1}/{total}: {summary} ({metrics.get('time/step_s', 0):.1f} s)")
+        every = self.cfg.checkpoint.every_steps
+        if (every > 0 and (step + 1) % every == 0) or step + 1 == total:
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        self.state.policy_version = self.rollouts.version
+        path = self.learners.save_checkpoint(str(self.ckpt_dir), {"driver": asdict(self.state)},
+                                            keep_last=self.cfg.checkpoint.keep_last)
+        for step, metrics in self._pending:
+            self.tracker.log_metrics(metrics, step=step)
+        self._pending = []
+        _say(f"checkpoint {path}")
+
+
+def _nonzero(advantage: Any) -> bool:
+    """A sequence's advantage (a float, or one per token) is not all zero."""
+    return any(advantage) if isinstance(advantage, list) else bool(advantage)
+
+
+def _media(prompts: Sequence[Dict[str, Any]]) -> Optional[List[Any]]:
+    """Each prompt's media for the learner (one entry per sequence), or None for text-only families."""
+    return [p["media"] for p in prompts] if prompts and "media" in prompts[0] else None

@@ -1,0 +1,202 @@
+"""Starting and stopping what a run needs: Ray, the clips (synthesised and encoded once), the
+rollout engines and learner ranks (restored from a checkpoint on resume), the MLflow run and the
+reward pools. A part of :class:`diadem_ray.driver.Driver`; the attributes it sets are listed there."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List
+
+from diadem_ray.config import line_credit_problems, load_reward_spec, to_yaml, weight_transfer_mode
+from diadem_ray.driver.state import TRAIN_STAGES, DriverState
+from diadem_ray.driver.state import say as _say
+from diadem_ray.types import Clip
+
+
+class Startup:
+    """Setup and teardown of the driver's resources (mixed into ``Driver``)."""
+
+    def _start_ray(self) -> None:
+        import ray
+
+        c = self.cfg.cluster
+        self._own_ray = not ray.is_initialized()
+        if self._own_ray:
+            kwargs: Dict[str, Any] = {"log_to_driver": False}
+            if c.ray_address == "local" and os.environ.get("RAY_ADDRESS"):
+                # Inside `ray job submit`: run on the job's cluster, not a private one.
+                _say(f"RAY_ADDRESS is set ({os.environ['RAY_ADDRESS']}): joining that cluster")
+                kwargs["address"] = os.environ["RAY_ADDRESS"]
+            elif c.ray_address == "local":
+                kwargs.update(address="local", num_cpus=c.local_num_cpus, object_store_memory=c.object_store_memory_bytes,
+                              include_dashboard=False)
+            else:  # join a running cluster (a `ray job submit` entrypoint, or "auto" / "ray://…")
+                kwargs["address"] = c.ray_address
+            ray.init(**{k: v for k, v in kwargs.items() if v is not None})
+        import ray.data
+
+        ray.data.DataContext.get_current().enable_progress_bars = False
+
+    def _prepare_data(self) -> None:
+        from diadem_ray.data.pipeline import encode_clips
+        from diadem_ray.data.shards import list_shards, read_shard
+        from diadem_ray.data.synth import describe, synthesize
+
+        d = self.cfg.data
+        root = Path(d.root)
+        for split, n, seed in (("train", d.train_clips, self.cfg.run.seed), ("eval", d.eval_clips, self.cfg.run.seed + 1000)):
+            if not (root / split / "annotations.jsonl").is_file():
+                _say(f"synthesising {n} {split} clips into {root / split}")
+                clips = synthesize(root / split, n, seed=seed, prefix=f"{split}", workers=max(1, int(self.cfg.cluster.local_num_cpus or 2)))
+                _say(describe(clips))
+        self.train_root = str(root / "train" / "shards")
+        self.eval_root = str(root / "eval" / "shards")
+        self.clips: Dict[str, Clip] = {}
+        self.split_ids: Dict[str, List[str]] = {}  # shard order, read once here
+        for split, r in (("train", self.train_root), ("eval", self.eval_root)):
+            ids = self.split_ids[split] = []
+            for path in list_shards(r):
+                for c in read_shard(path, r):
+                    self.clips[c.clip_id] = c
+                    ids.append(c.clip_id)
+        self.eval_ids = sorted(self.split_ids["eval"])
+        self.annotations = [json.loads(line) for line in (root / "eval" / "annotations.jsonl").read_text().splitlines() if line]
+        m = self.cfg.model
+        _say(f"encoding clips with the {m.family} front-end (Ray Data; cached after the first pass)")
+        qwen = {"max_frames": d.frames_per_clip, "max_pixels": m.max_pixels_per_frame, "fps": m.video_fps,
+                "sample_rate_hz": d.audio_sample_rate_hz} if m.family == "qwen2_5_omni" else None
+        rep = encode_clips(list_shards(self.train_root) + list_shards(self.eval_root), cache_dir=str(root / "features"),
+                           max_frames=d.frames_per_clip, sample_rate_hz=d.audio_sample_rate_hz, num_cpus=d.decode_num_cpus,
+                           family=m.family, model_path=m.path, qwen=qwen)
+        self.features = rep.features  # clip_id -> evidence text (tiny_av) or cached inputs file (qwen2_5_omni)
+        self.encode_metrics = {"data/encode_seconds": rep.seconds, "data/clips_failed": float(len(rep.failed)),
+                               "data/clips_decoded": float(rep.decoded), "data/clips_cached": float(rep.cached)}
+        _say(f"{len(rep.features)} clips ready ({rep.decoded} decoded, {rep.cached} cached, {len(rep.failed)} skipped) "
+             f"in {rep.seconds:.0f} s")
+        for cid, why in list(rep.failed.items())[:10]:
+            _say(f"  skipped {cid}: {why}")
+
+    def _start_actors(self) -> None:
+        from diadem_ray.cluster.learner_group import LearnerGroup
+        from diadem_ray.cluster.weight_sync import WeightSync
+        from diadem_ray.models import tiny_av
+
+        cfg = self.cfg
+        # The converted backbone is cached per user (DIADEM_CACHE or ~/.cache/diadem-ray), so jobs
+        # submitted from another working directory reuse it.
+        model_path = str(Path(cfg.model.path) if cfg.model.path else tiny_av.checkpoint())
+        r, lr = cfg.rollout, cfg.learner
+        _say(f"starting {r.num_replicas} rollout replica(s) ({r.backend}) and {lr.num_ranks} learner rank(s) (ZeRO-{lr.zero_stage})")
+        # Disaggregated: the engines load while the learners start. Colocated (shared GPUs): one after
+        # the other, so vLLM's memory profiling does not see the learners' allocations mid-way.
+        self._start_rollouts(model_path, wait=cfg.cluster.layout == "colocated")
+        total = sum(getattr(cfg.stages, s).steps for s in TRAIN_STAGES if s in cfg.run.stages)
+        lora = dict(enabled=lr.lora.enabled, rank=lr.lora.rank, alpha=lr.lora.alpha, dropout=lr.lora.dropout,
+                    target_modules=list(lr.lora.target_modules))
+        self.learners = LearnerGroup(family=cfg.model.family, num_ranks=lr.num_ranks, num_cpus_per_rank=lr.num_cpus_per_rank,
+                                     num_gpus_per_rank=lr.num_gpus_per_rank, model_path=model_path, zero_stage=lr.zero_stage,
+                                     comm_backend=lr.comm_backend, bf16=lr.bf16, lr=lr.lr, lr_schedule=lr.lr_schedule,
+                                     warmup_steps=lr.warmup_steps, total_steps=max(1, total), weight_decay=lr.weight_decay,
+                                     grad_clip_norm=lr.grad_clip_norm, micro_batch_size=lr.micro_batch_size,
+                                     collective_timeout_s=lr.collective_timeout_s, lora=lora,
+                                     need_reference=cfg.grpo.kl_coef != 0.0, seed=cfg.run.seed)
+        self.rollouts.ready()
+        self.sync = WeightSync(self.learners, self.rollouts, bucket_bytes=r.weight_sync_bucket_mb << 20,
+                               timeout_s=r.weight_sync_timeout_s, mode=weight_transfer_mode(cfg))
+        if self.resume:
+            meta = self.learners.load_checkpoint(str(self.ckpt_dir))
+            self.state = DriverState(**meta["driver"])
+            # Fresh engines hold the base weights as version 0; restored weights are never that (a
+            # checkpoint taken during SFT has learner weights ahead of the engines' version 0).
+            self.rollouts.version = max(1, self.state.policy_version) - 1
+            m = self.sync.push()  # the engines get the restored weights before anything is generated
+            _say(f"resumed at stage {self.state.stage} step {self.state.stage_step} (global step {self.state.global_step}), "
+                 f"policy_version {int(m['sync/policy_version'])}")
+
+    def _start_rollouts(self, model_path: str, wait: bool = True) -> None:
+        from diadem_ray.cluster.rollout_group import RolloutGroup
+        from diadem_ray.models import tiny_av
+
+        cfg, r = self.cfg, self.cfg.rollout
+        self.tokens = tiny_av.Tokens(model_path)
+        max_len = cfg.model.max_prompt_tokens + max(r.max_new_tokens, cfg.stages.eval.max_new_tokens)
+        self.rollouts = RolloutGroup(num_replicas=r.num_replicas, num_cpus_per_replica=r.num_cpus_per_replica,
+                                     num_gpus_per_replica=r.num_gpus_per_replica, cpu_threads=r.cpu_threads,
+                                     chunk_size=r.prompts_per_task, model_path=model_path, family=cfg.model.family,
+                                     backend=r.backend, dtype=cfg.model.dtype,
+                                     max_model_len=max_len,
+                                     gpu_memory_utilization=r.gpu_memory_utilization, cpu_kv_cache_gib=r.cpu_kv_cache_gib,
+                                     seed=cfg.run.seed, weight_transfer=weight_transfer_mode(cfg),
+                                     sleep_mode=cfg.cluster.layout == "colocated", wait=wait)
+
+    def _start_tracking(self) -> None:
+        from omegaconf import OmegaConf
+
+        from diadem_ray.actors.tracker import Tracker
+
+        t = self.cfg.tracking
+        self.tracker = Tracker(tracking_uri=t.tracking_uri, experiment=t.experiment, run_name=self.cfg.run.name,
+                               resume_run_id=self.state.mlflow_run_id or None)
+        self.state.mlflow_run_id = self.tracker.run_id
+        resolved = OmegaConf.to_container(OmegaConf.structured(self.cfg), resolve=True)
+        self.tracker.log_config(resolved)
+        tags = {"run_name": self.cfg.run.name, "model_family": self.cfg.model.family}
+        for stage in ("grpo_stage1", "grpo_stage2"):
+            name = getattr(self.cfg.stages, stage).reward
+            tags[f"reward.{stage}"] = name
+            tags[f"reward_hash.{stage}"] = self._pool(name, grpo=True).reward_hash
+        tags["reward_hash"] = "+".join(sorted({tags["reward_hash.grpo_stage1"], tags["reward_hash.grpo_stage2"]}))
+        self.tracker.set_tags(tags)
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.yaml").write_text(to_yaml(self.cfg))
+        self.tracker.log_artifact(self.out / "config.yaml")
+        if not self.resume:
+            self.tracker.log_metrics(self.encode_metrics, step=0)
+        _say(f"MLflow run {self.tracker.run_id} in {t.tracking_uri} (experiment {t.experiment!r})")
+
+    def _pool(self, name: str, *, grpo: bool = False):
+        """The reward pool of reward ``name`` (started once); ``grpo``: a GRPO stage's reward, checked
+        against ``grpo.line_credit_weight`` (at start-up, where the tags are written)."""
+        if name not in self.pools:
+            from omegaconf import OmegaConf
+
+            from diadem_ray.cluster.reward_pool import RewardPool
+            from diadem_ray.rewards.compose import check_spec
+
+            # The run folder keeps a copy of every reward it used, so `--config runs/<name>/config.yaml
+            # --resume` finds them (the folder's rewards/ is searched after the config's own).
+            kept = self.out / "rewards"
+            spec = load_reward_spec(name, [self.config_dir / "rewards", kept])
+            problems = check_spec(spec)
+            if problems:
+                raise ValueError(f"reward {name!r}: " + "; ".join(problems))
+            if not (kept / f"{name}.yaml").is_file() and "/" not in name and not name.endswith(".yaml"):
+                kept.mkdir(parents=True, exist_ok=True)
+                (kept / f"{name}.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(spec)))
+            w = self.cfg.reward
+            self.pools[name] = RewardPool(OmegaConf.to_container(OmegaConf.structured(spec), resolve=True),
+                                          num_workers=w.num_workers, num_cpus_per_worker=w.num_cpus_per_worker,
+                                          batch_size=w.batch_size, reward_timeout_s=w.reward_timeout_s,
+                                          max_task_retries=w.max_task_retries, resources=dict(w.custom_resources) or None)
+            self.reward_specs[name] = spec
+        problems = line_credit_problems(self.cfg.grpo.line_credit_weight, self.reward_specs[name]) if grpo else []
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self.pools[name]
+
+    def _stop(self) -> None:
+        import ray
+
+        for name in ("rollouts", "learners"):
+            obj = getattr(self, name, None)
+            if obj is not None:
+                try:
+                    obj.shutdown()
+                except Exception:  # already dead: nothing to stop
+                    pass
+        for pool in self.pools.values():
+            pool.shutdown()
+        if getattr(self, "_own_ray", False):
+            ray.shutdown()
