@@ -238,32 +238,41 @@ class Learner:
         ``media`` as in :meth:`compute_logprobs`."""
         start = time.perf_counter()
         media = self._media(media, len(prompt_ids))
-        # Old log-probs are recomputed with the weights that generated the batch (before the update).
-        old = self.compute_logprobs(prompt_ids, response_ids, media)
-        mismatch = None
-        if rollout_logprobs is not None:
-            diffs = [abs(a - b) for o, r in zip(old, rollout_logprobs) for a, b in zip(o, r)]
-            mismatch = sum(diffs) / max(1, len(diffs))
+        if rollout_logprobs is not None and len(rollout_logprobs) != len(response_ids):
+            raise ValueError(f"{len(response_ids)} responses but {len(rollout_logprobs)} rollout log-prob rows")
+        # One optimizer step per rollout batch, so the weights of this forward are the weights that
+        # generated the batch: the old log-probs are this forward's, detached (ratio exactly 1, the
+        # gradient is A·∇logπ; verl does the same with one mini-batch and one epoch). This saves the
+        # no-grad forward that recomputed them (1.29x per step, docs/benchmarks.md). Anything that
+        # makes several updates per batch (PPO epochs, mini-batches, async) must recompute them first.
         self.engine.train()
         sums: Dict[str, float] = {}
         tokens = 0
+        diff_sum, diff_n = 0.0, 0
         per_token = any(isinstance(a, (list, tuple)) for a in advantages)
         if per_token:  # mixed rows: a scalar advantage covers every token of its response
             advantages = [list(a) if isinstance(a, (list, tuple)) else [float(a)] * len(r)
                           for a, r in zip(advantages, response_ids)]
         for mb in self._micro_batches(len(prompt_ids)):
-            packed = grpo.pack_sequences(prompt_ids[mb], response_ids[mb], old_logprobs=old[mb],
-                                         advantages=advantages[mb] if per_token else None)
+            packed = grpo.pack_sequences(prompt_ids[mb], response_ids[mb], advantages=advantages[mb] if per_token else None)
             mb_media = media[mb] if media is not None else None
             lp, ent = self._forward(self.engine, packed, need_entropy=entropy_coef != 0.0, media=mb_media)
             mask = packed["response_mask"].to(self.device)
+            old = lp.detach()
+            if rollout_logprobs is not None:  # engine vs learner log-probs of the sampled tokens
+                for i, (row, m_row, r) in enumerate(zip(old.float(), mask.bool(), rollout_logprobs[mb]), start=mb.start):
+                    mine = row[m_row]
+                    if len(r) != len(mine):
+                        raise ValueError(f"sequence {i}: {len(r)} rollout log-probs for {len(mine)} response tokens")
+                    diff_sum += float((mine.cpu() - torch.tensor(list(r), dtype=torch.float32)).abs().sum())
+                    diff_n += len(r)
             ref = self._reference_logprobs(packed, mb_media) if kl_coef != 0.0 else None
             if per_token:
                 adv = packed["advantages"].to(self.device, lp.dtype)
             else:
                 adv = torch.tensor(list(advantages[mb]), dtype=lp.dtype, device=self.device)
             loss, metrics = grpo.grpo_loss(
-                lp, packed["old_logprobs"].to(self.device, lp.dtype), adv, mask, ref_logprobs=ref, entropy=ent,
+                lp, old, adv, mask, ref_logprobs=ref, entropy=ent,
                 clip_eps_low=clip_eps_low, clip_eps_high=clip_eps_high, dual_clip_c=dual_clip_c, kl_coef=kl_coef,
                 kl_estimator=kl_estimator, entropy_coef=entropy_coef, loss_aggregation=loss_aggregation,
                 num_tokens=num_tokens, num_sequences=num_sequences, max_response_len=max_response_len)
@@ -284,8 +293,8 @@ class Learner:
                "learner/tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0, "learner/seconds": elapsed,
                "learner/clip_frac": sums.pop("clip_frac") / max(1, tokens), "learner/ratio_mean": sums.pop("ratio_mean") / max(1, tokens)}
         out.update({f"learner/{k}_part": v for k, v in sums.items()})
-        if mismatch is not None:
-            out["learner/rollout_logprob_abs_diff"] = mismatch
+        if rollout_logprobs is not None:
+            out["learner/rollout_logprob_abs_diff"] = diff_sum / max(1, diff_n)
         return out
 
     def sft_step(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], *,

@@ -1,0 +1,78 @@
+"""Seconds per GRPO learner step: the step as it runs now (old log-probs taken from the training
+forward itself, one optimizer step per rollout batch) against the step as it ran before 2026-11-23
+(a separate no-grad forward recomputed the old log-probs first), measured in the same run.
+
+The earlier step is rebuilt exactly as it was: ``compute_logprobs`` over the batch (what it did
+first) followed by the update. Shapes follow ``configs/bench_tiny_av.yaml``: SmolLM2-135M (the
+tiny_av backbone), 2 ZeRO-2 ranks on gloo, micro-batch 4, 24 sequences of about 300 prompt + 128
+response tokens (``--prompt`` / ``--response`` change them).
+
+    .venv/bin/python bench/learner_step.py [--repeats 5] [--sequences 24] [--model smollm2|tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--sequences", type=int, default=24)
+    ap.add_argument("--prompt", type=int, default=300, help="prompt tokens per sequence")
+    ap.add_argument("--response", type=int, default=128, help="response tokens per sequence")
+    ap.add_argument("--model", choices=("smollm2", "tiny"), default="smollm2")
+    args = ap.parse_args()
+    import ray
+
+    from diadem_ray.cluster.learner_group import LearnerGroup
+
+    if args.model == "smollm2":
+        from diadem_ray.models.smollm2 import smollm2_checkpoint
+
+        model, vocab = str(smollm2_checkpoint()), 49152
+    else:
+        from diadem_ray.models.tiny_lm import build_tiny_lm
+
+        model, vocab = str(build_tiny_lm(tempfile.mkdtemp(), hidden_size=256, num_layers=4, vocab_size=8192)), 8192
+    rng = random.Random(0)
+    prompts = [[rng.randrange(10, vocab) for _ in range(args.prompt)] for _ in range(args.sequences)]
+    responses = [[rng.randrange(10, vocab) for _ in range(args.response - rng.randrange(0, args.response // 4))]
+                 for _ in range(args.sequences)]
+    advantages = [rng.uniform(-1.0, 1.0) for _ in range(args.sequences)]
+    loss = {"loss_aggregation": "token_mean", "clip_eps_low": 0.2, "clip_eps_high": 0.28}
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=500_000_000, log_to_driver=False)
+    now, before = [], []
+    try:
+        learners = LearnerGroup(num_ranks=2, num_cpus_per_rank=0.5, model_path=model, zero_stage=2, micro_batch_size=4,
+                                need_reference=False, lr=1e-7)
+        learners.grpo_step(prompts, responses, advantages, **loss)  # warm-up (first-step allocations)
+        for _ in range(args.repeats):  # interleaved, so drift on the machine hits both alike
+            t0 = time.perf_counter()
+            learners.grpo_step(prompts, responses, advantages, **loss)
+            now.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            learners.compute_logprobs(prompts, responses)
+            learners.grpo_step(prompts, responses, advantages, **loss)
+            before.append(time.perf_counter() - t0)
+        learners.shutdown()
+    finally:
+        ray.shutdown()
+    med_now, med_before = statistics.median(now), statistics.median(before)
+    print(f"model {args.model}, {args.sequences} sequences x ({args.prompt} prompt + <= {args.response} response) tokens, "
+          f"2 ZeRO-2 ranks, {args.repeats} repeats")
+    print("| step | seconds (median) | runs (s) |\n|---|---|---|")
+    print(f"| before: recompute old log-probs, then update | {med_before:.2f} | {[round(x, 2) for x in before]} |")
+    print(f"| now: old log-probs from the training forward | {med_now:.2f} | {[round(x, 2) for x in now]} |")
+    print(f"speed-up: {med_before / med_now:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
