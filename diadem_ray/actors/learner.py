@@ -254,18 +254,18 @@ class Learner:
             advantages = [list(a) if isinstance(a, (list, tuple)) else [float(a)] * len(r)
                           for a, r in zip(advantages, response_ids)]
         for mb in self._micro_batches(len(prompt_ids)):
-            packed = grpo.pack_sequences(prompt_ids[mb], response_ids[mb], advantages=advantages[mb] if per_token else None)
+            # the engine's sampling log-probs ride along as packed rows (pack_sequences checks their lengths)
+            packed = grpo.pack_sequences(prompt_ids[mb], response_ids[mb],
+                                         old_logprobs=rollout_logprobs[mb] if rollout_logprobs is not None else None,
+                                         advantages=advantages[mb] if per_token else None)
             mb_media = media[mb] if media is not None else None
             lp, ent = self._forward(self.engine, packed, need_entropy=entropy_coef != 0.0, media=mb_media)
             mask = packed["response_mask"].to(self.device)
             old = lp.detach()
             if rollout_logprobs is not None:  # engine vs learner log-probs of the sampled tokens
-                for i, (row, m_row, r) in enumerate(zip(old.float(), mask.bool(), rollout_logprobs[mb]), start=mb.start):
-                    mine = row[m_row]
-                    if len(r) != len(mine):
-                        raise ValueError(f"sequence {i}: {len(r)} rollout log-probs for {len(mine)} response tokens")
-                    diff_sum += float((mine.cpu() - torch.tensor(list(r), dtype=torch.float32)).abs().sum())
-                    diff_n += len(r)
+                sampled = packed["old_logprobs"].to(self.device)
+                diff_sum += float(((old.float() - sampled).abs() * mask).sum())
+                diff_n += int(mask.sum())
             ref = self._reference_logprobs(packed, mb_media) if kl_coef != 0.0 else None
             if per_token:
                 adv = packed["advantages"].to(self.device, lp.dtype)
