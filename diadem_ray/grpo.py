@@ -359,8 +359,11 @@ def pack_sequences(
     old_logprobs: "Optional[list] | tuple" = None,
     advantages: "Optional[list] | tuple" = None,
     pad_id: int = 0,
+    first_index: int = 0,
 ) -> Dict[str, Tensor]:
     """Right-pad (prompt + response) sequences for one forward pass.
+
+    ``first_index`` numbers the sequences in error messages (a micro-batch's offset in its batch).
 
     Position ``t`` of every ``[B, L-1]`` output refers to predicting token ``t + 1`` from tokens
     ``0 … t``, so ``token_logprobs(logits[:, :-1], input_ids[:, 1:])`` lines up with them.
@@ -391,7 +394,8 @@ def pack_sequences(
         for name, (rows, out_rows) in per_token.items():
             row = list(rows[i])
             if len(row) != len(r):
-                raise ValueError(f"sequence {i}: {len(row)} {name.replace('_', ' ')} for {len(r)} response tokens")
+                raise ValueError(f"sequence {first_index + i}: {len(row)} {name.replace('_', ' ')} "
+                                 f"for {len(r)} response tokens")
             out_rows[i, len(p) - 1:n - 1] = torch.tensor(row, dtype=out_rows.dtype)
     out = {"input_ids": input_ids, "attention_mask": attention, "targets": input_ids[:, 1:], "response_mask": response_mask}
     out.update({name: out_rows for name, (_, out_rows) in per_token.items()})

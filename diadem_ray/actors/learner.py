@@ -257,7 +257,7 @@ class Learner:
             # the engine's sampling log-probs ride along as packed rows (pack_sequences checks their lengths)
             packed = grpo.pack_sequences(prompt_ids[mb], response_ids[mb],
                                          old_logprobs=rollout_logprobs[mb] if rollout_logprobs is not None else None,
-                                         advantages=advantages[mb] if per_token else None)
+                                         advantages=advantages[mb] if per_token else None, first_index=mb.start)
             mb_media = media[mb] if media is not None else None
             lp, ent = self._forward(self.engine, packed, need_entropy=entropy_coef != 0.0, media=mb_media)
             mask = packed["response_mask"].to(self.device)

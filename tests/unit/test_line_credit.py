@@ -107,6 +107,8 @@ def test_per_token_advantages_pack_like_log_probs_and_drive_the_loss():
     assert grad[mask.bool()].tolist() == pytest.approx([-0.1, -0.1, -0.2, 0.2, 0.0])
     with pytest.raises(ValueError, match="advantages"):
         grpo.pack_sequences(prompts, responses, advantages=[[0.5], [1.0, 1.0, 1.0]])
+    with pytest.raises(ValueError, match="sequence 9: 1 old logprobs for 3"):  # numbered within the whole batch
+        grpo.pack_sequences(prompts, responses, old_logprobs=[[0.0] * 2, [0.0]], first_index=8)
 
 
 class _CharTokens:
