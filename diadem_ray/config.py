@@ -88,8 +88,8 @@ class RolloutConfig:
     num_replicas: int = 1
     samples_per_prompt: int = 4
     max_new_tokens: int = 256
-    temperature: float = 1.0
-    top_p: float = 1.0
+    temperature: float = 1.0  # profile and GRPO sampling; the learner scores logits / temperature, as the engine reports them
+    top_p: float = 1.0  # < 1 only without GRPO stages (the learner does not score a truncated nucleus)
     num_cpus_per_replica: float = 0.5
     prompts_per_task: int = 16  # prompts sent to a replica in one call (its generation batch)
     cpu_threads: int = 0  # CPU engines: OpenMP threads per replica (0 = Ray's default, one per whole CPU)
@@ -466,6 +466,11 @@ def validate(cfg: Any) -> List[str]:
         _positive(p, key, OmegaConf.select(cfg, key), allow_zero=True)
     if not 0 < cfg.rollout.top_p <= 1:
         p.append(f"rollout.top_p: must be in (0, 1], got {cfg.rollout.top_p!r}")
+    elif cfg.rollout.top_p < 1 and any(s.startswith("grpo") for s in cfg.run.stages):
+        # The learner scores logits / temperature over the whole vocabulary; a nucleus-truncated
+        # sampler is another distribution, so the ratio and the KL would be biased (trl#6789).
+        p.append(f"rollout.top_p: {cfg.rollout.top_p!r} samples GRPO rollouts from a renormalised nucleus that the learner "
+                 "does not score (biased updates); set rollout.top_p: 1.0 and use rollout.temperature to sharpen sampling")
     if cfg.rollout.samples_per_prompt < 2:
         p.append(f"rollout.samples_per_prompt: GRPO needs at least 2 samples per prompt, got {cfg.rollout.samples_per_prompt}")
     if cfg.grpo.dual_clip_c is not None and cfg.grpo.dual_clip_c <= 1:

@@ -186,20 +186,25 @@ class Learner:
             rows.append(torch.nn.functional.pad(out, (0, 0, 0, ids.shape[1] - n)))
         return torch.cat(rows)
 
-    def _forward(self, model, packed: Dict[str, torch.Tensor], need_entropy: bool = False, media: Optional[Sequence[Any]] = None):
+    def _forward(self, model, packed: Dict[str, torch.Tensor], need_entropy: bool = False, media: Optional[Sequence[Any]] = None,
+                 temperature: float = 1.0):
+        """Log-probs ``[B, L-1]`` (and entropies) of the distribution the engine sampled from:
+        ``logits / temperature``, as vLLM's ``processed_logprobs`` (trl#4159: a learner that scores
+        temperature-1 log-probs of temperature-T samples biases the ratio and the KL)."""
         logits = self._logits(model, packed, media)
-        lp = grpo.token_logprobs(logits, packed["targets"].to(self.device))
-        ent = grpo.entropy_from_logits(logits) if need_entropy else None
+        lp = grpo.token_logprobs(logits, packed["targets"].to(self.device), temperature=temperature)
+        ent = grpo.entropy_from_logits(logits / temperature if temperature != 1.0 else logits) if need_entropy else None
         return lp, ent
 
-    def _reference_logprobs(self, packed: Dict[str, torch.Tensor], media: Optional[Sequence[Any]] = None) -> torch.Tensor:
+    def _reference_logprobs(self, packed: Dict[str, torch.Tensor], media: Optional[Sequence[Any]] = None,
+                            temperature: float = 1.0) -> torch.Tensor:
         with torch.no_grad():
             if self.lora is not None:  # the reference is the adapter-disabled policy
                 with self.engine.module.disable_adapter():
-                    return self._forward(self.engine.module, packed, media=media)[0]
+                    return self._forward(self.engine.module, packed, media=media, temperature=temperature)[0]
             if self.reference is None:
                 raise RuntimeError("learner built with need_reference=False cannot compute a KL term")
-            return self._forward(self.reference, packed, media=media)[0]
+            return self._forward(self.reference, packed, media=media, temperature=temperature)[0]
 
     @staticmethod
     def _media(media: Optional[Sequence[Any]], n: int) -> Optional[Sequence[Any]]:
@@ -210,16 +215,20 @@ class Learner:
         return expand_media(media)
 
     def compute_logprobs(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
-                         media: Optional[Sequence[Any]] = None) -> List[List[float]]:
-        """Per-token log-probs of each response under the current policy (no gradient). ``media``:
-        one entry per prompt (the clip's video/audio features) for multimodal families, else None."""
+                         media: Optional[Sequence[Any]] = None, temperature: float = 1.0) -> List[List[float]]:
+        """Per-token log-probs of each response under the current policy at ``temperature`` (the
+        rollouts' sampling temperature; no gradient). ``media``: one entry per prompt (the clip's
+        video/audio features) for multimodal families, else None."""
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0 (log-probs of greedy decoding are not defined), got {temperature!r}")
         media = self._media(media, len(prompt_ids))
         out: List[List[float]] = []
         self.engine.eval()
         with torch.no_grad():
             for mb in self._micro_batches(len(prompt_ids)):
                 packed = grpo.pack_sequences(prompt_ids[mb], response_ids[mb])
-                lp, _ = self._forward(self.engine, packed, media=media[mb] if media is not None else None)
+                lp, _ = self._forward(self.engine, packed, media=media[mb] if media is not None else None,
+                                      temperature=temperature)
                 for row, mask in zip(lp.float().cpu(), packed["response_mask"]):
                     out.append(row[mask.bool()].tolist())
         return out
@@ -231,11 +240,15 @@ class Learner:
                   rollout_logprobs: Optional[Sequence[Sequence[float]]] = None, clip_eps_low: float = 0.2,
                   clip_eps_high: float = 0.28, dual_clip_c: Optional[float] = None, kl_coef: float = 0.0,
                   kl_estimator: str = "k3", entropy_coef: float = 0.0, loss_aggregation: str = "token_mean",
-                  max_response_len: Optional[int] = None, media: Optional[Sequence[Any]] = None) -> Dict[str, float]:
+                  max_response_len: Optional[int] = None, media: Optional[Sequence[Any]] = None,
+                  temperature: float = 1.0) -> Dict[str, float]:
         """One optimizer step on this rank's shard. ``advantages``: one float per sequence, or per
         sequence a list of one float per response token (per-line credit); ``num_tokens`` /
         ``num_sequences``: the whole step's response-token and sequence counts over all ranks;
-        ``media`` as in :meth:`compute_logprobs`."""
+        ``media`` as in :meth:`compute_logprobs`; ``temperature``: the rollouts' sampling
+        temperature, applied to the policy's and the reference's logits alike."""
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0 (the rollouts' sampling temperature), got {temperature!r}")
         start = time.perf_counter()
         media = self._media(media, len(prompt_ids))
         if rollout_logprobs is not None and len(rollout_logprobs) != len(response_ids):
@@ -259,14 +272,15 @@ class Learner:
                                          old_logprobs=rollout_logprobs[mb] if rollout_logprobs is not None else None,
                                          advantages=advantages[mb] if per_token else None, first_index=mb.start)
             mb_media = media[mb] if media is not None else None
-            lp, ent = self._forward(self.engine, packed, need_entropy=entropy_coef != 0.0, media=mb_media)
+            lp, ent = self._forward(self.engine, packed, need_entropy=entropy_coef != 0.0, media=mb_media,
+                                    temperature=temperature)
             mask = packed["response_mask"].to(self.device)
             old = lp.detach()
             if rollout_logprobs is not None:  # engine vs learner log-probs of the sampled tokens
                 sampled = packed["old_logprobs"].to(self.device)
                 diff_sum += float(((old.float() - sampled).abs() * mask).sum())
                 diff_n += int(mask.sum())
-            ref = self._reference_logprobs(packed, mb_media) if kl_coef != 0.0 else None
+            ref = self._reference_logprobs(packed, mb_media, temperature) if kl_coef != 0.0 else None
             if per_token:
                 adv = packed["advantages"].to(self.device, lp.dtype)
             else:

@@ -80,7 +80,10 @@ class RolloutWorker:
 
             kwargs: Dict[str, Any] = dict(model=self.model_path, dtype=self.dtype, max_model_len=self.max_model_len,
                                           max_num_seqs=self.max_num_seqs, seed=self.seed,
-                                          skip_tokenizer_init=not _has_tokenizer(self.model_path))
+                                          skip_tokenizer_init=not _has_tokenizer(self.model_path),
+                                          # sampled tokens' log-probs after temperature, which is what the
+                                          # learner scores (its default, raw_logprobs, ignores temperature)
+                                          logprobs_mode="processed_logprobs")
             if torch.cuda.is_available():
                 kwargs["gpu_memory_utilization"] = self.gpu_memory_utilization
                 if self.weight_transfer == "nccl":

@@ -104,8 +104,9 @@ class LearnerGroup:
         return _merge(metrics)
 
     def compute_logprobs(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
-                         media: Optional[Sequence[Any]] = None) -> List[List[float]]:
-        refs = [a.compute_logprobs.remote(list(prompt_ids[s]), list(response_ids[s]), _part(media, s))
+                         media: Optional[Sequence[Any]] = None, temperature: float = 1.0) -> List[List[float]]:
+        """Per-token log-probs of each response at the sampling ``temperature``, gathered in order."""
+        refs = [a.compute_logprobs.remote(list(prompt_ids[s]), list(response_ids[s]), _part(media, s), temperature)
                 for a, s in zip(self.actors, self._shards(len(prompt_ids)))]
         return [row for part in self._get(refs, self.step) for row in part]
 

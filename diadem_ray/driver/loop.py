@@ -254,7 +254,8 @@ class Driver(Startup, Evaluation):
             lm = self.learners.grpo_step(prompt_ids, responses, advantages, rollout_logprobs=rollout_lps,
                                          clip_eps_low=g.clip_eps_low, clip_eps_high=g.clip_eps_high, dual_clip_c=g.dual_clip_c,
                                          kl_coef=g.kl_coef, kl_estimator=g.kl_estimator, entropy_coef=g.entropy_coef,
-                                         loss_aggregation=g.loss_aggregation, media=_media(seq_prompts))
+                                         loss_aggregation=g.loss_aggregation, media=_media(seq_prompts),
+                                         temperature=self.cfg.rollout.temperature)
             te = time.perf_counter()
             sm = self._push_weights()
             m.update(lm)

@@ -52,6 +52,22 @@ def test_rollouts_then_sync_match_learner_logprobs(stack):
     assert {r.policy_version for r in again} == {1}
 
 
+def test_tempered_rollout_logprobs_match_the_learner_at_that_temperature(stack):
+    # The engine reports log-probs of the distribution it sampled from (logits / T); the learner
+    # must score the same, or the ratio and the KL are biased (trl#4159).
+    learners, rollouts = stack
+    out, _ = rollouts.generate(PROMPTS, samples_per_prompt=2, max_new_tokens=10, temperature=0.6, seed=5)
+    p = [list(r.prompt_token_ids) for r in out]
+    resp = [list(r.token_ids) for r in out]
+    engine = [list(r.logprobs) for r in out]
+    assert _max_abs_diff(learners.compute_logprobs(p, resp, temperature=0.6), engine) < 1e-4
+    assert _max_abs_diff(learners.compute_logprobs(p, resp), engine) > 1e-2  # temperature 1 is another distribution
+    step = learners.grpo_step(p, resp, [0.0] * len(out), rollout_logprobs=engine, temperature=0.6)
+    assert step["learner/rollout_logprob_abs_diff"] < 1e-4
+    with pytest.raises(Exception, match="temperature must be > 0"):
+        learners.compute_logprobs(p[:2], resp[:2], temperature=0.0)
+
+
 def test_version_mismatch_and_sync_timeout_fail_loudly(stack):
     import ray
 

@@ -70,6 +70,16 @@ def test_grpo_knobs_that_would_do_nothing_or_harm_are_refused():
     assert load_config(None, ["grpo.line_credit_weight=0.5"]).grpo.line_credit_weight == 0.5
 
 
+def test_nucleus_sampling_is_refused_for_grpo_rollouts_only():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["rollout.top_p=0.9"])
+    assert [p for p in err.value.problems if p.startswith("rollout.top_p")] == [
+        "rollout.top_p: 0.9 samples GRPO rollouts from a renormalised nucleus that the learner does not score "
+        "(biased updates); set rollout.top_p: 1.0 and use rollout.temperature to sharpen sampling"]
+    assert load_config(None, ["rollout.top_p=0.9", "run.stages=[sft,profile,eval]"]).rollout.top_p == 0.9
+    assert load_config(None, ["rollout.temperature=0.7"]).rollout.temperature == 0.7
+
+
 def test_unknown_key_in_yaml_names_file(tmp_path):
     (tmp_path / "x.yaml").write_text("learner:\n  zero_stag: 3\nrolout: {}\n")
     with pytest.raises(ConfigError) as err:
