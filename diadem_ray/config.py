@@ -89,7 +89,7 @@ class RolloutConfig:
     samples_per_prompt: int = 4
     max_new_tokens: int = 256
     temperature: float = 1.0  # profile and GRPO sampling; the learner scores logits / temperature, as the engine reports them
-    top_p: float = 1.0  # < 1 only without GRPO stages (the learner does not score a truncated nucleus)
+    top_p: float = 1.0  # profile and GRPO sampling; < 1 only without GRPO stages (the learner does not score a truncated nucleus)
     num_cpus_per_replica: float = 0.5
     prompts_per_task: int = 16  # prompts sent to a replica in one call (its generation batch)
     cpu_threads: int = 0  # CPU engines: OpenMP threads per replica (0 = Ray's default, one per whole CPU)

@@ -176,7 +176,7 @@ class Driver(Startup, Evaluation):
         t0 = time.perf_counter()
         rollouts = self._generate([c.clip_id for c in train], "profile", samples_per_prompt=p.samples_per_prompt,
                                   max_new_tokens=self.cfg.rollout.max_new_tokens, temperature=self.cfg.rollout.temperature,
-                                  seed=self.cfg.run.seed)
+                                  top_p=self.cfg.rollout.top_p, seed=self.cfg.run.seed)  # GRPO's sampling
         by_id = {c.clip_id: c for c in train}
         scored, _ = self._pool(p.reward).score([(r, by_id[r.prompt_id.split("#")[0]].dialogue) for r in rollouts], step=0)
         rewards: Dict[str, List[float]] = {c.clip_id: [] for c in train}
