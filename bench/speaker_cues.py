@@ -5,10 +5,13 @@ On synthetic clips the front-end's evidence decides each on-screen speaker's des
 person's hair token (``short`` → "the man", ``long`` → "the woman", ``grey-short`` → "the old
 man", ``grey-long`` → "the old woman"); a speaker with no moving mouth is off screen. For each
 reference line this counts whether the caption has a line with the same words (lower-cased,
-punctuation dropped) and exactly the same speaker, each caption line used once.
+punctuation dropped) and exactly the same speaker, each caption line used once. With
+``--confusion`` it prints, per cue, what the captions wrote instead: the descriptor of the caption
+line with the same words (its shirt colour stripped, "[other colour]" when that differs), or
+"<words missing>".
 
     .venv/bin/python bench/speaker_cues.py runs/bench-tiny-av-sft48/eval/sft/predictions.jsonl [...]
-        [--data-root runs/bench_data]
+        [--data-root runs/bench_data] [--confusion]
 
 Inputs: ``<data-root>/eval/annotations.jsonl`` (``video_id``, ``gt_dialogues`` as
 "speaker: words"), the cached front-end text ``<data-root>/features/<video_id>.<hash>.txt`` whose
@@ -24,8 +27,9 @@ import argparse
 import json
 import re
 import sys
+from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 CUES = ("long", "short", "grey-short", "grey-long", "off")
 
@@ -45,28 +49,39 @@ def hair_by_colour(features_dir: Path) -> Dict[str, Dict[str, str]]:
     return out
 
 
+def _caption_lines(caption: str) -> List[Tuple[str, List[str]]]:
+    """``[(speaker, words)]`` of a caption's "speaker: words" lines."""
+    lines = []
+    for line in caption.split("\n"):
+        if ":" in line:
+            speaker, words = line.split(":", 1)
+            lines.append((speaker.strip(), _words(words)))
+    return lines
+
+
+def _reference(ref: str, hair: Dict[str, str]) -> Tuple[str, List[str], Optional[str], Optional[str]]:
+    """``(speaker, words, cue, shirt colour)`` of one reference line; cue None when unknown."""
+    speaker, words = ref.split(":", 1)
+    speaker = speaker.strip()
+    if "off screen" in speaker:
+        return speaker, _words(words), "off", None
+    m = re.search(r" in (\w+)$", speaker)
+    cue = hair.get(m.group(1)) if m else None
+    return speaker, _words(words), (cue if cue in CUES else None), (m.group(1) if m else None)
+
+
 def cue_hits(annotations: Dict[str, List[str]], predictions: Dict[str, str],
              hair: Dict[str, Dict[str, str]]) -> Tuple[Dict[str, int], Dict[str, int]]:
     """(hits, totals) per cue over every reference line whose cue is known."""
     hits = {c: 0 for c in CUES}
     totals = {c: 0 for c in CUES}
     for video_id, dialogue in annotations.items():
-        lines = []
-        for line in predictions.get(video_id, "").split("\n"):
-            if ":" in line:
-                speaker, words = line.split(":", 1)
-                lines.append((speaker.strip(), _words(words)))
+        lines = _caption_lines(predictions.get(video_id, ""))
         used = set()
         for ref in dialogue:
-            speaker, words = ref.split(":", 1)
-            speaker, words = speaker.strip(), _words(words)
-            if "off screen" in speaker:
-                cue = "off"
-            else:
-                m = re.search(r" in (\w+)$", speaker)
-                cue = hair.get(video_id, {}).get(m.group(1)) if m else None
-                if cue not in CUES:
-                    continue
+            speaker, words, cue, _ = _reference(ref, hair.get(video_id, {}))
+            if cue is None:
+                continue
             totals[cue] += 1
             j = next((i for i, (s, w) in enumerate(lines) if i not in used and s == speaker and w == words), None)
             if j is not None:
@@ -75,11 +90,44 @@ def cue_hits(annotations: Dict[str, List[str]], predictions: Dict[str, str],
     return hits, totals
 
 
+def cue_confusion(annotations: Dict[str, List[str]], predictions: Dict[str, str],
+                  hair: Dict[str, Dict[str, str]]) -> Dict[str, Counter]:
+    """Per cue, a count of the descriptors written for its reference lines.
+
+    Each reference line takes the first unused caption line with the same words, whatever its
+    speaker; the descriptor is that line's speaker without " in <colour>", suffixed " [other
+    colour]" when the colour differs from the reference's, or "<words missing>" when no caption
+    line has the words.
+    """
+    out: Dict[str, Counter] = {c: Counter() for c in CUES}
+    for video_id, dialogue in annotations.items():
+        lines = _caption_lines(predictions.get(video_id, ""))
+        used = set()
+        for ref in dialogue:
+            _, words, cue, colour = _reference(ref, hair.get(video_id, {}))
+            if cue is None:
+                continue
+            j = next((i for i, (_, w) in enumerate(lines) if i not in used and w == words), None)
+            if j is None:
+                out[cue]["<words missing>"] += 1
+                continue
+            used.add(j)
+            written = lines[j][0]
+            m = re.search(r" in (\w+)$", written)
+            descriptor = written[:m.start()] if m else written
+            if colour is not None and (m is None or m.group(1) != colour):
+                descriptor += " [other colour]"
+            out[cue][descriptor] += 1
+    return out
+
+
 def main(argv: List[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("predictions", nargs="+", type=Path, help="predictions.jsonl files (video_id, pred)")
     ap.add_argument("--data-root", type=Path, default=Path("runs/bench_data"),
                     help="the run's data.root (holds eval/annotations.jsonl and features/)")
+    ap.add_argument("--confusion", action="store_true",
+                    help="also print, per cue, the descriptors the captions wrote for its lines")
     args = ap.parse_args(argv)
     ann_path, feat_dir = args.data_root / "eval" / "annotations.jsonl", args.data_root / "features"
     for path in [ann_path, feat_dir, *args.predictions]:
@@ -99,6 +147,9 @@ def main(argv: List[str]) -> int:
                 preds[row["video_id"]] = row["pred"]
         hits, totals = cue_hits(annotations, preds, hair)
         print(f"{path}  " + " | ".join(f"{c} {hits[c]}/{totals[c]}" for c in CUES))
+        if args.confusion:
+            for cue, written in cue_confusion(annotations, preds, hair).items():
+                print(f"  {cue:>10}: " + ", ".join(f"{d} {n}" for d, n in written.most_common()))
     return 0
 
 
