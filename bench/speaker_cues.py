@@ -29,7 +29,7 @@ import re
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 CUES = ("long", "short", "grey-short", "grey-long", "off")
 
@@ -70,23 +70,33 @@ def _reference(ref: str, hair: Dict[str, str]) -> Tuple[str, List[str], Optional
     return speaker, _words(words), (cue if cue in CUES else None), (m.group(1) if m else None)
 
 
+def _matches(annotations: Dict[str, List[str]], predictions: Dict[str, str], hair: Dict[str, Dict[str, str]], *,
+             same_speaker: bool) -> Iterator[Tuple[str, Optional[str], Optional[str]]]:
+    """``(cue, reference colour, matched caption speaker or None)`` for every reference line whose
+    cue is known. A reference line takes the first unused caption line with the same words (and,
+    with ``same_speaker``, exactly the same speaker); each caption line answers one reference line."""
+    for video_id, dialogue in annotations.items():
+        lines = _caption_lines(predictions.get(video_id, ""))
+        used = set()
+        for ref in dialogue:
+            speaker, words, cue, colour = _reference(ref, hair.get(video_id, {}))
+            if cue is None:
+                continue
+            j = next((i for i, (s, w) in enumerate(lines)
+                      if i not in used and w == words and (s == speaker or not same_speaker)), None)
+            if j is not None:
+                used.add(j)
+            yield cue, colour, (lines[j][0] if j is not None else None)
+
+
 def cue_hits(annotations: Dict[str, List[str]], predictions: Dict[str, str],
              hair: Dict[str, Dict[str, str]]) -> Tuple[Dict[str, int], Dict[str, int]]:
     """(hits, totals) per cue over every reference line whose cue is known."""
     hits = {c: 0 for c in CUES}
     totals = {c: 0 for c in CUES}
-    for video_id, dialogue in annotations.items():
-        lines = _caption_lines(predictions.get(video_id, ""))
-        used = set()
-        for ref in dialogue:
-            speaker, words, cue, _ = _reference(ref, hair.get(video_id, {}))
-            if cue is None:
-                continue
-            totals[cue] += 1
-            j = next((i for i, (s, w) in enumerate(lines) if i not in used and s == speaker and w == words), None)
-            if j is not None:
-                used.add(j)
-                hits[cue] += 1
+    for cue, _, written in _matches(annotations, predictions, hair, same_speaker=True):
+        totals[cue] += 1
+        hits[cue] += written is not None
     return hits, totals
 
 
@@ -100,24 +110,15 @@ def cue_confusion(annotations: Dict[str, List[str]], predictions: Dict[str, str]
     line has the words.
     """
     out: Dict[str, Counter] = {c: Counter() for c in CUES}
-    for video_id, dialogue in annotations.items():
-        lines = _caption_lines(predictions.get(video_id, ""))
-        used = set()
-        for ref in dialogue:
-            _, words, cue, colour = _reference(ref, hair.get(video_id, {}))
-            if cue is None:
-                continue
-            j = next((i for i, (_, w) in enumerate(lines) if i not in used and w == words), None)
-            if j is None:
-                out[cue]["<words missing>"] += 1
-                continue
-            used.add(j)
-            written = lines[j][0]
-            m = re.search(r" in (\w+)$", written)
-            descriptor = written[:m.start()] if m else written
-            if colour is not None and (m is None or m.group(1) != colour):
-                descriptor += " [other colour]"
-            out[cue][descriptor] += 1
+    for cue, colour, written in _matches(annotations, predictions, hair, same_speaker=False):
+        if written is None:
+            out[cue]["<words missing>"] += 1
+            continue
+        m = re.search(r" in (\w+)$", written)
+        descriptor = written[:m.start()] if m else written
+        if colour is not None and (m is None or m.group(1) != colour):
+            descriptor += " [other colour]"
+        out[cue][descriptor] += 1
     return out
 
 
