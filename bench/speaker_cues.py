@@ -59,15 +59,21 @@ def _caption_lines(caption: str) -> List[Tuple[str, List[str]]]:
     return lines
 
 
+def _split_colour(speaker: str) -> Tuple[str, Optional[str]]:
+    """``"the woman in red"`` → ``("the woman", "red")``; ``(speaker, None)`` without " in <colour>"."""
+    m = re.search(r" in (\w+)$", speaker)
+    return (speaker[:m.start()], m.group(1)) if m else (speaker, None)
+
+
 def _reference(ref: str, hair: Dict[str, str]) -> Tuple[str, List[str], Optional[str], Optional[str]]:
     """``(speaker, words, cue, shirt colour)`` of one reference line; cue None when unknown."""
     speaker, words = ref.split(":", 1)
     speaker = speaker.strip()
     if "off screen" in speaker:
         return speaker, _words(words), "off", None
-    m = re.search(r" in (\w+)$", speaker)
-    cue = hair.get(m.group(1)) if m else None
-    return speaker, _words(words), (cue if cue in CUES else None), (m.group(1) if m else None)
+    colour = _split_colour(speaker)[1]
+    cue = hair.get(colour) if colour else None
+    return speaker, _words(words), (cue if cue in CUES else None), colour
 
 
 def _matches(annotations: Dict[str, List[str]], predictions: Dict[str, str], hair: Dict[str, Dict[str, str]], *,
@@ -114,9 +120,8 @@ def cue_confusion(annotations: Dict[str, List[str]], predictions: Dict[str, str]
         if written is None:
             out[cue]["<words missing>"] += 1
             continue
-        m = re.search(r" in (\w+)$", written)
-        descriptor = written[:m.start()] if m else written
-        if colour is not None and (m is None or m.group(1) != colour):
+        descriptor, written_colour = _split_colour(written)
+        if colour is not None and written_colour != colour:
             descriptor += " [other colour]"
         out[cue][descriptor] += 1
     return out
