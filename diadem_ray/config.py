@@ -148,6 +148,8 @@ class GRPOConfig:
     clip_eps_low: float = 0.2
     clip_eps_high: float = 0.28
     dual_clip_c: Optional[float] = None  # > 1 enables dual-clip
+    # > 0: a KL term in the loss against the policy GRPO starts from (after this run's SFT, the
+    # reference is re-anchored there once and kept as checkpoints/kl_reference.safetensors)
     kl_coef: float = 0.0
     kl_estimator: str = "k3"  # k1 | k2 | k3
     kl_in_reward: bool = False  # not supported yet: validate() rejects true (KL goes in the loss)
@@ -490,6 +492,12 @@ def validate(cfg: Any) -> List[str]:
     lora = cfg.learner.lora
     if lora.enabled and (lora.rank < 1 or not lora.target_modules):
         p.append("learner.lora: enabled needs rank >= 1 and at least one target module")
+    if (lora.enabled and cfg.learner.zero_stage == 3 and cfg.grpo.kl_coef > 0 and "sft" in cfg.run.stages
+            and any(s.startswith("grpo") for s in cfg.run.stages)):
+        # the KL reference moves to the SFT'd adapter when GRPO begins; the adapter swap needs whole parameters
+        p.append("grpo.kl_coef: a KL term after SFT in the same run anchors the reference at the SFT adapter, which LoRA "
+                 "under ZeRO-3 cannot do; use learner.zero_stage <= 2, grpo.kl_coef=0, or run SFT as its own job "
+                 "and start GRPO from its exported policy (model.path)")
     for name in ("sft", "grpo_stage1", "grpo_stage2"):
         stage = cfg.stages[name]
         _positive(p, f"stages.{name}.steps", stage.steps, allow_zero=True)

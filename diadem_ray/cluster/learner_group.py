@@ -138,6 +138,17 @@ class LearnerGroup:
         ``TimeoutError`` after ``timeout`` s)."""
         return self._all(method, *args, timeout=timeout)
 
+    def anchor_reference(self, path: str) -> str:
+        """The KL reference becomes the policy as it is now (every rank), written to ``path`` for
+        a resumed run (rank 0); returns ``path``."""
+        self._all("anchor_reference")
+        self._all("save_reference", path)
+        return path
+
+    def load_reference(self, path: str) -> None:
+        """Every rank restores the reference :meth:`anchor_reference` wrote (resume)."""
+        self._all("load_reference", path)
+
     def save_policy(self, directory: str, meta: Mapping[str, Any]) -> str:
         """A servable policy directory (see :mod:`diadem_ray.models.policy`); returns its path."""
         return self._all("save_policy", directory, dict(meta))[0]

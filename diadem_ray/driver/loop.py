@@ -236,6 +236,7 @@ class Driver(Startup, Evaluation):
                              f"(present: {sorted(present)}); run the profile stage or change stages.{stage}.buckets")
         streams = {b: self._stream(f"{stage}:{b}", self.train_root, [b]) for b in weights}
         pool = self._pool(s.reward, grpo=True)
+        self._anchor_reference(stage)
         _say(f"{stage}: {s.steps} steps x {s.prompts_per_step} clips x {r.samples_per_prompt} samples, buckets {weights}, reward {s.reward!r}")
         for step in range(self.state.stage_step, s.steps):
             t0 = time.perf_counter()
@@ -328,6 +329,19 @@ class Driver(Startup, Evaluation):
                 m.update({f"reward_pool/{k}": v for k, v in stats.as_metrics().items()})
             round_ += 1
         return kept, flat, zero_var, round_ - 1, t_roll, t_rew
+
+    def _anchor_reference(self, stage: str) -> None:
+        """With a KL term, its reference is the policy GRPO starts from. When this run trained the
+        policy before GRPO (its SFT stage, or a checkpoint it resumed), the learners loaded the
+        untrained backbone as the reference: anchor it at the current policy once, at the first
+        GRPO step, and keep it in the checkpoint folder for a resumed run (both GRPO stages share it)."""
+        if self.cfg.grpo.kl_coef == 0.0 or self.state.reference or self.state.global_step == 0:
+            return
+        name = "kl_reference.safetensors"
+        self.learners.anchor_reference(str(self.ckpt_dir / name))
+        self.state.reference = name
+        _say(f"{stage}: KL reference anchored at the current policy (global step {self.state.global_step}), "
+             f"saved as {self.ckpt_dir / name}")
 
     def _push_weights(self) -> Dict[str, float]:
         """Weights to the engines. Colocated layout: wake the engines' weights, sync, then give

@@ -108,6 +108,8 @@ class Startup:
         if self.resume:
             meta = self.learners.load_checkpoint(str(self.ckpt_dir))
             self.state = DriverState(**meta["driver"])
+            if self.state.reference and cfg.grpo.kl_coef != 0.0:
+                self.learners.load_reference(str(self.ckpt_dir / self.state.reference))
             # Fresh engines hold the base weights as version 0; restored weights are never that (a
             # checkpoint taken during SFT has learner weights ahead of the engines' version 0).
             self.rollouts.version = max(1, self.state.policy_version) - 1

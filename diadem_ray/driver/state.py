@@ -21,6 +21,9 @@ class DriverState:
     policy_version: int = 0
     mlflow_run_id: str = ""
     evals: Dict[str, Dict[str, float]] = field(default_factory=dict)  # label -> {ref_f1, asr_f1}
+    # the KL reference anchored when GRPO began (a file in the checkpoint folder); "" = the model
+    # the learners loaded, which is the policy GRPO starts from when nothing was trained before it
+    reference: str = ""
 
 
 def say(msg: str) -> None:

@@ -33,7 +33,8 @@ def test_train_runs_every_stage_with_qwen_media(ray_local, repo_root, thinker, t
                "stages.profile.quantiles=true", "stages.grpo_stage1.steps=1", "stages.grpo_stage1.prompts_per_step=2",
                "stages.grpo_stage2.steps=1", "stages.grpo_stage2.prompts_per_step=2", "stages.eval.max_new_tokens=6",
                "checkpoint.every_steps=2",
-               "grpo.line_credit_weight=0.5"])  # the per-line credit path through the reward pool (its maths: unit tests)
+               "grpo.line_credit_weight=0.5",  # the per-line credit path through the reward pool (its maths: unit tests)
+               "grpo.kl_coef=0.05"])  # the KL reference moves to the SFT policy when GRPO begins
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "4 clips ready (4 decoded" in out
@@ -62,6 +63,16 @@ def test_train_runs_every_stage_with_qwen_media(ray_local, repo_root, thinker, t
     assert np.isfinite([m.value for m in client.get_metric_history(run_id, "learner/sft_loss")]).all()
     unmapped = [m.value for m in client.get_metric_history(run_id, "grpo/line_credit_unmapped")]
     assert unmapped == [0.0, 0.0]  # every rollout's tokens decode to the text that was scored
+
+    # The KL reference is the policy after SFT, not the thinker the learner loaded: the first GRPO
+    # step measures 0 against it; a resumed run finds it in the checkpoint folder.
+    assert "KL reference anchored at the current policy (global step 2)" in out
+    kl = [m.value for m in sorted(client.get_metric_history(run_id, "learner/kl"), key=lambda m: m.step)]
+    assert len(kl) == 2 and kl[0] == pytest.approx(0.0, abs=1e-7), kl
+    ckpt = run / "checkpoints"
+    assert (ckpt / "kl_reference.safetensors").is_file()
+    last = json.loads((ckpt / (ckpt / "latest").read_text() / "meta.json").read_text())
+    assert last["driver"]["reference"] == "kl_reference.safetensors"
 
     # The exported policy is the thinker, with the thinker's own config.
     meta = json.loads((run / "policy" / "diadem_policy.json").read_text())

@@ -143,3 +143,48 @@ def test_checkpoint_resume_is_exact_and_dead_rank_is_named(ray_local, tiny_model
             assert torch.equal(got[k], want[k]), k
     finally:
         g2.shutdown()
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_kl_reference_anchors_at_the_trained_policy_and_survives_resume(ray_local, tiny_model, tmp_path, lora):
+    """A run that trains (SFT) before GRPO must measure KL against the policy GRPO starts from, not
+    the backbone it loaded: after anchoring, the KL of an unchanged policy is 0; a resumed group
+    that restores the saved reference measures what the original measured, one without it does not."""
+    p, r, a = batch(seed=3)
+    kw = dict(need_reference=True, lr=1e-2)
+    if lora:
+        kw["lora"] = {"enabled": True, "rank": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+
+    def kl(g):  # the step's KL with lr 0, so the policy does not move
+        g.set_lr(0.0)
+        out = g.grpo_step(p, r, a, kl_coef=0.1)["learner/kl"]
+        g.set_lr(1e-2)
+        return out
+
+    ref_file = str(tmp_path / "kl_reference.safetensors")
+    g = group(tiny_model, **kw)
+    try:
+        for _ in range(3):
+            g.sft_step(p, r)
+        assert kl(g) > 1e-4  # the reference is still the loaded backbone
+        g.anchor_reference(ref_file)
+        assert kl(g) == pytest.approx(0.0, abs=1e-7)
+        for _ in range(2):
+            g.sft_step(p, r)
+        want = kl(g)
+        assert want > 1e-5
+        g.save_checkpoint(str(tmp_path / "ckpt"), {"stage": "grpo_stage1"})
+    finally:
+        g.shutdown()
+    g2 = group(tiny_model, **kw)
+    try:
+        g2.load_checkpoint(str(tmp_path / "ckpt"))
+        unanchored = kl(g2)
+        g2.load_checkpoint(str(tmp_path / "ckpt"))
+        g2.load_reference(ref_file)
+        assert kl(g2) == pytest.approx(want, rel=1e-4, abs=1e-9)
+        assert unanchored != pytest.approx(want, rel=1e-2)  # without it, the reference is the backbone again
+        with pytest.raises(Exception, match="KL reference .*missing"):
+            g2.load_reference(str(tmp_path / "nope.safetensors"))
+    finally:
+        g2.shutdown()

@@ -80,6 +80,18 @@ def test_nucleus_sampling_is_refused_for_grpo_rollouts_only():
     assert load_config(None, ["rollout.temperature=0.7"]).rollout.temperature == 0.7
 
 
+def test_kl_after_sft_with_lora_under_zero3_is_refused_before_anything_runs():
+    lora_kl = ["learner.lora.enabled=true", "learner.zero_stage=3", "grpo.kl_coef=0.01"]
+    with pytest.raises(ConfigError) as err:
+        load_config(None, lora_kl)
+    assert [p for p in err.value.problems if p.startswith("grpo.kl_coef")] == [
+        "grpo.kl_coef: a KL term after SFT in the same run anchors the reference at the SFT adapter, which LoRA under "
+        "ZeRO-3 cannot do; use learner.zero_stage <= 2, grpo.kl_coef=0, or run SFT as its own job and start GRPO from "
+        "its exported policy (model.path)"]
+    assert load_config(None, lora_kl + ["run.stages=[profile,grpo_stage1,eval]"]).grpo.kl_coef == 0.01
+    assert load_config(None, lora_kl[:1] + lora_kl[2:]).learner.zero_stage == 2
+
+
 def test_unknown_key_in_yaml_names_file(tmp_path):
     (tmp_path / "x.yaml").write_text("learner:\n  zero_stag: 3\nrolout: {}\n")
     with pytest.raises(ConfigError) as err:
