@@ -145,13 +145,14 @@ def test_checkpoint_resume_is_exact_and_dead_rank_is_named(ray_local, tiny_model
         g2.shutdown()
 
 
-@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
-def test_kl_reference_anchors_at_the_trained_policy_and_survives_resume(ray_local, tiny_model, tmp_path, lora):
+@pytest.mark.parametrize("lora,stage", [(False, 3), (True, 2)], ids=["full-zero3", "lora-zero2"])
+def test_kl_reference_anchors_at_the_trained_policy_and_survives_resume(ray_local, tiny_model, tmp_path, lora, stage):
     """A run that trains (SFT) before GRPO must measure KL against the policy GRPO starts from, not
     the backbone it loaded: after anchoring, the KL of an unchanged policy is 0; a resumed group
-    that restores the saved reference measures what the original measured, one without it does not."""
+    that restores the saved reference measures what the original measured, one without it does not.
+    Full fine-tuning under ZeRO-3 gathers each partitioned parameter into the reference."""
     p, r, a = batch(seed=3)
-    kw = dict(need_reference=True, lr=1e-2)
+    kw = dict(need_reference=True, lr=1e-2, zero_stage=stage)
     if lora:
         kw["lora"] = {"enabled": True, "rank": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
 
