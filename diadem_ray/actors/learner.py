@@ -28,8 +28,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from diadem_ray import grpo
+from diadem_ray.actors.learner_reference import ReferenceMixin
+from diadem_ray.actors.learner_weights import WeightsMixin
 
-PEFT_PREFIX = "base_model.model."
 
 
 def free_port() -> int:
@@ -64,7 +65,7 @@ def _lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
     return factor
 
 
-class Learner:
+class Learner(WeightsMixin, ReferenceMixin):
     """One DeepSpeed rank. Construct, then :meth:`setup` on every rank with the same address."""
 
     def __init__(self, *, rank: int, world_size: int, model_path: str, zero_stage: int = 2,
@@ -347,223 +348,6 @@ class Learner:
         norm = self.engine.get_global_grad_norm()
         return float(norm) if norm is not None else float("nan")
 
-    # ---- weights -----------------------------------------------------------------------------
-
-    def _export_plan(self) -> List[Tuple[str, Any]]:
-        """(engine name, parameter) in export order: LoRA adapters skipped (they are merged into
-        the base weights during an export), PEFT prefixes stripped, and a tied ``lm_head.weight``
-        added explicitly (engines that repack lm_head need it; FEASIBILITY.md)."""
-        module = self.engine.module
-        plan: List[Tuple[str, Any]] = []
-        for name, param in module.named_parameters():
-            if "lora_" in name:
-                continue
-            key = name[len(PEFT_PREFIX):] if name.startswith(PEFT_PREFIX) else name
-            plan.append((key.replace(".base_layer.", "."), param))
-        config = getattr(getattr(module, "base_model", module), "config", None) or module.config
-        if getattr(config, "tie_word_embeddings", False) and "lm_head.weight" not in {k for k, _ in plan}:
-            plan.append(("lm_head.weight", next(p for k, p in plan if k.endswith("embed_tokens.weight"))))
-        return plan
-
-    def _iter_export(self, plan: List[Tuple[str, Any]]):
-        """Yield (name, full tensor) for ``plan``; under ZeRO-3 each parameter is gathered first,
-        a collective every rank runs in the same order (the tensor is valid inside the step only)."""
-        import deepspeed
-
-        for key, param in plan:
-            with deepspeed.zero.GatheredParameters([param], enabled=self.zero_stage == 3):
-                yield key, param.data
-
-    class _Merged:
-        """Context: LoRA deltas merged into the base weights for the duration of an export."""
-
-        def __init__(self, learner: "Learner"):
-            self.module = learner.engine.module if learner.lora is not None else None
-
-        def __enter__(self):
-            if self.module is not None:
-                self.module.merge_adapter()
-
-        def __exit__(self, *exc):
-            if self.module is not None:
-                self.module.unmerge_adapter()
-
-    def export_weights(self, bucket_bytes: int = 256 << 20) -> List[List[Tuple[str, torch.Tensor]]]:
-        """Full weights as size-bounded buckets of (name, CPU tensor), names as the base model
-        (and a rollout engine) expects them; LoRA deltas merged. Every rank must call it (ZeRO-3
-        gathers are collectives); rank 0 returns the buckets, others ``[]``."""
-        buckets: List[List[Tuple[str, torch.Tensor]]] = [[]]
-        size = 0
-        with self._Merged(self):
-            for key, data in self._iter_export(self._export_plan()):
-                if self.rank != 0:
-                    continue
-                tensor = data.detach().to("cpu", copy=True)
-                if size and size + tensor.numel() * tensor.element_size() > bucket_bytes:
-                    buckets.append([])
-                    size = 0
-                buckets[-1].append((key, tensor))
-                size += tensor.numel() * tensor.element_size()
-        return buckets if self.rank == 0 else []
-
-    # ---- NCCL weight transfer to the engines (GPU; vLLM's weight-transfer API) ----------------
-    # Unverified on the CPU development machine; written against vLLM 0.32's
-    # vllm.distributed.weight_transfer (NCCLTrainerWeightTransferEngine, WeightSource).
-
-    def nccl_endpoint(self) -> Tuple[str, int]:
-        """(this node's IP, a free port) for the transfer group's rendezvous (rank 0 opens it)."""
-        import ray
-
-        return ray.util.get_node_ip_address(), free_port()
-
-    def export_metadata(self, verify: bool = False) -> List[Tuple[str, str, Tuple[int, ...]]]:
-        """(name, dtype, full shape) of every tensor an NCCL push sends, from the vLLM
-        ``WeightSource`` (no gather). ``verify``: also iterate the source through vLLM's own
-        consistency check (a pass of gathers on every rank), so a metadata/iteration mismatch
-        fails here, with the parameter named, instead of hanging an NCCL broadcast."""
-        from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerWeightTransferEngine
-
-        source = _export_source(self)
-        meta = source.metadata()
-        if verify:
-            with self._Merged(self):
-                for _ in NCCLTrainerWeightTransferEngine._checked_iter(source, meta):
-                    pass
-        return [(m.name, str(m.dtype).removeprefix("torch."), tuple(m.shape)) for m in meta]
-
-    def nccl_init(self, master_address: str, master_port: int, world_size: int, client: Any) -> None:
-        """Every rank: build the trainer engine. Rank 0 (the sender) rendezvouses with the
-        replicas through ``client`` (cluster.weight_sync.ReplicaSyncClient); other ranks only
-        join the ZeRO-3 gathers during :meth:`nccl_send`."""
-        from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo, NCCLTrainerWeightTransferEngine
-
-        source = _export_source(self)
-        info = NCCLTrainerInitInfo(master_address=master_address, master_port=master_port, world_size=world_size, rank=self.rank)
-        self.transfer = NCCLTrainerWeightTransferEngine.trainer_init(info, client=client, source=source)
-
-    def nccl_send(self, version: int) -> Dict[str, float]:
-        """Every rank: one full-weight broadcast from rank 0 into every replica (LoRA merged)."""
-        start = time.perf_counter()
-        self.transfer.client.version = version
-        with self._Merged(self):
-            self.transfer.send_weights()
-        nbytes = sum(p.numel() * p.element_size() for _, p in self._export_plan()) if self.rank == 0 else 0
-        return {"seconds": time.perf_counter() - start, "bytes": float(nbytes)}
-
-    def parameter_snapshot(self, trainable_only: bool = True) -> Dict[str, torch.Tensor]:
-        """Full parameters by name, float64 on CPU (every rank calls; rank 0 returns; tests)."""
-        import deepspeed
-
-        out: Dict[str, torch.Tensor] = {}
-        for name, param in self.engine.module.named_parameters():
-            if trainable_only and not param.requires_grad:
-                continue
-            with deepspeed.zero.GatheredParameters([param], enabled=self.zero_stage == 3):
-                if self.rank == 0:
-                    out[name] = param.detach().to("cpu", torch.float64, copy=True)
-        return out
-
-    def save_policy(self, directory: str, meta: Mapping[str, Any]) -> str:
-        """Export the full weights (LoRA merged) as a servable policy directory
-        (:mod:`diadem_ray.models.policy`); every rank calls, rank 0 writes."""
-        from diadem_ray.models.policy import PolicyMeta, write_policy
-
-        buckets = self.export_weights()
-        if self.rank != 0:
-            return ""
-        tensors = [item for bucket in buckets for item in bucket]
-        config = None
-        if self.family != "tiny_av":  # the trained module's own config (e.g. the thinker's, not the whole Omni model's)
-            module = self.engine.module
-            config = (module.get_base_model() if hasattr(module, "get_base_model") else module).config.to_dict()
-        return str(write_policy(directory, tensors, source_model_path=self.model_path, meta=PolicyMeta(**meta), config=config))
-
-    # ---- the KL reference ----------------------------------------------------------------------
-    # The reference of a KL term is the policy RL starts from (DeepSeekMath's GRPO; OpenRLHF, verl,
-    # TRL and NeMo-RL load it from the same path as the actor, which is the SFT checkpoint). A run
-    # that does SFT itself must move the reference there when GRPO begins, or the KL pulls the
-    # policy back to the untrained backbone it was built from: :meth:`anchor_reference`.
-
-    def _lora_params(self) -> List[Tuple[str, Any]]:
-        return [(n, p) for n, p in self.engine.module.named_parameters() if "lora_" in n]
-
-    class _SwappedAdapter:
-        """Context: the anchored LoRA weights in the adapter, the policy's own restored on exit
-        (in place, ZeRO ≤ 2 only: the parameters are whole on every rank)."""
-
-        def __init__(self, learner: "Learner"):
-            self.learner = learner
-            self.saved: Dict[str, torch.Tensor] = {}
-
-        def __enter__(self):
-            for n, p in self.learner._lora_params():
-                self.saved[n] = p.data.clone()
-                p.data.copy_(self.learner._reference_adapter[n])
-
-        def __exit__(self, *exc):
-            for n, p in self.learner._lora_params():
-                p.data.copy_(self.saved[n])
-
-    def anchor_reference(self) -> int:
-        """Make the KL reference the policy as it is now (every rank calls; no collective except
-        ZeRO-3's per-parameter gathers, in the same order on every rank). Returns the number of
-        tensors copied. Full fine-tuning copies every parameter into the frozen reference model;
-        LoRA keeps a copy of the adapter weights and swaps them in for the reference forward."""
-        import deepspeed
-
-        if self.lora is not None:
-            if self.zero_stage == 3:
-                raise RuntimeError("a LoRA learner under ZeRO-3 cannot anchor its KL reference (the adapter swap needs "
-                                   "whole parameters): use learner.zero_stage <= 2, or grpo.kl_coef=0")
-            self._reference_adapter = {n: p.detach().clone() for n, p in self._lora_params()}
-            return len(self._reference_adapter)
-        if self.reference is None:
-            raise RuntimeError("learner built with need_reference=False has no KL reference to anchor")
-        ref = dict(self.reference.named_parameters())
-        missing = [n for n, _ in self.engine.module.named_parameters() if n not in ref]
-        if missing:
-            raise RuntimeError(f"policy parameters absent from the reference model: {missing[:5]}")
-        for name, param in self.engine.module.named_parameters():
-            with deepspeed.zero.GatheredParameters([param], enabled=self.zero_stage == 3):
-                ref[name].data.copy_(param.data)
-        return len(ref)
-
-    def save_reference(self, path: str) -> str:
-        """Rank 0 writes the anchored reference to ``path`` (safetensors; the frozen model's
-        weights, or the LoRA adapter's); the other ranks return at once."""
-        from safetensors.torch import save_file, save_model
-
-        if self.rank != 0:
-            return ""
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = f"{path}.tmp"
-        if self.lora is not None:
-            if self._reference_adapter is None:
-                raise RuntimeError("no anchored LoRA reference to save (call anchor_reference first)")
-            save_file({n: t.contiguous().cpu() for n, t in self._reference_adapter.items()}, tmp)
-        else:
-            save_model(self.reference, tmp)  # handles a tied lm_head/embedding
-        os.replace(tmp, path)
-        return path
-
-    def load_reference(self, path: str) -> None:
-        """Every rank: restore a reference written by :meth:`save_reference` (resume)."""
-        from safetensors.torch import load_file, load_model
-
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"KL reference {path} is missing: the checkpoint's run anchored its reference there "
-                                    "when GRPO began; restore the file, or resume with grpo.kl_coef=0")
-        if self.lora is not None:
-            self._reference_adapter = {n: t.to(self.device) for n, t in load_file(path).items()}
-            expected = {n for n, _ in self._lora_params()}
-            if set(self._reference_adapter) != expected:
-                raise RuntimeError(f"KL reference {path} does not hold this learner's LoRA adapter "
-                                   f"({len(self._reference_adapter)} tensors, expected {len(expected)})")
-            return
-        if self.reference is None:
-            raise RuntimeError("learner built with need_reference=False cannot load a KL reference")
-        load_model(self.reference, path, strict=True, device=str(self.device))
-
     # ---- checkpoints -------------------------------------------------------------------------
 
     def save_checkpoint(self, directory: str, tag: str, metadata: Mapping[str, Any]) -> str:
@@ -596,19 +380,3 @@ class Learner:
 
     def ping(self) -> int:
         return self.rank
-
-
-def _export_source(learner: "Learner"):
-    """vLLM ``WeightSource`` over a learner's export plan: ``metadata()`` from the full shapes
-    (``ds_shape`` under ZeRO-3, no gather), iteration through :meth:`Learner._iter_export`."""
-    from vllm.distributed.weight_transfer.base import ParamMeta, WeightSource
-
-    class ExportSource(WeightSource):
-        def metadata(self):
-            return [ParamMeta(k, p.dtype, tuple(getattr(p, "ds_shape", None) or p.shape)) for k, p in learner._export_plan()]
-
-        def __iter__(self):
-            return learner._iter_export(learner._export_plan())
-
-    return ExportSource()
-
