@@ -8,6 +8,7 @@ and the group is torn down so the run can resume from the last checkpoint.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -170,6 +171,22 @@ class LearnerGroup:
                 if p.name != tag:
                     shutil.rmtree(p, ignore_errors=True)
         return str(Path(directory) / tag)
+
+    def amend_checkpoint(self, directory: str, metadata: Mapping[str, Any]) -> bool:
+        """Replace the metadata of the latest checkpoint, when it holds the learners as they are now
+        (no optimizer step since it was written): work done after it that left the weights alone
+        (an evaluation, a profile, a policy export) is then not repeated by a resumed run. Returns
+        False, changing nothing, when there is no checkpoint or the learners stepped since."""
+        marker = Path(directory) / "latest"
+        if not marker.is_file():
+            return False
+        meta_file = Path(directory) / marker.read_text().strip() / "meta.json"
+        if not meta_file.is_file() or int(json.loads(meta_file.read_text()).get("learner_step", -1)) != self.step:
+            return False
+        tmp = meta_file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(dict(metadata, learner_step=self.step), indent=2, sort_keys=True))
+        os.replace(tmp, meta_file)
+        return True
 
     def load_checkpoint(self, directory: str) -> Dict[str, Any]:
         marker = Path(directory) / "latest"

@@ -76,6 +76,7 @@ class Driver(Startup, Evaluation):
                     self._evaluate("final")
                 self.state.done_stages.append(stage)
                 self.state.stage_step = 0
+                self._record_stage_done(stage)
             self._report()
             self.tracker.end()
             return self.state.evals
@@ -363,6 +364,13 @@ class Driver(Startup, Evaluation):
         every = self.cfg.checkpoint.every_steps
         if (every > 0 and (step + 1) % every == 0) or step + 1 == total:
             self._checkpoint()
+
+    def _record_stage_done(self, stage: str) -> None:
+        """A finished stage goes into the latest checkpoint's driver state when that checkpoint holds
+        the current weights (every training stage ends with one): a resumed run then neither repeats
+        the stage's evaluation and policy export (nor logs its scores to MLflow twice) nor re-profiles."""
+        if self.learners.amend_checkpoint(str(self.ckpt_dir), {"driver": asdict(self.state)}):
+            _say(f"{stage} done; recorded in the latest checkpoint")
 
     def _checkpoint(self) -> None:
         self.state.policy_version = self.rollouts.version

@@ -2,7 +2,9 @@
 by Ray Data into the thinker's token ids + video/audio media (cached per clip), SFT, difficulty
 profile, both GRPO stages and evaluation through the transformers engine and a DeepSpeed learner,
 with a tiny random thinker of the real architecture. The engine's and the learner's log-probs of
-every GRPO rollout agree (both saw the same tokens and the same media)."""
+every GRPO rollout agree (both saw the same tokens and the same media). The run is killed once
+mid-GRPO and resumed: every step reaches MLflow once, the lost step is replayed exactly, the KL
+reference comes back from the checkpoint folder, and finished stages are not repeated."""
 
 import json
 
@@ -18,26 +20,53 @@ def thinker(tmp_path_factory):
     return q.build_tiny_thinker(tmp_path_factory.mktemp("thinker"))[0]
 
 
-def test_train_runs_every_stage_with_qwen_media(ray_local, repo_root, thinker, tmp_path, capsys):
+def test_train_runs_every_stage_with_qwen_media_and_resumes_after_a_crash(ray_local, repo_root, thinker, tmp_path,
+                                                                           capsys, monkeypatch):
     import mlflow
 
+    from diadem_ray.driver import Driver
+
+    # The first run dies in grpo_stage2's first step, after its learner step and before anything of
+    # that step is recorded (the last checkpoint is grpo_stage1's, global step 3); `--resume` goes on.
+    lost: dict = {}
+    end_step = Driver._end_step
+
+    def crash_once(self, stage, step, total, metrics, summary):
+        if stage == "grpo_stage2" and not lost:
+            lost.update(metrics)
+            raise RuntimeError("simulated preemption")
+        end_step(self, stage, step, total, metrics, summary)
+
+    monkeypatch.setattr(Driver, "_end_step", crash_once)
     db = tmp_path / "mlflow.db"
-    rc = main(["train", "--config", str(repo_root / "configs/demo_cpu.yaml"),
-               "run.name=qwen-tiny", f"run.output_dir={tmp_path / 'runs'}", f"tracking.tracking_uri=sqlite:///{db}",
-               "model.family=qwen2_5_omni", f"model.path={thinker}", "model.max_prompt_tokens=4096",
-               "model.max_pixels_per_frame=6272", f"data.root={tmp_path / 'data'}", "data.train_clips=3", "data.eval_clips=1",
-               "data.frames_per_clip=16", "rollout.backend=hf", "rollout.samples_per_prompt=2", "rollout.max_new_tokens=6",
-               "rollout.cpu_threads=1", "rollout.prompts_per_task=1",  # profile and eval then load media clip by clip
-               "learner.num_ranks=1", "learner.micro_batch_size=2",  # 2 ranks with media: test_qwen_family.py
-               "stages.sft.steps=2", "stages.sft.prompts_per_step=2",
-               "stages.profile.quantiles=true", "stages.grpo_stage1.steps=1", "stages.grpo_stage1.prompts_per_step=2",
-               "stages.grpo_stage2.steps=1", "stages.grpo_stage2.prompts_per_step=2", "stages.eval.max_new_tokens=6",
-               "checkpoint.every_steps=2",
-               "grpo.line_credit_weight=0.5",  # the per-line credit path through the reward pool (its maths: unit tests)
-               "grpo.kl_coef=0.05"])  # the KL reference moves to the SFT policy when GRPO begins
+    argv = ["train", "--config", str(repo_root / "configs/demo_cpu.yaml"),
+            "run.name=qwen-tiny", f"run.output_dir={tmp_path / 'runs'}", f"tracking.tracking_uri=sqlite:///{db}",
+            "model.family=qwen2_5_omni", f"model.path={thinker}", "model.max_prompt_tokens=4096",
+            "model.max_pixels_per_frame=6272", f"data.root={tmp_path / 'data'}", "data.train_clips=3", "data.eval_clips=1",
+            "data.frames_per_clip=16", "rollout.backend=hf", "rollout.samples_per_prompt=2", "rollout.max_new_tokens=6",
+            "rollout.cpu_threads=1", "rollout.prompts_per_task=1",  # profile and eval then load media clip by clip
+            "learner.num_ranks=1", "learner.micro_batch_size=2",  # 2 ranks with media: test_qwen_family.py
+            "stages.sft.steps=2", "stages.sft.prompts_per_step=2",
+            "stages.profile.quantiles=true", "stages.grpo_stage1.steps=1", "stages.grpo_stage1.prompts_per_step=2",
+            "stages.grpo_stage2.steps=2", "stages.grpo_stage2.prompts_per_step=2", "stages.eval.max_new_tokens=6",
+            "checkpoint.every_steps=2",
+            "grpo.line_credit_weight=0.5",  # the per-line credit path through the reward pool (its maths: unit tests)
+            "grpo.kl_coef=0.05"]  # the KL reference moves to the SFT policy when GRPO begins
+    with pytest.raises(RuntimeError, match="simulated preemption"):
+        main(argv)
     out = capsys.readouterr().out
-    assert rc == 0, out
     assert "4 clips ready (4 decoded" in out
+    assert "KL reference anchored at the current policy (global step 2)" in out
+    assert "grpo_stage1 done; recorded in the latest checkpoint" in out
+    rc = main(argv[:3] + ["--resume"] + argv[3:])
+    resumed = capsys.readouterr().out
+    assert rc == 0, resumed
+    # The resumed run starts where the checkpoint says, with the anchored reference, and does not
+    # repeat what was recorded after it (grpo_stage1's evaluation and export).
+    assert "resumed at global step 3, policy_version " in resumed
+    assert "stages done: sft, profile, grpo_stage1; next: grpo_stage2 step 1" in resumed
+    assert "KL reference restored from" in resumed and "KL reference anchored" not in resumed
+    assert "eval grpo_stage1" not in resumed and "policy after grpo_stage1" not in resumed
     run = tmp_path / "runs" / "qwen-tiny"
     labels = [line.split()[0] for line in (run / "results.txt").read_text().splitlines()[1:]]
     assert labels == ["untrained", "sft", "grpo_stage1", "grpo_stage2", "final"]
@@ -58,17 +87,25 @@ def test_train_runs_every_stage_with_qwen_media(ray_local, repo_root, thinker, t
     # Engine and learner scored the GRPO rollouts alike, and SFT moved the loss.
     client = mlflow.tracking.MlflowClient(f"sqlite:///{db}")
     run_id = client.search_runs(client.get_experiment_by_name("diadem-ray").experiment_id)[0].info.run_id
+    assert len(client.search_runs(client.get_experiment_by_name("diadem-ray").experiment_id)) == 1
     diffs = [m.value for m in client.get_metric_history(run_id, "learner/rollout_logprob_abs_diff")]
-    assert len(diffs) == 2 and max(diffs) < 1e-3, diffs
+    assert len(diffs) == 3 and max(diffs) < 1e-3, diffs
     assert np.isfinite([m.value for m in client.get_metric_history(run_id, "learner/sft_loss")]).all()
     unmapped = [m.value for m in client.get_metric_history(run_id, "grpo/line_credit_unmapped")]
-    assert unmapped == [0.0, 0.0]  # every rollout's tokens decode to the text that was scored
+    assert unmapped == [0.0, 0.0, 0.0]  # every rollout's tokens decode to the text that was scored
+    # Every step once in MLflow, the lost one replayed as it ran: same clips, rollouts and rewards,
+    # and the same KL, so against the restored reference (the backbone would give another).
+    kl = {m.step: m.value for m in client.get_metric_history(run_id, "learner/kl")}
+    assert len(client.get_metric_history(run_id, "learner/kl")) == 3 and sorted(kl) == [3, 4, 5], kl
+    assert len(client.get_metric_history(run_id, "eval/grpo_stage1/ref_f1")) == 1
+    same = ("reward/mean", "reward/asr_f1", "rollout/response_tokens_mean")
+    replayed = {h.key: h.value for k in same for h in client.get_metric_history(run_id, k) if h.step == 4}
+    assert replayed == {k: lost[k] for k in same}, (replayed, lost)
+    assert kl[4] == pytest.approx(lost["learner/kl"], rel=1e-4, abs=1e-7), (kl[4], lost["learner/kl"])
 
     # The KL reference is the policy after SFT, not the thinker the learner loaded: the first GRPO
     # step measures 0 against it; a resumed run finds it in the checkpoint folder.
-    assert "KL reference anchored at the current policy (global step 2)" in out
-    kl = [m.value for m in sorted(client.get_metric_history(run_id, "learner/kl"), key=lambda m: m.step)]
-    assert len(kl) == 2 and kl[0] == pytest.approx(0.0, abs=1e-7), kl
+    assert kl[3] == pytest.approx(0.0, abs=1e-7), kl
     ckpt = run / "checkpoints"
     assert (ckpt / "kl_reference.safetensors").is_file()
     last = json.loads((ckpt / (ckpt / "latest").read_text() / "meta.json").read_text())
