@@ -354,6 +354,7 @@ class Driver(Startup, Evaluation):
 
     def _end_step(self, stage: str, step: int, total: int, metrics: Dict[str, float], summary: str) -> None:
         self.state.stage_step = step + 1
+        self.state.steps_done[stage] = step + 1
         self.state.global_step += 1
         self.state.policy_version = self.rollouts.version
         metrics["progress/stage_step"] = float(step + 1)

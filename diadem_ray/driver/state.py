@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Mapping, Sequence
 
 TRAIN_STAGES = ("sft", "grpo_stage1", "grpo_stage2")
+EVAL_LABEL = {"sft": "sft", "grpo_stage1": "grpo_stage1", "grpo_stage2": "grpo_stage2", "eval": "final"}
 
 
 @dataclass
@@ -24,6 +25,52 @@ class DriverState:
     # the KL reference anchored when GRPO began (a file in the checkpoint folder); "" = the model
     # the learners loaded, which is the policy GRPO starts from when nothing was trained before it
     reference: str = ""
+    steps_done: Dict[str, int] = field(default_factory=dict)  # training stage -> optimizer steps it ran
+
+
+def reconcile(state: DriverState, *, stages: Sequence[str], steps: Mapping[str, int]) -> List[str]:
+    """Fit a restored state to the config a run resumes under (``stages``: ``run.stages``; ``steps``:
+    each training stage's ``stages.<name>.steps``), in place. Returns one line per change.
+
+    - A stage recorded done counts only when every stage the config lists before it is done too
+      (stages run in order): a checkpoint of an ``[sft, eval]`` run resumed with
+      ``[sft, profile, grpo_stage1, grpo_stage2, eval]`` evaluates again at the end.
+    - The last stage that trained may be given more steps: it continues where it stopped, and the
+      stages after it run again. An earlier one cannot (a later stage trained on top of it):
+      ``ValueError`` naming the setting.
+    Stages done and evaluations dropped here are redone by the driver loop."""
+    notes: List[str] = []
+    prefix: List[str] = []
+    for name in stages:
+        if name not in state.done_stages:
+            break
+        prefix.append(name)
+    stale = [n for n in stages[len(prefix):] if n in state.done_stages]
+    if stale:
+        state.done_stages = [n for n in state.done_stages if n not in stale]
+        for n in stale:
+            state.evals.pop(EVAL_LABEL.get(n, ""), None)
+        notes.append(f"{', '.join(stale)} ran before {stages[len(prefix)]}, which run.stages now puts first: "
+                     f"{'it runs' if len(stale) == 1 else 'they run'} again")
+    in_progress = state.stage if state.stage not in state.done_stages and state.stage_step > 0 else ""
+    trained = [n for n in prefix if n in steps] + ([in_progress] if in_progress in steps else [])
+    for name in trained:
+        ran = state.steps_done.get(name)
+        if ran is None or name == in_progress or steps[name] <= ran:
+            continue
+        if name != trained[-1]:
+            raise ValueError(f"stages.{name}.steps is {steps[name]}, but this checkpoint's {name} finished after {ran} "
+                             f"steps and {trained[-1]} trained on top of it; resume with stages.{name}.steps={ran}, or "
+                             f"start a new run from a checkpoint taken before {trained[-1]}")
+        reopened = prefix[prefix.index(name):]
+        state.done_stages = [n for n in state.done_stages if n not in reopened]
+        for n in reopened:
+            state.evals.pop(EVAL_LABEL.get(n, ""), None)
+        state.stage, state.stage_step = name, ran
+        again = f"; {', '.join(reopened[1:])} run again after it" if len(reopened) > 1 else ""
+        notes.append(f"{name} finished after {ran} steps and stages.{name}.steps is now {steps[name]}: "
+                     f"it continues at step {ran + 1}{again}")
+    return notes
 
 
 def say(msg: str) -> None:

@@ -1,0 +1,59 @@
+"""Resuming under a changed config: the restored driver state is fitted to run.stages and the
+stages' step counts before the loop runs (driver/state.py `reconcile`)."""
+
+import pytest
+
+from diadem_ray.driver.state import DriverState, reconcile
+
+ALL = ["sft", "profile", "grpo_stage1", "grpo_stage2", "eval"]
+STEPS = {"sft": 48, "grpo_stage1": 10, "grpo_stage2": 10}
+EVALS = {"untrained": {"ref_f1": 0.0}, "sft": {"ref_f1": 47.1}, "final": {"ref_f1": 47.1}}
+
+
+def sft_run() -> DriverState:
+    """The state an ``[sft, eval]`` run records when it has finished."""
+    return DriverState(stage="eval", done_stages=["sft", "eval"], global_step=48, steps_done={"sft": 48},
+                       evals={k: dict(v) for k, v in EVALS.items()})
+
+
+def test_a_stage_done_before_stages_now_listed_ahead_of_it_runs_again():
+    st = sft_run()
+    notes = reconcile(st, stages=ALL, steps=STEPS)
+    assert st.done_stages == ["sft"] and sorted(st.evals) == ["sft", "untrained"]  # no stale "final" score
+    assert notes == ["eval ran before profile, which run.stages now puts first: it runs again"]
+    assert reconcile(st, stages=ALL, steps=STEPS) == []  # nothing left to fit
+
+
+def test_the_same_config_changes_nothing():
+    st = sft_run()
+    assert reconcile(st, stages=["sft", "eval"], steps={"sft": 48}) == []
+    assert st == sft_run()
+    mid = DriverState(stage="grpo_stage1", stage_step=4, done_stages=["sft", "profile"], steps_done={"sft": 48, "grpo_stage1": 4})
+    assert reconcile(mid, stages=ALL, steps=STEPS) == [] and mid.stage_step == 4
+
+
+def test_the_last_stage_that_trained_continues_with_more_steps_and_what_followed_runs_again():
+    st = sft_run()
+    notes = reconcile(st, stages=["sft", "eval"], steps={"sft": 64})
+    assert (st.stage, st.stage_step, st.done_stages) == ("sft", 48, [])
+    assert sorted(st.evals) == ["untrained"]
+    assert notes == ["sft finished after 48 steps and stages.sft.steps is now 64: it continues at step 49; eval run again after it"]
+    two = DriverState(stage="eval", done_stages=ALL[:], steps_done={"sft": 48, "grpo_stage1": 10, "grpo_stage2": 10},
+                      evals={"sft": {}, "grpo_stage1": {}, "grpo_stage2": {}, "final": {}})
+    reconcile(two, stages=ALL, steps=dict(STEPS, grpo_stage2=20))
+    assert (two.stage, two.stage_step) == ("grpo_stage2", 10)
+    assert two.done_stages == ["sft", "profile", "grpo_stage1"] and sorted(two.evals) == ["grpo_stage1", "sft"]
+
+
+def test_a_stage_another_trained_on_top_of_cannot_grow():
+    mid = DriverState(stage="grpo_stage1", stage_step=4, done_stages=["sft", "profile"], steps_done={"sft": 48, "grpo_stage1": 4})
+    with pytest.raises(ValueError, match=r"stages.sft.steps is 64, .* finished after 48 steps and grpo_stage1 trained on top "
+                                         r"of it; resume with stages.sft.steps=48"):
+        reconcile(mid, stages=ALL, steps=dict(STEPS, sft=64))
+
+
+def test_a_checkpoint_without_step_counts_is_taken_as_it_is():
+    """Checkpoints written before ``steps_done`` existed: the stage in progress continues as before."""
+    old = DriverState(stage="sft", stage_step=48, done_stages=[], evals={"untrained": {}})
+    assert reconcile(old, stages=ALL, steps=dict(STEPS, sft=64)) == []
+    assert (old.stage, old.stage_step, old.done_stages) == ("sft", 48, [])
