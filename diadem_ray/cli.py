@@ -74,6 +74,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume and not ckpt.is_file():
         print(f"error: --resume: no checkpoint at {ckpt}; run without --resume to start", file=sys.stderr)
         return 1
+    if args.resume:
+        from diadem_ray.driver.state import checkpoint_state, reconcile_with
+
+        try:  # a config this checkpoint cannot continue under is refused before Ray starts
+            reconcile_with(checkpoint_state(ckpt.parent), cfg)
+        except ValueError as exc:
+            print(f"error: --resume: {exc}", file=sys.stderr)
+            return 1
     if not args.resume and ckpt.is_file():
         print(f"error: {ckpt.parent} already holds a run's checkpoints; pass --resume to continue it, or choose "
               f"another run.name / run.output_dir", file=sys.stderr)

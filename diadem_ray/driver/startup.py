@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from diadem_ray.config import line_credit_problems, load_reward_spec, to_yaml, weight_transfer_mode
-from diadem_ray.driver.state import TRAIN_STAGES, DriverState, reconcile
+from diadem_ray.driver.state import TRAIN_STAGES, DriverState, reconcile_with
 from diadem_ray.driver.state import say as _say
 from diadem_ray.types import Clip
 
@@ -108,8 +108,7 @@ class Startup:
         if self.resume:
             meta = self.learners.load_checkpoint(str(self.ckpt_dir))
             self.state = DriverState(**meta["driver"])
-            steps = {s: getattr(cfg.stages, s).steps for s in TRAIN_STAGES if s in cfg.run.stages}
-            for note in reconcile(self.state, stages=list(cfg.run.stages), steps=steps):
+            for note in reconcile_with(self.state, cfg):
                 _say(f"resume: {note}")
             if self.state.reference and cfg.grpo.kl_coef != 0.0:
                 self.learners.load_reference(str(self.ckpt_dir / self.state.reference))

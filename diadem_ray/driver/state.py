@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Sequence, Union
 
 TRAIN_STAGES = ("sft", "grpo_stage1", "grpo_stage2")
 EVAL_LABEL = {"sft": "sft", "grpo_stage1": "grpo_stage1", "grpo_stage2": "grpo_stage2", "eval": "final"}
@@ -26,6 +27,21 @@ class DriverState:
     # the learners loaded, which is the policy GRPO starts from when nothing was trained before it
     reference: str = ""
     steps_done: Dict[str, int] = field(default_factory=dict)  # training stage -> optimizer steps it ran
+
+
+def checkpoint_state(ckpt_dir: Union[str, Path]) -> DriverState:
+    """The driver state in the latest checkpoint under ``ckpt_dir`` (read without the learners, to
+    check a resume before anything starts)."""
+    import json
+
+    tag = (Path(ckpt_dir) / "latest").read_text().strip()
+    return DriverState(**json.loads((Path(ckpt_dir) / tag / "meta.json").read_text())["driver"])
+
+
+def reconcile_with(state: DriverState, cfg: Any) -> List[str]:
+    """:func:`reconcile` with ``run.stages`` and the step counts of a ``TrainConfig``."""
+    steps = {s: getattr(cfg.stages, s).steps for s in TRAIN_STAGES if s in cfg.run.stages}
+    return reconcile(state, stages=list(cfg.run.stages), steps=steps)
 
 
 def reconcile(state: DriverState, *, stages: Sequence[str], steps: Mapping[str, int]) -> List[str]:

@@ -57,3 +57,23 @@ def test_a_checkpoint_without_step_counts_is_taken_as_it_is():
     old = DriverState(stage="sft", stage_step=48, done_stages=[], evals={"untrained": {}})
     assert reconcile(old, stages=ALL, steps=dict(STEPS, sft=64)) == []
     assert (old.stage, old.stage_step, old.done_stages) == ("sft", 48, [])
+
+
+def test_train_resume_refuses_a_config_its_checkpoint_cannot_continue_before_anything_starts(repo_root, tmp_path, capsys):
+    import json
+    from dataclasses import asdict
+
+    from diadem_ray.cli import main
+
+    ckpt = tmp_path / "runs" / "r" / "checkpoints"
+    (ckpt / "step_52").mkdir(parents=True)
+    mid = DriverState(stage="grpo_stage1", stage_step=4, global_step=52, done_stages=["sft", "profile"],
+                      steps_done={"sft": 48, "grpo_stage1": 4})
+    (ckpt / "step_52" / "meta.json").write_text(json.dumps({"driver": asdict(mid), "learner_step": 52}))
+    (ckpt / "latest").write_text("step_52")
+    rc = main(["train", "--config", str(repo_root / "configs/demo_cpu.yaml"), "--resume", "run.name=r",
+               f"run.output_dir={tmp_path / 'runs'}", "stages.sft.steps=64"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "error: --resume: stages.sft.steps is 64, but this checkpoint's sft finished after 48 steps" in err, err
+    assert "resume with stages.sft.steps=48" in err
