@@ -11,6 +11,8 @@ One small row per clip streams back to the driver (``iter_rows``: bounded memory
 never pass through it). Results are cached per clip under ``cache_dir`` keyed by the family's input
 version and the video's size and modification time, so later stages and resumed runs do not decode
 again (on a multi-node cluster ``cache_dir`` must be storage every node reads, as the run folder is).
+The driver looks the cache up first and hands Ray Data only the clips it lacks: a pass over cached
+clips starts no Ray Data job (no decoder actors, no front-end load).
 A corrupt or missing clip is skipped, counted and named in the log; the run goes on.
 
 The order in which a stage consumes clips is not Ray Data's: :class:`~diadem_ray.data.cursor.ClipStream`
@@ -24,7 +26,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Set, Union
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,46 @@ def _cache_key(uri: str, version: str) -> str:
     return hashlib.sha1(f"{version}|{uri}|{stamp}".encode()).hexdigest()[:16]
 
 
+def cache_version(family: str, model_path: str = "", qwen: Optional[Dict[str, float]] = None) -> str:
+    """What a clip's cached result depends on besides the video (``qwen``: as for ``ClipEncoder``)."""
+    if family == "qwen2_5_omni":
+        from diadem_ray.models import qwen2_5_omni
+
+        return qwen2_5_omni.inputs_version(model_path, qwen2_5_omni.Settings(**(qwen or {})))
+    from diadem_ray.models.tiny_av_frontend import FRONTEND_VERSION
+
+    return FRONTEND_VERSION
+
+
+def cache_path(cache_dir: Union[str, Path], clip_id: str, uri: str, version: str, family: str) -> Path:
+    """Where ``clip_id``'s result is cached: evidence text (``tiny_av``) or the inputs ``.npz``."""
+    ext = "npz" if family == "qwen2_5_omni" else "txt"
+    return Path(cache_dir) / f"{clip_id}.{_cache_key(uri, version)}.{ext}"
+
+
+def _take_cached(shard_paths: Sequence[str], cache_dir: str, version: str, family: str, filesystem: Optional[object],
+                 report: EncodeReport) -> Optional[Set[str]]:
+    """Put every clip of ``shard_paths`` already cached into ``report``; return the ids still to
+    encode, or ``None`` when the driver cannot read the shards (Ray Data's workers then read all)."""
+    import pyarrow.parquet as pq
+
+    try:
+        tables = [pq.read_table(p, columns=["clip_id", "video_uri"], filesystem=filesystem) for p in shard_paths]
+    except (OSError, ValueError) as exc:
+        log.info("cache lookup on the driver skipped (%s); Ray Data reads every shard", exc)
+        return None
+    todo: Set[str] = set()
+    for table in tables:
+        for clip_id, uri in zip(table.column("clip_id").to_pylist(), table.column("video_uri").to_pylist()):
+            path = cache_path(cache_dir, clip_id, uri, version, family)
+            if not path.is_file():
+                todo.add(clip_id)
+                continue
+            report.features[clip_id] = str(path) if family == "qwen2_5_omni" else path.read_text(encoding="utf-8")
+            report.cached += 1
+    return todo
+
+
 class ClipEncoder:
     """``map_batches`` callable: one front-end per actor (the Whisper model or the Qwen tokenizer
     and feature extractor load once). ``qwen``: keyword arguments of ``Settings`` for
@@ -57,7 +99,7 @@ class ClipEncoder:
                  family: str = "tiny_av", model_path: str = "", qwen: Optional[Dict[str, float]] = None):
         self.cache = Path(cache_dir)
         self.cache.mkdir(parents=True, exist_ok=True)
-        self.max_frames, self.rate = max_frames, sample_rate_hz
+        self.max_frames, self.rate, self.family = max_frames, sample_rate_hz, family
         self.frontend = self.qwen = None
         if family == "qwen2_5_omni":
             from diadem_ray.models import qwen2_5_omni
@@ -76,7 +118,7 @@ class ClipEncoder:
 
         if self.qwen is not None:
             return self._encode_qwen(clip_id, uri)
-        path = self.cache / f"{clip_id}.{_cache_key(uri, self.version)}.txt"
+        path = cache_path(self.cache, clip_id, uri, self.version, self.family)
         if self.frontend is None:
             try:
                 m = decode_clip(uri, max_frames=self.max_frames, sample_rate_hz=self.rate)
@@ -102,7 +144,7 @@ class ClipEncoder:
         from diadem_ray.data.decode import DecodeError, decode_clip
         from diadem_ray.models.qwen2_5_omni import save_inputs
 
-        path = self.cache / f"{clip_id}.{_cache_key(uri, self.version)}.npz"
+        path = cache_path(self.cache, clip_id, uri, self.version, self.family)
         if path.is_file():
             return {"clip_id": clip_id, "evidence": str(path), "error": "", "cached": "1"}
         try:
@@ -129,13 +171,23 @@ def encode_clips(shard_paths: Sequence[str], *, cache_dir: str, max_frames: int 
     import ray.data
 
     start = time.perf_counter()
+    report = EncodeReport()
+    todo = None
+    if frontend:  # frontend=False measures decoding: nothing is cached
+        todo = _take_cached(shard_paths, cache_dir, cache_version(family, model_path, qwen), family, filesystem, report)
+    if todo is not None and not todo:
+        report.seconds = time.perf_counter() - start
+        return report
     ds = ray.data.read_parquet(list(shard_paths), columns=["clip_id", "video_uri"], filesystem=filesystem)
+    if todo is not None and report.cached:
+        from ray.data.expressions import col
+
+        ds = ds.filter(expr=col("clip_id").is_in(sorted(todo)))  # vectorised on Arrow batches
     ds = ds.map_batches(ClipEncoder, fn_constructor_kwargs={"cache_dir": cache_dir, "max_frames": max_frames,
                                                             "sample_rate_hz": sample_rate_hz, "frontend": frontend,
                                                             "family": family, "model_path": model_path, "qwen": qwen},
                         batch_size=2, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, concurrency)),
                         num_cpus=num_cpus)
-    report = EncodeReport()
     for row in ds.iter_rows():
         if row["error"]:
             report.failed[row["clip_id"]] = row["error"]

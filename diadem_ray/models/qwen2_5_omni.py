@@ -244,6 +244,21 @@ def build_tiny_thinker(out_dir: Any, *, vocab_size: int = 400, seed: int = 0):
     return out, tok, fe
 
 
+def inputs_version(model_path: str, s: Settings = Settings(), prompt: str = INSTRUCTION) -> str:
+    """The cache version of :class:`ClipInputs` for these arguments: a hash of this code's
+    ``INPUTS_VERSION``, the settings, the prompt and the checkpoint's tokenizer and feature-extractor
+    files (read as bytes; nothing is loaded, so the driver can look up cached clips cheaply)."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(model_path)
+    h = hashlib.sha1(f"{INPUTS_VERSION}|{s}|{prompt}".encode())
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "preprocessor_config.json"):
+        if (root / name).is_file():
+            h.update((root / name).read_bytes())
+    return f"{INPUTS_VERSION}-{h.hexdigest()[:10]}"
+
+
 class ClipInputs:
     """``build_inputs`` for decoded clips with a checkpoint's own tokenizer and Whisper feature
     extractor (``preprocessor_config.json``), as the data pipeline runs it once per clip.
@@ -252,7 +267,6 @@ class ClipInputs:
     checkpoint's tokenizer files), for cache keys."""
 
     def __init__(self, model_path: str, s: Settings = Settings(), prompt: str = INSTRUCTION):
-        import hashlib
         from pathlib import Path
 
         from transformers import AutoTokenizer, WhisperFeatureExtractor
@@ -264,11 +278,7 @@ class ClipInputs:
         self.tokenizer = AutoTokenizer.from_pretrained(str(root), local_files_only=True)
         self.feature_extractor = WhisperFeatureExtractor.from_pretrained(str(root), local_files_only=True)
         self.s, self.prompt = s, prompt
-        h = hashlib.sha1(f"{INPUTS_VERSION}|{s}|{prompt}".encode())
-        for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "preprocessor_config.json"):
-            if (root / name).is_file():
-                h.update((root / name).read_bytes())
-        self.version = f"{INPUTS_VERSION}-{h.hexdigest()[:10]}"
+        self.version = inputs_version(model_path, s, prompt)
 
     def __call__(self, frames: np.ndarray, times_s: np.ndarray, audio: np.ndarray, sample_rate_hz: int) -> Dict[str, Any]:
         if sample_rate_hz != self.s.sample_rate_hz:
