@@ -106,28 +106,36 @@ class Startup:
         self.sync = WeightSync(self.learners, self.rollouts, bucket_bytes=r.weight_sync_bucket_mb << 20,
                                timeout_s=r.weight_sync_timeout_s, mode=weight_transfer_mode(cfg))
         if self.resume:
-            meta = self.learners.load_checkpoint(str(self.ckpt_dir))
-            self.state = DriverState(**meta["driver"])
-            for note in reconcile_with(self.state, cfg):
-                _say(f"resume: {note}")
-            if self.state.reference and cfg.grpo.kl_coef != 0.0:
-                self.learners.load_reference(str(self.ckpt_dir / self.state.reference))
-                _say(f"KL reference restored from {self.ckpt_dir / self.state.reference}")
-            # Fresh engines hold the base weights as version 0; restored weights are never that (a
-            # checkpoint taken during SFT has learner weights ahead of the engines' version 0).
-            self.rollouts.version = max(1, self.state.policy_version) - 1
-            m = self.sync.push()  # the engines get the restored weights before anything is generated
-            st = self.state
-            todo = [s for s in cfg.run.stages if s not in st.done_stages]
-            done_steps = st.stage_step if todo and todo[0] == st.stage else 0
-            if not todo:
-                at = "nothing left to run"
-            elif todo[0] in TRAIN_STAGES and done_steps >= getattr(cfg.stages, todo[0]).steps:
-                at = f"next: the evaluation after {todo[0]}"
-            else:
-                at = f"next: {todo[0]}" + (f" step {done_steps + 1}" if todo[0] in TRAIN_STAGES else "")
-            _say(f"resumed at global step {st.global_step}, policy_version {int(m['sync/policy_version'])}; "
-                 f"stages done: {', '.join(st.done_stages) or 'none'}; {at}")
+            self._restore()
+
+    def _restore(self) -> None:
+        """Resume from the latest checkpoint under ``ckpt_dir``: the learners load it, the driver
+        state it holds is fitted to this run's config (:func:`~diadem_ray.driver.state.reconcile`),
+        the anchored KL reference is reloaded, and the engines get the restored weights. Prints what
+        changed and where the run goes on."""
+        cfg = self.cfg
+        meta = self.learners.load_checkpoint(str(self.ckpt_dir))
+        self.state = DriverState(**meta["driver"])
+        for note in reconcile_with(self.state, cfg):
+            _say(f"resume: {note}")
+        if self.state.reference and cfg.grpo.kl_coef != 0.0:
+            self.learners.load_reference(str(self.ckpt_dir / self.state.reference))
+            _say(f"KL reference restored from {self.ckpt_dir / self.state.reference}")
+        # Fresh engines hold the base weights as version 0; restored weights are never that (a
+        # checkpoint taken during SFT has learner weights ahead of the engines' version 0).
+        self.rollouts.version = max(1, self.state.policy_version) - 1
+        m = self.sync.push()  # the engines get the restored weights before anything is generated
+        st = self.state
+        todo = [s for s in cfg.run.stages if s not in st.done_stages]
+        done_steps = st.stage_step if todo and todo[0] == st.stage else 0
+        if not todo:
+            at = "nothing left to run"
+        elif todo[0] in TRAIN_STAGES and done_steps >= getattr(cfg.stages, todo[0]).steps:
+            at = f"next: the evaluation after {todo[0]}"
+        else:
+            at = f"next: {todo[0]}" + (f" step {done_steps + 1}" if todo[0] in TRAIN_STAGES else "")
+        _say(f"resumed at global step {st.global_step}, policy_version {int(m['sync/policy_version'])}; "
+             f"stages done: {', '.join(st.done_stages) or 'none'}; {at}")
 
     def _start_rollouts(self, model_path: str, wait: bool = True) -> None:
         from diadem_ray.cluster.rollout_group import RolloutGroup

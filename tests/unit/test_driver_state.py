@@ -77,3 +77,71 @@ def test_train_resume_refuses_a_config_its_checkpoint_cannot_continue_before_any
     assert rc == 1
     assert "error: --resume: stages.sft.steps is 64, but this checkpoint's sft finished after 48 steps" in err, err
     assert "resume with stages.sft.steps=48" in err
+
+
+class _Learners:
+    """The learner group's resume calls, recorded (the checkpoint's metadata given)."""
+
+    def __init__(self, driver_state: DriverState):
+        from dataclasses import asdict
+
+        self.meta = {"driver": asdict(driver_state), "learner_step": driver_state.global_step}
+        self.calls = []
+
+    def load_checkpoint(self, path):
+        self.calls.append(("load_checkpoint", path))
+        return self.meta
+
+    def load_reference(self, path):
+        self.calls.append(("load_reference", path))
+
+
+class _Sync:
+    def __init__(self, rollouts):
+        self.rollouts, self.pushed_over = rollouts, []
+
+    def push(self):
+        self.pushed_over.append(self.rollouts.version)
+        self.rollouts.version += 1
+        return {"sync/policy_version": float(self.rollouts.version)}
+
+
+def _restored(repo_root, state, *overrides):
+    from types import SimpleNamespace
+
+    from diadem_ray.config import load_config
+    from diadem_ray.driver import Driver
+
+    base = ["run.output_dir=/r", "run.name=n", "stages.sft.steps=2", "stages.grpo_stage1.steps=1"]
+    d = Driver(load_config(repo_root / "configs/demo_cpu.yaml", base + list(overrides)), resume=True)
+    d.learners, d.rollouts = _Learners(state), SimpleNamespace(version=0)
+    d.sync = _Sync(d.rollouts)
+    d._restore()
+    return d
+
+
+def test_restore_fits_the_checkpoint_to_the_config_reloads_the_reference_and_says_where_it_goes_on(repo_root, capsys):
+    """The driver's resume path (startup ``_restore``): a finished ``[sft, profile, grpo_stage1,
+    eval]`` run resumed with grpo_stage2 added drops its stale final score, reloads its anchored KL
+    reference, pushes the restored weights as the checkpoint's policy_version, and says so."""
+    done = DriverState(stage="eval", done_stages=["sft", "profile", "grpo_stage1", "eval"], global_step=3, policy_version=2,
+                       reference="kl_reference.safetensors", steps_done={"sft": 2, "grpo_stage1": 1},
+                       evals={"untrained": {}, "sft": {}, "grpo_stage1": {}, "final": {}})
+    d = _restored(repo_root, done, "grpo.kl_coef=0.05")
+    out = capsys.readouterr().out
+    assert d.learners.calls == [("load_checkpoint", "/r/n/checkpoints"),
+                                ("load_reference", "/r/n/checkpoints/kl_reference.safetensors")]
+    assert d.sync.pushed_over == [1]  # the engines' weights become policy_version 2 again
+    assert d.state.done_stages == ["sft", "profile", "grpo_stage1"] and "final" not in d.state.evals
+    assert "resume: eval ran before grpo_stage2, which run.stages now puts first: it runs again" in out
+    assert "KL reference restored from /r/n/checkpoints/kl_reference.safetensors" in out
+    assert "resumed at global step 3, policy_version 2; stages done: sft, profile, grpo_stage1; next: grpo_stage2 step 1" in out
+
+    # Without a KL term the reference is not loaded; a run with nothing left says so.
+    d = _restored(repo_root, done, "grpo.kl_coef=0.0", "run.stages=[sft,profile,grpo_stage1,eval]")
+    out = capsys.readouterr().out
+    assert [c[0] for c in d.learners.calls] == ["load_checkpoint"] and "KL reference" not in out and "resume:" not in out
+    assert "stages done: sft, profile, grpo_stage1, eval; nothing left to run" in out
+    # A checkpoint taken at the end of a stage's steps, before its evaluation ran.
+    mid = DriverState(stage="sft", stage_step=2, global_step=2, policy_version=3, steps_done={"sft": 2})
+    assert "next: the evaluation after sft" in (_restored(repo_root, mid), capsys.readouterr().out)[1]
