@@ -4,10 +4,10 @@ profile, both GRPO stages and evaluation through the transformers engine and a D
 with a tiny random thinker of the real architecture. The engine's and the learner's log-probs of
 every GRPO rollout agree (both saw the same tokens and the same media).
 
-The run goes as a user's might: a first run stops after grpo_stage1; it is resumed with
-grpo_stage2 added to run.stages and dies in that stage's first step; it is resumed again. Every
-step reaches MLflow once, the lost step is replayed exactly, the KL reference comes back from the
-checkpoint folder, finished stages are not repeated and the stale final evaluation is."""
+The run dies in grpo_stage2's first step and is resumed: every step reaches MLflow once, the lost
+step is replayed exactly, the KL reference comes back from the checkpoint folder, the cached clip
+inputs are reused, and finished stages are not repeated. (Resuming under a changed run.stages:
+tests/unit/test_driver_state.py.)"""
 
 import json
 
@@ -29,7 +29,7 @@ def test_train_runs_every_stage_with_qwen_media_and_resumes_after_a_crash(ray_lo
 
     from diadem_ray.driver import Driver
 
-    # The second run dies in grpo_stage2's first step, after its learner step and before anything of
+    # The first run dies in grpo_stage2's first step, after its learner step and before anything of
     # that step is recorded (the last checkpoint is grpo_stage1's, global step 3).
     lost: dict = {}
     end_step = Driver._end_step
@@ -54,32 +54,29 @@ def test_train_runs_every_stage_with_qwen_media_and_resumes_after_a_crash(ray_lo
             "stages.grpo_stage2.steps=2", "stages.grpo_stage2.prompts_per_step=2", "stages.eval.max_new_tokens=6",
             "checkpoint.every_steps=2",
             "grpo.line_credit_weight=0.5",  # the per-line credit path through the reward pool (its maths: unit tests)
-            "grpo.kl_coef=0.05"]  # the KL reference moves to the SFT policy when GRPO begins
-    assert main(argv + ["run.stages=[sft,profile,grpo_stage1,eval]"]) == 0
+            "grpo.kl_coef=0.05",  # the KL reference moves to the SFT policy when GRPO begins
+            "run.stages=[sft,profile,grpo_stage1,grpo_stage2,eval]"]
+    with pytest.raises(RuntimeError, match="simulated preemption"):
+        main(argv)
     out = capsys.readouterr().out
     assert "4 clips ready (4 decoded" in out
     assert "KL reference anchored at the current policy (global step 2)" in out
-    assert "eval done; recorded in the latest checkpoint" in out
-    resume = argv[:3] + ["--resume"] + argv[3:]
-    with pytest.raises(RuntimeError, match="simulated preemption"):
-        main(resume)
-    second = capsys.readouterr().out
-    rc = main(resume)
-    third = capsys.readouterr().out
-    assert rc == 0, third
-    for resumed in (second, third):  # the second died before its first checkpoint: both start alike
-        # The final evaluation was of grpo_stage1's policy: it is dropped, to run again after grpo_stage2.
-        assert "resume: eval ran before grpo_stage2, which run.stages now puts first: it runs again" in resumed
-        # Each resumed run starts where the checkpoint says, with the anchored reference, and does
-        # not repeat what was recorded after it (grpo_stage1's evaluation and export).
-        assert "resumed at global step 3, policy_version " in resumed
-        assert "stages done: sft, profile, grpo_stage1; next: grpo_stage2 step 1" in resumed
-        assert "KL reference restored from" in resumed and "KL reference anchored" not in resumed
-        assert "eval grpo_stage1" not in resumed and "policy after grpo_stage1" not in resumed
+    assert "grpo_stage1 done; recorded in the latest checkpoint" in out
+    rc = main(argv[:3] + ["--resume"] + argv[3:])
+    resumed = capsys.readouterr().out
+    assert rc == 0, resumed
+    assert "4 clips ready (0 decoded, 4 cached" in resumed  # found by the driver: no Ray Data pass
+    # It starts where the checkpoint says, with the anchored reference, and does not repeat what was
+    # recorded after it (grpo_stage1's evaluation and export).
+    assert "resumed at global step 3, policy_version " in resumed and "resume:" not in resumed
+    assert "stages done: sft, profile, grpo_stage1; next: grpo_stage2 step 1" in resumed
+    assert "KL reference restored from" in resumed and "KL reference anchored" not in resumed
+    assert "eval grpo_stage1" not in resumed and "policy after grpo_stage1" not in resumed
+    assert "eval done; recorded in the latest checkpoint" in resumed
     run = tmp_path / "runs" / "qwen-tiny"
     rows = {line.split()[0]: line.split()[1:] for line in (run / "results.txt").read_text().splitlines()[1:]}
     assert list(rows) == ["untrained", "sft", "grpo_stage1", "grpo_stage2", "final"]
-    assert rows["final"] == rows["grpo_stage2"] and "eval final: same policy_version as 'grpo_stage2'" in third
+    assert rows["final"] == rows["grpo_stage2"] and "eval final: same policy_version as 'grpo_stage2'" in resumed
 
     # Every clip's inputs were cached once: token ids with the placeholders expanded, and its media.
     cached = sorted((tmp_path / "data" / "features").glob("*.npz"))

@@ -30,50 +30,45 @@ def group(model, **kw):
     return LearnerGroup(**args)
 
 
-# ZeRO-3 with the default aggregation, ZeRO-2 with the sequence-level one (ZeRO-2 + token_mean, the
-# demo's setting, is exercised by every other learner test and the demo itself).
-@pytest.mark.parametrize("stage,mode", [(3, "token_mean"), (2, "seq_mean_token_sum_norm")])
-def test_gradient_split_invariance(ray_local, tiny_model, stage, mode):
-    """SGD(lr=1) makes the update equal the gradient: 1 rank x 1 micro-batch vs 2 ranks x 2. The
-    2-rank run passes half the advantages as per-token rows (per-line credit's form) holding the
-    same value: the update must not change."""
+def test_gradient_split_invariance(ray_local, tiny_model, tmp_path):
+    """SGD(lr=1) makes the update equal the gradient: 1 rank x 1 micro-batch against 2 ranks x 2,
+    under ZeRO-3 with the default aggregation and under ZeRO-2 with the sequence-level one (ZeRO-2
+    + token_mean, the demo's setting, is exercised by every other learner test and the demo). The
+    2-rank runs pass half the advantages as per-token rows (per-line credit's form) holding the same
+    value: the update must not change. The 1-rank group takes both reference updates from the same
+    weights (its checkpoint restores them in between)."""
     p, r, a = batch()
-    deltas = []
-    for ranks, micro in ((1, 8), (2, 2)):
-        if ranks == 2:
-            a = [[v] * len(resp) if i % 2 else v for i, (v, resp) in enumerate(zip(a, r))]
-        g = group(tiny_model, num_ranks=ranks, micro_batch_size=micro, zero_stage=stage, optimizer="sgd", lr=1.0)
-        try:
-            if stage == 3 and ranks == 2:  # NCCL path's WeightSource: full shapes from ds_shape, gathers in lockstep
-                meta = g.run_all("export_metadata", True, timeout=120)
-                assert meta[0] == meta[1] == [(n, "float32", tuple(t.shape)) for b in g.export_weights() for n, t in b]
-            before = g.parameter_snapshot()
-            g.grpo_step(p, r, a, kl_coef=0.0, loss_aggregation=mode)
-            after = g.parameter_snapshot()
-        finally:
-            g.shutdown()
-        deltas.append({k: after[k] - before[k] for k in before})
-    for k in deltas[0]:
-        assert torch.allclose(deltas[0][k], deltas[1][k], atol=1e-5), k
-    assert any(d.abs().max() > 1e-4 for d in deltas[0].values())
+    rows = [[v] * len(resp) if i % 2 else v for i, (v, resp) in enumerate(zip(a, r))]
+    modes = {"token_mean": 3, "seq_mean_token_sum_norm": 2}  # loss aggregation -> ZeRO stage of the 2-rank run
 
-
-def test_grpo_step_changes_every_parameter_and_sft_reduces_loss(ray_local, tiny_model):
-    p, r, a = batch()
-    g = group(tiny_model, need_reference=True, lr=3e-3)
-    try:
-        assert [i["backend"] for i in g.info] == ["gloo", "gloo"]
+    def delta(g, adv, mode):
         before = g.parameter_snapshot()
-        m = g.grpo_step(p, r, a, kl_coef=0.05, entropy_coef=0.01)
+        g.grpo_step(p, r, adv, kl_coef=0.0, loss_aggregation=mode)
         after = g.parameter_snapshot()
-        unchanged = [k for k in before if torch.equal(before[k], after[k])]
-        assert unchanged == []
-        assert {"learner/kl", "learner/entropy", "learner/grad_norm", "learner/clip_frac"} <= set(m)
-        assert m["learner/ratio_mean"] == pytest.approx(1.0)  # old log-probs recomputed before the update
-        losses = [g.sft_step(p, r)["learner/sft_loss"] for _ in range(5)]
-        assert losses[-1] < losses[0]
+        return {k: after[k] - before[k] for k in before}
+
+    want = {}
+    g = group(tiny_model, num_ranks=1, micro_batch_size=8, zero_stage=2, optimizer="sgd", lr=1.0)
+    try:
+        g.save_checkpoint(str(tmp_path), {})
+        for mode in modes:
+            g.load_checkpoint(str(tmp_path))
+            want[mode] = delta(g, a, mode)
     finally:
         g.shutdown()
+    assert any(d.abs().max() > 1e-4 for d in want["token_mean"].values())
+    assert any(not torch.allclose(want["token_mean"][k], d) for k, d in want["seq_mean_token_sum_norm"].items())
+    for mode, stage in modes.items():
+        g = group(tiny_model, num_ranks=2, micro_batch_size=2, zero_stage=stage, optimizer="sgd", lr=1.0)
+        try:
+            if stage == 3:  # NCCL path's WeightSource: full shapes from ds_shape, gathers in lockstep
+                meta = g.run_all("export_metadata", True, timeout=120)
+                assert meta[0] == meta[1] == [(n, "float32", tuple(t.shape)) for b in g.export_weights() for n, t in b]
+            got = delta(g, rows, mode)
+        finally:
+            g.shutdown()
+        for k in want[mode]:
+            assert torch.allclose(got[k], want[mode][k], atol=1e-5), (mode, k)
 
 
 def test_lora_changes_only_adapters(ray_local, tiny_model, tmp_path):
@@ -115,43 +110,21 @@ def test_lora_changes_only_adapters(ray_local, tiny_model, tmp_path):
         g.shutdown()
 
 
-def test_checkpoint_resume_is_exact_and_dead_rank_is_named(ray_local, tiny_model, tmp_path):
+@pytest.mark.parametrize("lora,stage", [(False, 3), (True, 2)], ids=["full-zero3", "lora-zero2"])
+def test_sft_then_grpo_with_the_kl_reference_resumes_exactly_and_a_dead_rank_is_named(ray_local, tiny_model, tmp_path, lora,
+                                                                                      stage):
+    """A learner's life in a run: SFT lowers the loss; GRPO then measures KL against the policy it
+    starts from, not the backbone it loaded (after anchoring, the KL of an unchanged policy is 0),
+    and a GRPO step changes every trainable parameter. A group resumed from the checkpoint with the
+    saved reference repeats the next step exactly (loss, KL, every parameter); without the reference
+    it measures against the backbone again. Full fine-tuning under ZeRO-3 gathers each partitioned
+    parameter into the reference. A killed rank is named."""
+    import ray
+
     from diadem_ray.cluster.learner_group import LearnerDied
 
-    b1, b2 = batch(seed=1), batch(seed=2)
-    g = group(tiny_model, zero_stage=2, lr=1e-2)
-    try:
-        g.grpo_step(*b1)
-        g.save_checkpoint(str(tmp_path), {"stage": "grpo_stage1", "policy_version": 1, "reward_hash": "abc"})
-        want_metrics = g.grpo_step(*b2)
-        want = g.parameter_snapshot()
-        import ray
-
-        ray.kill(g.actors[1], no_restart=True)
-        with pytest.raises(LearnerDied, match="learner rank 1 died at step 2"):
-            g.grpo_step(*b1)
-    finally:
-        g.shutdown()
-    g2 = group(tiny_model, zero_stage=2, lr=1e-2)
-    try:
-        meta = g2.load_checkpoint(str(tmp_path))
-        assert meta["policy_version"] == 1 and meta["learner_step"] == 1
-        got_metrics = g2.grpo_step(*b2)
-        got = g2.parameter_snapshot()
-        assert got_metrics["learner/loss"] == want_metrics["learner/loss"]
-        for k in want:
-            assert torch.equal(got[k], want[k]), k
-    finally:
-        g2.shutdown()
-
-
-@pytest.mark.parametrize("lora,stage", [(False, 3), (True, 2)], ids=["full-zero3", "lora-zero2"])
-def test_kl_reference_anchors_at_the_trained_policy_and_survives_resume(ray_local, tiny_model, tmp_path, lora, stage):
-    """A run that trains (SFT) before GRPO must measure KL against the policy GRPO starts from, not
-    the backbone it loaded: after anchoring, the KL of an unchanged policy is 0; a resumed group
-    that restores the saved reference measures what the original measured, one without it does not.
-    Full fine-tuning under ZeRO-3 gathers each partitioned parameter into the reference."""
     p, r, a = batch(seed=3)
+    nxt = batch(seed=2)  # the step after the checkpoint
     kw = dict(need_reference=True, lr=1e-2, zero_stage=stage)
     if lora:
         kw["lora"] = {"enabled": True, "rank": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
@@ -162,29 +135,46 @@ def test_kl_reference_anchors_at_the_trained_policy_and_survives_resume(ray_loca
         g.set_lr(1e-2)
         return out
 
-    ref_file = str(tmp_path / "kl_reference.safetensors")
+    ref_file, ckpt = str(tmp_path / "kl_reference.safetensors"), str(tmp_path / "ckpt")
+    step = dict(kl_coef=0.1, entropy_coef=0.01)
     g = group(tiny_model, **kw)
     try:
-        for _ in range(3):
-            g.sft_step(p, r)
+        assert [i["backend"] for i in g.info] == ["gloo", "gloo"]
+        losses = [g.sft_step(p, r)["learner/sft_loss"] for _ in range(3)]
         assert kl(g) > 1e-4  # the reference is still the loaded backbone
         g.anchor_reference(ref_file)
         assert kl(g) == pytest.approx(0.0, abs=1e-7)
-        for _ in range(2):
-            g.sft_step(p, r)
-        want = kl(g)
-        assert want > 1e-5
-        g.save_checkpoint(str(tmp_path / "ckpt"), {"stage": "grpo_stage1"})
+        losses += [g.sft_step(p, r)["learner/sft_loss"] for _ in range(2)]  # (lr-0 GRPO steps between: no move)
+        assert losses[-1] < losses[0], losses
+        saved_at = g.step
+        g.save_checkpoint(ckpt, {"stage": "grpo_stage1", "policy_version": 1})
+        before = g.parameter_snapshot()
+        want_metrics = g.grpo_step(*nxt, **step)
+        want = g.parameter_snapshot()
+        assert [k for k in before if torch.equal(before[k], want[k])] == []
+        assert {"learner/kl", "learner/entropy", "learner/grad_norm", "learner/clip_frac"} <= set(want_metrics)
+        assert want_metrics["learner/ratio_mean"] == pytest.approx(1.0)  # old log-probs recomputed before the update
+        assert want_metrics["learner/kl"] > 1e-5
+        ray.kill(g.actors[1], no_restart=True)
+        with pytest.raises(LearnerDied, match=f"learner rank 1 died at step {saved_at + 1}"):
+            g.grpo_step(*nxt)
     finally:
         g.shutdown()
     g2 = group(tiny_model, **kw)
     try:
-        g2.load_checkpoint(str(tmp_path / "ckpt"))
-        unanchored = kl(g2)
-        g2.load_checkpoint(str(tmp_path / "ckpt"))
+        meta = g2.load_checkpoint(ckpt)
+        assert meta["policy_version"] == 1 and meta["learner_step"] == saved_at
+        unanchored = g2.grpo_step(*nxt, **step)
+        g2.load_checkpoint(ckpt)
         g2.load_reference(ref_file)
-        assert kl(g2) == pytest.approx(want, rel=1e-4, abs=1e-9)
-        assert unanchored != pytest.approx(want, rel=1e-2)  # without it, the reference is the backbone again
+        got_metrics = g2.grpo_step(*nxt, **step)
+        got = g2.parameter_snapshot()
+        assert got_metrics["learner/loss"] == want_metrics["learner/loss"]
+        assert got_metrics["learner/kl"] == want_metrics["learner/kl"]
+        for k in want:
+            assert torch.equal(got[k], want[k]), k
+        # without the saved reference, the reference is the backbone again
+        assert unanchored["learner/kl"] != pytest.approx(want_metrics["learner/kl"], rel=1e-2)
         with pytest.raises(Exception, match="KL reference .*missing"):
             g2.load_reference(str(tmp_path / "nope.safetensors"))
     finally:
