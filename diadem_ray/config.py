@@ -84,7 +84,7 @@ class DataConfig:
 
 @dataclass
 class RolloutConfig:
-    backend: str = "vllm"  # vllm | hf (only for families vLLM cannot serve here)
+    backend: str = "vllm"  # vllm | hf (transformers generate: the slower reference engine)
     num_replicas: int = 1
     samples_per_prompt: int = 4
     max_new_tokens: int = 256
@@ -442,9 +442,6 @@ def validate(cfg: Any) -> List[str]:
     _one_of(p, "learner.comm_backend", cfg.learner.comm_backend, ("auto", "gloo", "nccl"))
     _one_of(p, "learner.lr_schedule", cfg.learner.lr_schedule, ("constant", "linear", "cosine"))
     if cfg.model.family == "qwen2_5_omni":
-        if cfg.rollout.backend != "hf":
-            p.append("rollout.backend: vLLM engines are not fed Qwen2.5-Omni's video and audio yet; set rollout.backend: hf "
-                     "(the transformers engine, which samples with the clip's media) for model.family qwen2_5_omni")
         if not cfg.model.path:
             p.append("model.path: model.family qwen2_5_omni needs a local checkpoint directory (nothing is downloaded)")
         if cfg.model.max_pixels_per_frame < 4 * 28 * 28:

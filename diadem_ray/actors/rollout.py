@@ -5,14 +5,15 @@ A plain class, made remote in :mod:`diadem_ray.cluster.rollout_group`. Every bat
 exactly one weight version: updates and generation never interleave (the actor runs one method
 at a time), a caller may pin the version it expects, and versions only move forward.
 
-A transformers ``generate`` backend (``backend="hf"``) exists for model families vLLM cannot serve
-on the current hardware (e.g. Qwen2.5-Omni on CPU, where vLLM's video processor needs
-torchvision); it has the same interface and says so in its log line.
+A transformers ``generate`` backend (``backend="hf"``) has the same interface and says so in its
+log line; it is the reference the vLLM path is tested against.
 
 Prompts are mappings ``{"prompt_id": str, "prompt_token_ids": [int, …]}`` plus optional
-``"multi_modal_data"`` (passed to vLLM as is) or ``"media"`` (a multimodal family's processed
-video/audio features, :mod:`diadem_ray.models.families`; read by the transformers backend, which
-then scores exactly the tokens the learner scores).
+``"multi_modal_data"`` (passed to vLLM as is) or ``"media"`` (a multimodal family's clip,
+:mod:`diadem_ray.models.families`). The transformers backend passes media to the model as the
+learner does; vLLM engines get the clip through
+:func:`diadem_ray.models.qwen2_5_omni.vllm_prompt` and must expand it to exactly the prompt ids
+given (checked on every prompt), so both backends score the tokens the learner scores.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ class VersionMismatch(RuntimeError):
     """A batch asked for one weight version while the replica holds another."""
 
 
+class ReplicaRestarted(RuntimeError):
+    """Ray restarted the replica's process since its last call (after an out-of-memory kill, say):
+    it has set its engine up again but holds the base weights, so its caller must push the last
+    weights again before it samples (:class:`~diadem_ray.cluster.rollout_group.RolloutGroup` does)."""
+
+
 def _has_tokenizer(model_path: str) -> bool:
     p = Path(model_path)
     return any((p / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
@@ -41,7 +48,7 @@ class RolloutWorker:
     def __init__(self, *, model_path: str, replica_id: int = 0, backend: str = "vllm", dtype: str = "float32",
                  max_model_len: int = 1024, max_num_seqs: int = 64, gpu_memory_utilization: float = 0.5,
                  cpu_kv_cache_gib: float = 1.0, seed: int = 0, weight_transfer: str = "object_store",
-                 sleep_mode: bool = False, family: str = "tiny_av"):
+                 sleep_mode: bool = False, family: str = "tiny_av", max_pixels_per_frame: int = 0):
         from diadem_ray.models.families import check_family
 
         self.model_path = model_path
@@ -58,18 +65,27 @@ class RolloutWorker:
         # API (GPU only); "object_store": buckets through Ray's object store (CPU and GPU).
         self.weight_transfer = weight_transfer
         self.sleep_mode = sleep_mode  # colocated layout: the engine sleeps during learner steps
+        self.max_pixels_per_frame = max_pixels_per_frame  # qwen2_5_omni on vLLM: sizes its encoder cache (0: default)
         self._incoming: Optional[int] = None  # version of an NCCL update in progress
         self.policy_version = 0
         self.llm: Any = None
         self.hf: Any = None
         self.tokenizer: Any = None
         self.suppressed: List[int] = []  # token ids generation must not sample (media placeholders)
+        self.special: Dict[str, int] = {}  # qwen2_5_omni placeholder ids (vLLM prompts)
 
     # ---- setup -------------------------------------------------------------------------------
 
+    def _ready(self) -> bool:
+        return self.llm is not None or self.hf is not None
+
     def setup(self) -> Dict[str, Any]:
+        """Load the engine (once: a second call returns at once). Ray re-runs only the constructor
+        when it restarts the actor, so calls that need the engine set it up again themselves."""
         import torch
 
+        if self._ready():
+            return {"replica": self.replica_id, "backend": self.backend, "seconds": 0.0}
         start = time.perf_counter()
         if self.backend == "vllm":
             if not torch.cuda.is_available():
@@ -97,11 +113,17 @@ class RolloutWorker:
                 if self.weight_transfer == "nccl" or self.sleep_mode:
                     raise ValueError(f"rollout replica {self.replica_id}: weight_transfer='nccl' and sleep mode need CUDA; "
                                      "on CPU use the object-store sync and the disaggregated layout")
+            if self.family == "qwen2_5_omni":
+                from diadem_ray.models import qwen2_5_omni
+
+                qwen2_5_omni.register_vllm()
+                s = qwen2_5_omni.Settings(**({"max_pixels": self.max_pixels_per_frame} if self.max_pixels_per_frame else {}))
+                kwargs.update(qwen2_5_omni.vllm_engine_kwargs(s))
             self.llm = LLM(**kwargs)
         elif self.backend == "hf":
             from diadem_ray.models.families import load_causal_lm
 
-            log.warning("replica %d: transformers generate backend (vLLM cannot serve this model family here)", self.replica_id)
+            log.warning("replica %d: transformers generate backend (rollout.backend=hf; slower than vLLM)", self.replica_id)
             dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.dtype]
             self.hf = load_causal_lm(self.family, self.model_path, dtype=dt).eval()
             if torch.cuda.is_available():
@@ -115,6 +137,10 @@ class RolloutWorker:
         from diadem_ray.models.families import media_token_ids
 
         self.suppressed = media_token_ids(self.family, self.tokenizer)
+        if self.family == "qwen2_5_omni" and self.tokenizer is not None:
+            from diadem_ray.models.qwen2_5_omni import special_token_ids
+
+            self.special = special_token_ids(self.tokenizer)
         return {"replica": self.replica_id, "backend": self.backend, "seconds": time.perf_counter() - start}
 
     # ---- generation --------------------------------------------------------------------------
@@ -124,13 +150,17 @@ class RolloutWorker:
                  expected_version: Optional[int] = None) -> List[Rollout]:
         """``samples_per_prompt`` samples per prompt, prompt-major, each with its per-token log-probs
         under the sampling distribution and the policy_version that produced it."""
+        if not self._ready():
+            self.setup()
+            raise ReplicaRestarted(f"rollout replica {self.replica_id} was restarted and holds the base weights "
+                                   f"(policy_version 0); push the current weights before sampling from it")
         if expected_version is not None and expected_version != self.policy_version:
             raise VersionMismatch(f"rollout replica {self.replica_id} holds policy_version {self.policy_version}, "
                                   f"the batch expects {expected_version}")
         version = self.policy_version
         if self.backend == "hf":
             return self._generate_hf(prompts, samples_per_prompt, max_new_tokens, temperature, top_p, seed, version)
-        from vllm import SamplingParams, TokensPrompt
+        from vllm import SamplingParams
 
         import torch
 
@@ -138,27 +168,58 @@ class RolloutWorker:
         # generator meets a partially prefilled batch (seen with 48 prompts x 2 samples); on CPU
         # sampling is seeded by the engine seed only, which is deterministic for a given request order.
         request_seed = seed if torch.cuda.is_available() else None
+        # Media placeholders end a sample instead of being masked out: masking would renormalise the
+        # engine's log-probs over the other tokens, which the learner does not do. A sample that
+        # draws one (improbable for a trained model) stops there and the placeholder is dropped.
+        # The text is decoded from the final token ids, as the transformers engine and the learner's
+        # line credit decode them (vLLM's incremental text withholds a trailing partial character).
         params = SamplingParams(n=samples_per_prompt, max_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                logprobs=0, seed=request_seed, detokenize=self.tokenizer is not None)
-        inputs = []
-        for p in prompts:
-            if p.get("media"):
-                raise ValueError(f"rollout replica {self.replica_id}: prompt {p['prompt_id']} carries processed 'media', "
-                                 "which only the transformers backend reads (rollout.backend=hf); vLLM takes raw "
-                                 "'multi_modal_data'")
-            tp = TokensPrompt(prompt_token_ids=list(p["prompt_token_ids"]))
-            if p.get("multi_modal_data"):
-                tp["multi_modal_data"] = p["multi_modal_data"]
-            inputs.append(tp)
+                                logprobs=0, seed=request_seed, detokenize=False, stop_token_ids=list(self.suppressed) or None)
+        inputs = [self._vllm_prompt(p) for p in prompts]
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
         rollouts: List[Rollout] = []
         for p, out in zip(prompts, outputs):
+            self._check_expanded(p, out.prompt_token_ids)
             for i, c in enumerate(out.outputs):
-                lps = tuple(float(d[t].logprob) for d, t in zip(c.logprobs, c.token_ids))
-                text = c.text if self.tokenizer is not None else ""
-                rollouts.append(Rollout(str(p["prompt_id"]), i, tuple(p["prompt_token_ids"]), tuple(c.token_ids), lps, text,
-                                        c.finish_reason or "stop", version))
+                ids, lps = list(c.token_ids), [float(d[t].logprob) for d, t in zip(c.logprobs, c.token_ids)]
+                reason = c.finish_reason or "stop"
+                if ids and ids[-1] in self.suppressed:
+                    ids, lps, reason = ids[:-1], lps[:-1], "stop"
+                text = self.tokenizer.decode(ids, skip_special_tokens=True) if self.tokenizer is not None else ""
+                rollouts.append(Rollout(str(p["prompt_id"]), i, tuple(p["prompt_token_ids"]), tuple(ids), tuple(lps), text,
+                                        reason, version))
         return rollouts
+
+    def _vllm_prompt(self, p: Mapping[str, Any], response: Sequence[int] = ()) -> Any:
+        """One prompt (with ``response`` appended) as a ``vllm.TokensPrompt``."""
+        from vllm import TokensPrompt
+
+        if p.get("media"):
+            if self.family != "qwen2_5_omni":
+                raise ValueError(f"rollout replica {self.replica_id}: prompt {p['prompt_id']} carries 'media', which model "
+                                 f"family {self.family} does not take; pass raw 'multi_modal_data' instead")
+            from diadem_ray.models.qwen2_5_omni import vllm_prompt
+
+            fields = vllm_prompt(p["prompt_token_ids"], p["media"], self.special)
+            fields["prompt_token_ids"] = fields["prompt_token_ids"] + [int(t) for t in response]
+            return TokensPrompt(**fields)
+        tp = TokensPrompt(prompt_token_ids=[int(t) for t in p["prompt_token_ids"]] + [int(t) for t in response])
+        if p.get("multi_modal_data"):
+            tp["multi_modal_data"] = p["multi_modal_data"]
+        return tp
+
+    def _check_expanded(self, p: Mapping[str, Any], engine_ids: Sequence[int], response: Sequence[int] = ()) -> None:
+        """vLLM must expand a clip to the prompt ids the learner scores (``engine_ids``: the
+        prompt vLLM ran, ``response`` appended to it, if any)."""
+        if not p.get("media"):
+            return
+        want = [int(t) for t in p["prompt_token_ids"]] + [int(t) for t in response]
+        got = [int(t) for t in engine_ids]
+        if got != want:
+            at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+            raise ValueError(f"rollout replica {self.replica_id}: vLLM expanded prompt {p['prompt_id']} differently from "
+                             f"build_inputs (first difference at token {at} of {len(want)}); the engine's settings (fps, "
+                             "pixel budget) must match the clip cache's")
 
     def _generate_hf(self, prompts, n, max_new_tokens, temperature, top_p, seed, version) -> List[Rollout]:
         import torch
@@ -237,25 +298,28 @@ class RolloutWorker:
                           media: Optional[Sequence[Any]] = None) -> List[List[float]]:
         """Log-probs the engine assigns to fixed responses (prompt log-probs of the joined
         sequence), for checking engine/learner agreement after a weight sync."""
+        media = media if media is not None else [None] * len(prompt_ids)
+        if any(m for m in media) and self.family != "qwen2_5_omni":
+            raise ValueError(f"rollout replica {self.replica_id}: 'media' given, which model family {self.family} does not take")
+        self.setup()  # no-op unless the actor was restarted
         if self.backend == "hf":
-            media = media if media is not None else [None] * len(prompt_ids)
             return [self._hf_logprobs(list(p), list(r), 1.0, m) for p, r, m in zip(prompt_ids, response_ids, media)]
-        if media is not None and any(media):
-            raise ValueError(f"rollout replica {self.replica_id}: processed 'media' need the transformers backend (rollout.backend=hf)")
-        from vllm import SamplingParams, TokensPrompt
+        from vllm import SamplingParams
 
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0, detokenize=False)
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p) + list(r)) for p, r in zip(prompt_ids, response_ids)],
-                                 params, use_tqdm=False)
+        prompts = [{"prompt_id": f"#{i}", "prompt_token_ids": list(p), "media": m} for i, (p, m) in enumerate(zip(prompt_ids, media))]
+        inputs = [self._vllm_prompt(p, r) for p, r in zip(prompts, response_ids)]
+        outs = self.llm.generate(inputs, params, use_tqdm=False)
         result = []
-        for p, r, o in zip(prompt_ids, response_ids, outs):
-            joined = list(p) + list(r)
-            entries = o.prompt_logprobs[len(p):]
-            result.append([float(e[t].logprob) for e, t in zip(entries, joined[len(p):])])
+        for p, r, o in zip(prompts, response_ids, outs):
+            self._check_expanded(p, o.prompt_token_ids, r)
+            n = len(p["prompt_token_ids"])
+            result.append([float(e[t].logprob) for e, t in zip(o.prompt_logprobs[n:], list(r))])
         return result
 
     def generate_text(self, prompts: Sequence[str], *, max_new_tokens: int = 256) -> List[str]:
         """Greedy chat completions of plain-text prompts (the ``llm`` judge and extractor)."""
+        self.setup()  # no-op unless the actor was restarted
         if self.tokenizer is None:
             raise RuntimeError(f"rollout replica {self.replica_id}: {self.model_path} has no tokenizer; text prompts need one")
         if self.backend == "hf":
@@ -290,6 +354,7 @@ class RolloutWorker:
         if version <= self.policy_version:
             raise VersionMismatch(f"rollout replica {self.replica_id}: refusing policy_version {version}; "
                                   f"it already holds {self.policy_version} (versions only increase)")
+        self.setup()  # a replica restarted since its last call loads its engine first
         start = time.perf_counter()
         items = [(name, t) for bucket in buckets for name, t in bucket]
         nbytes = sum(t.numel() * t.element_size() for _, t in items)
@@ -299,10 +364,16 @@ class RolloutWorker:
                 raise KeyError(f"rollout replica {self.replica_id}: unknown weights {unexpected[:5]}")
         else:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": items, "is_checkpoint_format": True})
-            self.llm.reset_prefix_cache()  # cached KV blocks belong to the old weights
+            self._drop_caches()
         self.policy_version = version
         return {"seconds": time.perf_counter() - start, "bytes": float(nbytes), "version": float(version),
                 "buckets": float(len(buckets))}
+
+    def _drop_caches(self) -> None:
+        """After new weights: cached KV blocks and cached video/audio encoder outputs belong to
+        the old ones (vLLM keeps both across requests)."""
+        self.llm.reset_prefix_cache()
+        self.llm.llm_engine.reset_encoder_cache()
 
     # ---- NCCL weight transfer (GPU; vLLM's weight-transfer API, driven by learner rank 0) ------
     # The four calls mirror vLLM's VLLMWeightSyncClient protocol; the learner's trainer engine
@@ -327,7 +398,7 @@ class RolloutWorker:
         if self._incoming is None:
             raise RuntimeError(f"rollout replica {self.replica_id}: finish_weight_update without a started update")
         self.llm.collective_rpc("finish_weight_update")
-        self.llm.reset_prefix_cache()  # cached KV blocks belong to the old weights
+        self._drop_caches()
         self.policy_version, self._incoming = self._incoming, None
         return {"version": float(self.policy_version)}
 

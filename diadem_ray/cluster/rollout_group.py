@@ -3,7 +3,9 @@
 Prompts are sent in chunks to the replica with the fewest chunks in flight. When a replica dies,
 its unanswered chunks go back on the queue for the others (and for the replica itself once Ray
 has restarted it, which re-runs ``setup`` and reloads the last pushed weights): every prompt is
-answered exactly once, none lost, none duplicated.
+answered exactly once, none lost, none duplicated. A replica that died between calls (during a
+learner step, say) answers its next chunk with ``ReplicaRestarted`` and is restored the same way;
+a weight push reaching it sets its engine up first.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import ray
 
-from diadem_ray.actors.rollout import RolloutWorker
+from diadem_ray.actors.rollout import ReplicaRestarted, RolloutWorker
 from diadem_ray.types import Rollout
 
 log = logging.getLogger(__name__)
@@ -98,14 +100,15 @@ class RolloutGroup:
             try:
                 results[c] = ray.get(ref)
                 latencies.append(time.perf_counter() - t0)
-            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
+            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ReplicaRestarted) as exc:
                 if attempt >= self.max_chunk_retries:
                     raise RuntimeError(f"rollout chunk {c} failed on {attempt + 1} replicas; last: {exc}") from exc
                 log.warning("rollout replica %d died; re-queueing %d prompts", w, len(chunks[c]))
                 requeued += len(chunks[c])
                 queue.append((c, attempt + 1))
                 if healthy[w]:
-                    # Ray restarts the actor (constructor only); set it up and reload weights, then reuse it.
+                    # Ray restarts the actor (constructor only; ReplicaRestarted: it died between calls);
+                    # set it up and reload weights, then reuse it.
                     healthy[w] = False
                     restoring[self.replicas[w].setup.options(max_task_retries=-1).remote()] = (w, "setup")
         rollouts = [r for chunk in results for r in (chunk or [])]

@@ -113,7 +113,8 @@ class WeightSync:
         # driver never deserialises them. (The export is bounded by the learners' own collective
         # timeout; ``timeout_s`` bounds the replicas' loading.)
         ref = self.learners.export_weights_ref(self.bucket_bytes)
-        results = wait_all([r.load_weight_buckets.remote(version, ref) for r in self.rollouts.replicas],
+        # A replica Ray is restarting gets the call once it is back (it then sets its engine up first).
+        results = wait_all([r.load_weight_buckets.options(max_task_retries=-1).remote(version, ref) for r in self.rollouts.replicas],
                            timeout_s=self.timeout_s, what=f"load policy_version {version}")
         nbytes = float(results[0]["bytes"]) if results else 0.0
         nbuckets = float(results[0].get("buckets", 0.0)) if results else 0.0

@@ -151,7 +151,8 @@ class Startup:
                                      max_model_len=max_len,
                                      gpu_memory_utilization=r.gpu_memory_utilization, cpu_kv_cache_gib=r.cpu_kv_cache_gib,
                                      seed=cfg.run.seed, weight_transfer=weight_transfer_mode(cfg),
-                                     sleep_mode=cfg.cluster.layout == "colocated", wait=wait)
+                                     sleep_mode=cfg.cluster.layout == "colocated", wait=wait,
+                                     max_pixels_per_frame=cfg.model.max_pixels_per_frame if cfg.model.family == "qwen2_5_omni" else 0)
 
     def _start_tracking(self) -> None:
         from omegaconf import OmegaConf

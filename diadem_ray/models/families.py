@@ -7,8 +7,11 @@
   thinker's ``pixel_values_videos [P, 1176]`` float32 only where the model runs, so the object
   store and the cache carry a quarter of the bytes), ``video_grid_thw [1, 3]``,
   ``video_second_per_grid [1]``, ``input_features [1, 128, 3000]``, ``feature_attention_mask
-  [1, 3000]`` (numpy arrays) and ``use_audio_in_video``. The learner and the transformers engine
-  pass the media to every forward, so both score exactly the tokens ``build_inputs`` made.
+  [1, 3000]`` (numpy arrays), ``use_audio_in_video`` and ``audio_waveform [N]`` (the audio the
+  features came from, for vLLM engines; not a forward argument). The learner and the
+  transformers engine pass the media to every forward, so both score exactly the tokens
+  ``build_inputs`` made; vLLM engines rebuild the same tokens and features from the frames and
+  the waveform (:func:`diadem_ray.models.qwen2_5_omni.vllm_prompt`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 FAMILIES = ("tiny_av", "qwen2_5_omni")
 MEDIA_KEYS = ("video_frames", "pixel_values_videos", "video_grid_thw", "video_second_per_grid", "input_features",
-              "feature_attention_mask", "use_audio_in_video")
+              "feature_attention_mask", "use_audio_in_video", "audio_waveform")
+ENGINE_ONLY_KEYS = ("audio_waveform",)  # media fields no forward takes
 
 
 def check_family(family: str) -> str:
@@ -41,7 +45,9 @@ def load_causal_lm(family: str, path: str, *, dtype: Any):
 def media_token_ids(family: str, tokenizer: Any) -> List[int]:
     """Token ids a rollout must never sample: the family's media placeholders and markers. A
     sampled ``<|audio_bos|>`` would make Qwen2.5-Omni look for another audio segment when it
-    computes positions for the response (a crash, or silently wrong positions)."""
+    computes positions for the response (a crash, or silently wrong positions). The transformers
+    engine suppresses them; a vLLM sample that draws one ends there, without it (masking them
+    would renormalise vLLM's reported log-probs away from the learner's)."""
     check_family(family)
     if family != "qwen2_5_omni" or tokenizer is None:
         return []
@@ -72,6 +78,8 @@ def media_kwargs(media: Optional[Mapping[str, Any]], *, device: Any, float_dtype
         raise KeyError(f"unknown media fields {sorted(unknown)}; expected some of {MEDIA_KEYS}")
     out: Dict[str, Any] = {}
     for k, v in _expanded(media).items():
+        if k in ENGINE_ONLY_KEYS:
+            continue
         if isinstance(v, (np.ndarray, torch.Tensor)):
             t = torch.as_tensor(v)
             if t.is_floating_point() and k != "video_second_per_grid":

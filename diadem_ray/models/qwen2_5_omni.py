@@ -20,15 +20,17 @@ downloaded. In a run, the Ray Data pipeline calls :class:`ClipInputs` on each de
 caches the result as one ``.npz`` per clip (``save_inputs`` / ``load_inputs``); the driver hands
 those token ids and media to the transformers rollout engine and to the learner
 (:mod:`diadem_ray.models.families`; tested on CPU with ``build_tiny_thinker``, a tiny random
-configuration of the same architecture). vLLM engines are not fed these media yet (the config
-check asks for ``rollout.backend: hf`` with this family; issue #7).
+checkpoint of the same architecture in the published layout). vLLM engines get the same clip
+through :func:`vllm_prompt` — the prompt with its single ``<|VIDEO|>`` placeholder, the resized
+frames and the audio track — and expand and encode it with :mod:`.qwen2_5_omni_vllm`, which
+patchifies with this module's code and positions tokens as transformers does.
 """
 
 from __future__ import annotations
 
 import types
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -43,7 +45,8 @@ CLIP_STD = np.asarray([0.26862954, 0.26130258, 0.27577711], np.float32)
 # this one asks for the dialogue explicitly, in the caption form the rewards parse).
 INSTRUCTION = ("Describe the video in detail. Quote every spoken line word for word in double quotes, and say who "
                "speaks it by describing the speaker as a viewer sees or hears them.")
-INPUTS_VERSION = "qwen2_5_omni-inputs-2"  # bump when build_inputs changes what it makes (invalidates caches)
+INPUTS_VERSION = "qwen2_5_omni-inputs-3"  # bump when build_inputs changes what it makes (invalidates caches)
+VLLM_ARCH = "DiademQwen2_5OmniThinker"  # the architecture name vLLM loads qwen2_5_omni_vllm's thinker under
 
 
 @dataclass(frozen=True)
@@ -131,10 +134,13 @@ def model_inputs(inputs: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def audio_features(audio: np.ndarray, feature_extractor: Any, s: Settings = Settings()) -> Dict[str, np.ndarray]:
-    """``input_features`` ``[1, 128, 3000]`` and ``feature_attention_mask`` ``[1, 3000]`` (30 s window)."""
-    out = feature_extractor(audio, sampling_rate=s.sample_rate_hz, return_attention_mask=True, padding="max_length",
+    """``input_features`` ``[1, 128, 3000]`` and ``feature_attention_mask`` ``[1, 3000]`` of the
+    first 30 s (the extractor's window), plus that audio itself, ``audio_waveform`` float32
+    ``[N]`` (N ≤ 480,000 at 16 kHz): vLLM engines compute the same features from it."""
+    wave = np.ascontiguousarray(np.asarray(audio, np.float32).reshape(-1)[: int(feature_extractor.n_samples)])
+    out = feature_extractor(wave, sampling_rate=s.sample_rate_hz, return_attention_mask=True, padding="max_length",
                             return_tensors="np")
-    return {"input_features": out["input_features"], "feature_attention_mask": out["attention_mask"]}
+    return {"input_features": out["input_features"], "feature_attention_mask": out["attention_mask"], "audio_waveform": wave}
 
 
 def _expand(text: str, *, audio_len: int, grid: Tuple[int, int, int], second_per_grid: float, s: Settings) -> str:
@@ -164,7 +170,8 @@ def build_inputs(frames: np.ndarray, times_s: np.ndarray, audio: np.ndarray, pro
     rollout engines and the learner consume them. ``audio`` float32 mono at ``s.sample_rate_hz``.
     The video travels compact, as the resized uint8 frames ``video_frames`` ``[T, h, w, 3]``;
     :func:`model_inputs` (called by :func:`to_torch` and :func:`families.media_kwargs`) makes the
-    float32 patches where the model runs."""
+    float32 patches where the model runs. ``audio_waveform`` is the audio the features were
+    computed from (vLLM engines take audio, not features)."""
     resized = resize_frames(sample_frames(frames, times_s, fps=s.fps, max_frames=s.max_frames), s)
     grid = (len(resized) // s.temporal_patch_size, resized.shape[1] // s.patch_size, resized.shape[2] // s.patch_size)
     feats = audio_features(audio, feature_extractor, s)
@@ -212,12 +219,16 @@ def special_token_ids(tokenizer: Any, names: Sequence[str] = tuple(TOKENS)) -> D
 def build_tiny_thinker(out_dir: Any, *, vocab_size: int = 400, seed: int = 0):
     """Save a randomly initialised thinker of Qwen2.5-Omni's architecture (vision, audio and text
     towers a few hundred kB each) with a tiny tokenizer holding the placeholder tokens, for CPU
-    tests; the directory loads like a real checkpoint (config, weights, tokenizer,
-    ``preprocessor_config.json``). Returns ``(path, tokenizer, feature_extractor)``."""
+    tests. The directory has the published checkpoint's layout — a ``Qwen2_5OmniConfig`` (no
+    talker weights: ``enable_audio_output`` off) with ``thinker.*`` weights, the tokenizer and
+    ``preprocessor_config.json`` — so transformers and vLLM load it like the real one.
+    Returns ``(path, tokenizer, feature_extractor)``."""
     from pathlib import Path
 
     import torch
-    from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration, WhisperFeatureExtractor
+    from safetensors.torch import save_file
+    from transformers import (Qwen2_5OmniConfig, Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration,
+                              WhisperFeatureExtractor)
 
     from diadem_ray.models.tiny_lm import build_tiny_tokenizer
 
@@ -230,18 +241,67 @@ def build_tiny_thinker(out_dir: Any, *, vocab_size: int = 400, seed: int = 0):
         vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, fullatt_block_indexes=[0]),
         text_config=dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
                          num_key_value_heads=1, rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]},
+                         tie_word_embeddings=False,  # as the 7B: a separate lm_head (vLLM reads the flag from here)
                          eos_token_id=int(tok.eos_token_id), pad_token_id=int(tok.pad_token_id)),
         audio_token_index=ids["audio"], image_token_index=ids["image"], video_token_index=ids["video"],
-        audio_start_token_id=ids["audio_bos"], audio_end_token_id=ids["audio_eos"], vision_start_token_id=ids["vision_bos"])
+        audio_start_token_id=ids["audio_bos"], audio_end_token_id=ids["audio_eos"], vision_start_token_id=ids["vision_bos"],
+        eos_token_id=int(tok.eos_token_id), pad_token_id=int(tok.pad_token_id))
     torch.manual_seed(seed)
     model = Qwen2_5OmniThinkerForConditionalGeneration(cfg).eval()
-    model.config.eos_token_id = int(tok.eos_token_id)
-    model.config.pad_token_id = int(tok.pad_token_id)
-    model.save_pretrained(out)
+    full = Qwen2_5OmniConfig(thinker_config=cfg.to_dict(), enable_audio_output=False)
+    full.architectures = ["Qwen2_5OmniModel"]  # the published checkpoint's name
+    full.save_pretrained(out)
+    save_file({f"thinker.{k}": v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})
     tok.save_pretrained(out)
     fe = WhisperFeatureExtractor(feature_size=128)  # Qwen2.5-Omni's audio front-end settings
     fe.save_pretrained(out)
     return out, tok, fe
+
+
+def register_vllm() -> None:
+    """Register :class:`~diadem_ray.models.qwen2_5_omni_vllm.DiademQwen2_5OmniThinker` with vLLM
+    as :data:`VLLM_ARCH` (lazily: vLLM imports it only when an engine loads it). Also the
+    package's ``vllm.general_plugins`` entry point, so engine processes vLLM starts have it."""
+    from vllm import ModelRegistry
+
+    if VLLM_ARCH not in ModelRegistry.get_supported_archs():
+        ModelRegistry.register_model(VLLM_ARCH, "diadem_ray.models.qwen2_5_omni_vllm:DiademQwen2_5OmniThinker")
+
+
+def vllm_engine_kwargs(s: Settings = Settings()) -> Dict[str, Any]:
+    """``vllm.LLM`` arguments for this family: the thinker of :func:`register_vllm`, one clip
+    (video with its audio track) per prompt, and the per-frame pixel budget (used by vLLM to size
+    its encoder cache; the frames themselves arrive resized)."""
+    return {"hf_overrides": {"architectures": [VLLM_ARCH]}, "limit_mm_per_prompt": {"video": 1, "audio": 1, "image": 0},
+            "mm_processor_kwargs": {"min_pixels": s.min_pixels, "max_pixels": s.max_pixels}}
+
+
+def vllm_prompt(prompt_ids: Sequence[int], media: Mapping[str, Any], token_ids: Mapping[str, int]) -> Dict[str, Any]:
+    """A prompt as ``prompt_token_ids`` (expanded by :func:`build_inputs`) plus its media → the
+    ``vllm.TokensPrompt`` fields: the ids with the clip collapsed back to ``<|vision_bos|>
+    <|VIDEO|> <|vision_eos|>`` (vLLM expands it again from the media, to the same ids — the
+    rollout worker checks), the resized frames, the audio track and ``use_audio_in_video``.
+    ``token_ids``: :func:`special_token_ids` of the checkpoint's tokenizer."""
+    missing = [k for k in ("video_frames", "audio_waveform") if k not in media]
+    if missing:
+        raise KeyError(f"media without {missing}: vLLM engines need the resized frames and the audio track; the clip's "
+                       f"inputs were cached by an older version — clear the data cache (features/) to rebuild them")
+    ids = [int(t) for t in prompt_ids]
+    bos, eos = token_ids["vision_bos"], token_ids["vision_eos"]
+    if ids.count(bos) != 1 or ids.count(eos) != 1 or ids.index(bos) > ids.index(eos):
+        raise ValueError(f"prompt must hold one clip between <|vision_bos|> ({bos}) and <|vision_eos|> ({eos}); "
+                         f"found {ids.count(bos)} and {ids.count(eos)}")
+    collapsed = ids[: ids.index(bos) + 1] + [token_ids["video"]] + ids[ids.index(eos):]
+    s = Settings()
+    wave = np.asarray(media["audio_waveform"], np.float32)
+    seconds = float(np.asarray(media.get("video_second_per_grid", [s.temporal_patch_size / s.fps])).reshape(-1)[0])
+    return {"prompt_token_ids": collapsed,
+            "multi_modal_data": {"video": np.asarray(media["video_frames"]), "audio": (wave, s.sample_rate_hz)},
+            # the frame rate the frames were sampled at: the processor derives the seconds per grid (and so
+            # the positions) from it; vLLM's placeholder expansion reads them directly (else assumes 1.0)
+            "mm_processor_kwargs": {"use_audio_in_video": bool(media.get("use_audio_in_video", True)),
+                                    "fps": s.temporal_patch_size / seconds, "second_per_grid_ts": [seconds]}}
 
 
 def inputs_version(model_path: str, s: Settings = Settings(), prompt: str = INSTRUCTION) -> str:

@@ -103,5 +103,24 @@ def test_dead_replica_loses_and_duplicates_no_prompt(ray_local, tmp_path):
         ids = [(r.prompt_id, r.sample_index) for r in out]
         assert ids == [(f"q{i}", s) for i in range(24) for s in range(2)]
         assert metrics["rollout/requeued_prompts"] >= 1
+
+        # A replica that dies between calls (an out-of-memory kill during a learner step) comes back
+        # without its engine: a weight push sets it up first, and a batch that reaches it before any
+        # push is answered by the others while it is set up and given the last weights.
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        sd = AutoModelForCausalLM.from_pretrained(model).state_dict()
+        buckets = [[(k, torch.full_like(v, 0.01) if k.endswith("norm.weight") else v) for k, v in sd.items()]]
+        group.last_buckets = ray.put(buckets)
+        group.version = 1
+        ray.get([r.load_weight_buckets.remote(1, group.last_buckets) for r in group.replicas])
+        ray.kill(group.replicas[0], no_restart=False)
+        out, metrics = group.generate(prompts[:8], samples_per_prompt=1, max_new_tokens=4)
+        assert [r.prompt_id for r in out] == [f"q{i}" for i in range(8)] and {r.policy_version for r in out} == {1}
+        assert ray.get(group.replicas[0].get_version.remote()) == 1  # restored with the last weights
+        ray.kill(group.replicas[1], no_restart=False)
+        assert ray.get(group.replicas[1].ping.options(max_task_retries=-1).remote()) == 1  # restarted, engine not loaded
+        assert ray.get(group.replicas[1].load_weight_buckets.remote(2, group.last_buckets))["version"] == 2.0
     finally:
         group.shutdown()

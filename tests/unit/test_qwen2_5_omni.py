@@ -135,3 +135,29 @@ def test_media_tokens_are_never_sampled(tiny_thinker):
     banned = media_token_ids("qwen2_5_omni", tok)
     assert banned == sorted(tok.convert_tokens_to_ids(t) for t in q.TOKENS.values()) and len(banned) == 7
     assert media_token_ids("tiny_av", tok) == []
+
+
+def test_vllm_prompt_collapses_the_clip_and_carries_frames_and_audio(tiny_thinker):
+    from diadem_ray.models.families import split_inputs
+
+    _, tok, fe, _ = tiny_thinker
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 256, (8, 56, 84, 3), dtype=np.uint8)
+    audio = (0.1 * rng.standard_normal(40 * 16_000)).astype(np.float32)  # 40 s: the features see the first 30
+    s = q.Settings(max_pixels=16 * 28 * 28)
+    ids, media = split_inputs(q.build_inputs(frames, np.arange(8) * 0.5, audio, "Who?", tokenizer=tok, feature_extractor=fe, s=s))
+    assert media["audio_waveform"].shape == (30 * 16_000,)
+    np.testing.assert_array_equal(q.audio_features(media["audio_waveform"], fe, s)["input_features"], media["input_features"])
+    special = q.special_token_ids(tok)
+    fields = q.vllm_prompt(ids, media, special)
+    # the ids vLLM expands again: the prompt text's own tokens, one <|VIDEO|> between the vision markers
+    assert fields["prompt_token_ids"] == tok(q.prompt_text("Who?"), add_special_tokens=False)["input_ids"]
+    assert fields["multi_modal_data"]["video"] is media["video_frames"] or np.array_equal(
+        fields["multi_modal_data"]["video"], media["video_frames"])
+    wave, rate = fields["multi_modal_data"]["audio"]
+    assert rate == 16_000 and np.array_equal(wave, media["audio_waveform"])
+    assert fields["mm_processor_kwargs"] == {"use_audio_in_video": True, "fps": 2.0, "second_per_grid_ts": [1.0]}
+    with pytest.raises(KeyError, match="clear the data cache"):  # inputs cached before the waveform was kept
+        q.vllm_prompt(ids, {k: v for k, v in media.items() if k != "audio_waveform"}, special)
+    with pytest.raises(ValueError, match="one clip"):
+        q.vllm_prompt(ids + ids, media, special)

@@ -1,4 +1,4 @@
-"""The transformers generate backend of a rollout replica (families vLLM cannot serve here):
+"""The transformers generate backend of a rollout replica (rollout.backend=hf, the reference engine):
 greedy at temperature 0 (as vLLM), n samples otherwise, stop token kept in the ids but not in the
 text, and log-probs equal to the replica's own scoring of the same sequence."""
 
