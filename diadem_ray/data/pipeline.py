@@ -101,15 +101,14 @@ class ClipEncoder:
         self.cache.mkdir(parents=True, exist_ok=True)
         self.max_frames, self.rate, self.family = max_frames, sample_rate_hz, family
         self.frontend = self.qwen = None
+        self.version = cache_version(family, model_path, qwen)  # the key the driver looks cached clips up by
         if family == "qwen2_5_omni":
             from diadem_ray.models import qwen2_5_omni
 
             self.qwen = qwen2_5_omni.ClipInputs(model_path, qwen2_5_omni.Settings(**(qwen or {})))
-            self.version = self.qwen.version
             return
-        from diadem_ray.models.tiny_av_frontend import FRONTEND_VERSION, FrontEnd
+        from diadem_ray.models.tiny_av_frontend import FrontEnd
 
-        self.version = FRONTEND_VERSION
         # frontend=False: decode only and describe the media (benchmarks of the decode stage)
         self.frontend = FrontEnd(cpu_threads=cpu_threads) if frontend else None
 
