@@ -1,6 +1,7 @@
 """vLLM rollout replicas and weight sync from DeepSpeed learners (tiny model, CPU)."""
 
 import threading
+import time
 
 import pytest
 
@@ -120,7 +121,16 @@ def test_dead_replica_loses_and_duplicates_no_prompt(ray_local, tmp_path):
         assert [r.prompt_id for r in out] == [f"q{i}" for i in range(8)] and {r.policy_version for r in out} == {1}
         assert ray.get(group.replicas[0].get_version.remote()) == 1  # restored with the last weights
         ray.kill(group.replicas[1], no_restart=False)
-        assert ray.get(group.replicas[1].ping.options(max_task_retries=-1).remote()) == 1  # restarted, engine not loaded
-        assert ray.get(group.replicas[1].load_weight_buckets.remote(2, group.last_buckets))["version"] == 2.0
+        for _ in range(200):  # ray.kill is asynchronous: wait until the old process is gone
+            try:
+                ray.get(group.replicas[1].ping.remote())
+                time.sleep(0.05)
+            except (ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError):
+                break
+        else:
+            raise AssertionError("replica 1 did not go down after ray.kill")
+        # as WeightSync.push calls it: waits for the restart, then the fresh process sets its engine up
+        done = ray.get(group.replicas[1].load_weight_buckets.options(max_task_retries=-1).remote(2, group.last_buckets))
+        assert done["version"] == 2.0 and ray.get(group.replicas[1].get_version.remote()) == 2
     finally:
         group.shutdown()
