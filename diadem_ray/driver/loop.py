@@ -248,8 +248,10 @@ class Driver(Startup, Evaluation):
             scored_all = [x for _, grp, _ in batch for x in grp]
             seq_prompts = [p for p, grp, _ in batch for _ in grp]
             prompt_ids = [p["prompt_token_ids"] for p in seq_prompts]
-            responses = [list(x.rollout.token_ids) or [self.tokens.eos_id] for x in scored_all]
-            rollout_lps = [list(x.rollout.logprobs) or [0.0] for x in scored_all]
+            # A rollout that ended before its first token (vLLM drew a media placeholder, which is dropped) is
+            # an empty row: no token is trained, and its reward still counted in its group's baseline.
+            responses = [list(x.rollout.token_ids) for x in scored_all]
+            rollout_lps = [list(x.rollout.logprobs) for x in scored_all]
             advantages = [a for _, _, a_list in batch for a in a_list]
             td = time.perf_counter()
             self.rollouts.sleep()
@@ -389,5 +391,12 @@ def _nonzero(advantage: Any) -> bool:
 
 
 def _media(prompts: Sequence[Dict[str, Any]]) -> Optional[List[Any]]:
-    """Each prompt's media for the learner (one entry per sequence), or None for text-only families."""
-    return [p["media"] for p in prompts] if prompts and "media" in prompts[0] else None
+    """Each prompt's media for the learner (one entry per sequence), or None for text-only families.
+    Fields only the engines take (Qwen2.5-Omni's raw audio) stay behind; the sequences of one
+    prompt share one dict, so a group's media is serialised once per learner call."""
+    if not prompts or "media" not in prompts[0]:
+        return None
+    from diadem_ray.models.families import learner_media
+
+    kept: Dict[int, Any] = {}
+    return [kept.setdefault(id(p["media"]), learner_media(p["media"])) for p in prompts]

@@ -43,11 +43,11 @@ def load_causal_lm(family: str, path: str, *, dtype: Any):
 
 
 def media_token_ids(family: str, tokenizer: Any) -> List[int]:
-    """Token ids a rollout must never sample: the family's media placeholders and markers. A
-    sampled ``<|audio_bos|>`` would make Qwen2.5-Omni look for another audio segment when it
-    computes positions for the response (a crash, or silently wrong positions). The transformers
-    engine suppresses them; a vLLM sample that draws one ends there, without it (masking them
-    would renormalise vLLM's reported log-probs away from the learner's)."""
+    """Token ids no response may contain: the family's media placeholders and markers. A sampled
+    ``<|audio_bos|>`` would make Qwen2.5-Omni look for another audio segment when it computes
+    positions for the response (a crash, or silently wrong positions). A sample of either engine
+    that draws one ends there, without it; masking them instead would renormalise the sampling
+    distribution away from the one whose log-probs the engines report and the learner scores."""
     check_family(family)
     if family != "qwen2_5_omni" or tokenizer is None:
         return []
@@ -62,6 +62,11 @@ def split_inputs(inputs: Mapping[str, Any]) -> tuple[list[int], Dict[str, Any]]:
     ids = inputs["input_ids"]
     ids = ids[0] if getattr(ids, "ndim", 1) == 2 else ids
     return [int(t) for t in ids], {k: inputs[k] for k in MEDIA_KEYS if k in inputs}
+
+
+def learner_media(media: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
+    """One prompt's media without the fields no forward takes (:data:`ENGINE_ONLY_KEYS`), for the learners."""
+    return None if media is None else {k: v for k, v in media.items() if k not in ENGINE_ONLY_KEYS}
 
 
 def media_kwargs(media: Optional[Mapping[str, Any]], *, device: Any, float_dtype: Any) -> Dict[str, Any]:

@@ -48,9 +48,10 @@ def test_thinker_engines_and_learner_agree_before_and_after_training(ray_local, 
                {"prompt_id": "b", "prompt_token_ids": ids_b, "media": media_b}]
     ro = hf.generate(prompts, samples_per_prompt=2, max_new_tokens=6, temperature=1.0, seed=0)
     rv = vl.generate(prompts, samples_per_prompt=2, max_new_tokens=6, temperature=0.7, seed=0)
-    assert all(len(r.token_ids) >= 1 for r in ro)
-    # a vLLM sample that draws a placeholder ends there without it (here: possibly before any token)
-    assert sum(len(r.token_ids) for r in rv) > 4 and all(r.finish_reason == "stop" for r in rv if len(r.token_ids) < 6)
+    # a sample of either engine that draws a placeholder ends there without it (here: possibly before any token)
+    for rollouts in (ro, rv):
+        assert sum(len(r.token_ids) for r in rollouts) > 4
+        assert all(r.finish_reason == "stop" for r in rollouts if len(r.token_ids) < 6)
     for rollouts in (ro, rv):
         assert [r.prompt_id for r in rollouts] == ["a", "a", "b", "b"]
         assert [list(r.prompt_token_ids) for r in rollouts] == [ids_a, ids_a, ids_b, ids_b]

@@ -63,10 +63,26 @@ def test_tempered_rollout_logprobs_match_the_learner_at_that_temperature(stack):
     engine = [list(r.logprobs) for r in out]
     assert _max_abs_diff(learners.compute_logprobs(p, resp, temperature=0.6), engine) < 1e-4
     assert _max_abs_diff(learners.compute_logprobs(p, resp), engine) > 1e-2  # temperature 1 is another distribution
-    step = learners.grpo_step(p, resp, [0.0] * len(out), rollout_logprobs=engine, temperature=0.6)
-    assert step["learner/rollout_logprob_abs_diff"] < 1e-4
+    # plus two rollouts that ended before their first token (empty rows, as a dropped placeholder leaves)
+    step = learners.grpo_step(p + p[:2], resp + [[], []], [0.0] * len(out) + [1.0, -1.0], rollout_logprobs=engine + [[], []],
+                              temperature=0.6)
+    assert step["learner/rollout_logprob_abs_diff"] < 1e-4 and step["learner/tokens"] == sum(map(len, resp))
     with pytest.raises(Exception, match="temperature must be > 0"):
         learners.compute_logprobs(p[:2], resp[:2], temperature=0.0)
+
+
+def test_a_seed_fixes_the_samples_of_a_call(stack):
+    # On CPU the in-process engine's sampler is reseeded per call: the same seed draws the same
+    # samples whatever ran before (a resumed run repeats the uninterrupted one), another seed others.
+    _, rollouts = stack
+
+    def draw(seed):
+        out, _ = rollouts.generate(PROMPTS, samples_per_prompt=2, max_new_tokens=8, seed=seed)
+        return [list(r.token_ids) for r in out]
+
+    first = draw(9)
+    other = draw(10)
+    assert draw(9) == first and other != first
 
 
 def test_version_mismatch_and_sync_timeout_fail_loudly(stack):

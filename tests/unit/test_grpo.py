@@ -145,3 +145,24 @@ def test_entropy_and_token_logprobs():
     logits = torch.log(t([[[0.5, 0.25, 0.25]]]))
     assert grpo.entropy_from_logits(logits).item() == pytest.approx(-(0.5 * math.log(0.5) + 0.5 * math.log(0.25)))
     assert grpo.token_logprobs(logits, torch.tensor([[0]])).item() == pytest.approx(math.log(0.5))
+
+
+def test_empty_response_contributes_nothing():
+    """A rollout that ended before its first token (vLLM drew a media placeholder and dropped it)
+    enters the step as an empty row: no masked token, no loss, no engine-vs-learner difference."""
+    prompts, responses = [[5, 6, 7], [5, 6], [8]], [[9, 10], [], [11, 12, 13]]
+    packed = grpo.pack_sequences(prompts, responses, old_logprobs=[[-1.0, -2.0], [], [-0.5] * 3])
+    assert packed["response_mask"].sum(dim=1).tolist() == [2.0, 0.0, 3.0]
+    assert packed["old_logprobs"][1].abs().sum().item() == 0.0
+    torch.manual_seed(0)
+    lp_param = torch.randn(packed["response_mask"].shape, dtype=torch.float64, requires_grad=True)
+    adv = t([1.0, -3.0, 0.5])
+
+    def loss_of(rows):
+        lp = torch.nn.functional.logsigmoid(lp_param[rows])
+        return grpo.grpo_loss(lp, lp.detach(), adv[rows], packed["response_mask"][rows], num_tokens=5.0)[0]
+
+    with_empty = torch.autograd.grad(loss_of([0, 1, 2]), lp_param)[0]
+    without = torch.autograd.grad(loss_of([0, 2]), lp_param)[0]
+    assert torch.equal(with_empty, without)
+    assert with_empty[1].abs().sum().item() == 0.0

@@ -161,3 +161,8 @@ def test_vllm_prompt_collapses_the_clip_and_carries_frames_and_audio(tiny_thinke
         q.vllm_prompt(ids, {k: v for k, v in media.items() if k != "audio_waveform"}, special)
     with pytest.raises(ValueError, match="one clip"):
         q.vllm_prompt(ids + ids, media, special)
+    # the learners get every field a forward takes, the same arrays, and not the raw audio
+    from diadem_ray.models.families import learner_media
+
+    kept = learner_media(media)
+    assert set(kept) == set(media) - {"audio_waveform"} and all(kept[k] is media[k] for k in kept)

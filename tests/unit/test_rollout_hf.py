@@ -24,3 +24,19 @@ def test_greedy_and_sampled(worker):
     assert greedy[0].logprobs == pytest.approx(want, abs=1e-5)
     sampled = worker.generate([prompt], samples_per_prompt=3, max_new_tokens=12, temperature=1.0, seed=3)
     assert len(sampled) == 3 and all(r.policy_version == 0 and len(r.logprobs) == len(r.token_ids) for r in sampled)
+
+
+def test_a_placeholder_ends_the_sample_without_it(worker):
+    # as on vLLM: a sample that draws a media placeholder stops there and the placeholder is dropped,
+    # so the sampling distribution stays the one whose log-probs are reported (never renormalised)
+    prompt = {"prompt_id": "p", "prompt_token_ids": worker.tokenizer("The man said:")["input_ids"]}
+    free = worker.generate([prompt], samples_per_prompt=1, max_new_tokens=12, temperature=0.0)[0]
+    assert len(free.token_ids) >= 4 and free.finish_reason == "length"
+    cut = free.token_ids.index(free.token_ids[3])  # its first occurrence
+    worker.suppressed = [free.token_ids[3]]
+    try:
+        ended = worker.generate([prompt], samples_per_prompt=1, max_new_tokens=12, temperature=0.0)[0]
+    finally:
+        worker.suppressed = []
+    assert ended.token_ids == free.token_ids[:cut] and ended.finish_reason == "stop"
+    assert ended.logprobs == pytest.approx(free.logprobs[:cut], abs=1e-6)
