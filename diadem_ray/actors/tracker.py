@@ -3,7 +3,8 @@
 One run per job: params are the resolved config flattened to dotted keys (MLflow keeps at most 100
 params per call and 6,000 characters per value: both respected), tags carry the reward-config
 names and hashes, metrics are logged per global step, artifacts are files. ``resume_run_id``
-continues the same run after a restart.
+continues the same run after a restart; ``last_step`` tells the restarted driver which steps the
+run already holds.
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ class Tracker:
         clean = {k.replace("@", "_"): float(v) for k, v in metrics.items() if v == v}  # drop NaN
         if clean:
             self.mlflow.log_metrics(clean, step=step)
+
+    def last_step(self, key: str) -> int:
+        """The highest step at which this run holds metric ``key``, or -1 when it holds none."""
+        client = self.mlflow.tracking.MlflowClient(self.tracking_uri)
+        return max((m.step for m in client.get_metric_history(self.run_id, key)), default=-1)
 
     def log_artifact(self, path: str | os.PathLike, folder: Optional[str] = None) -> None:
         self.mlflow.log_artifact(str(path), artifact_path=folder)

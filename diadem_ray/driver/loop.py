@@ -44,7 +44,7 @@ class Driver(Startup, Evaluation):
         self.pools: Dict[str, Any] = {}
         self.reward_specs: Dict[str, Any] = {}
         self.tracker: Any = None
-        self._pending: List[Tuple[int, Dict[str, float]]] = []  # step metrics not yet covered by a checkpoint
+        self._logged_through = -1  # the last global step whose metrics MLflow holds from an earlier attempt
 
     # ------------------------------------------------------------------------------------------
     # the loop
@@ -360,9 +360,12 @@ class Driver(Startup, Evaluation):
         self.state.global_step += 1
         self.state.policy_version = self.rollouts.version
         metrics["progress/stage_step"] = float(step + 1)
-        # Step metrics reach MLflow only once a checkpoint covers their step: a run killed between
-        # checkpoints and resumed logs every step exactly once (no repeated, no skipped step).
-        self._pending.append((self.state.global_step, {k if "/" in k else f"{stage}/{k}": v for k, v in metrics.items()}))
+        # Step metrics go to MLflow as the step ends. A resumed run replays the steps after its last
+        # checkpoint exactly (same clips, samples and rewards); those an earlier attempt logged before
+        # it stopped are not logged again, so MLflow holds every step once.
+        if self.state.global_step > self._logged_through:
+            self.tracker.log_metrics({k if "/" in k else f"{stage}/{k}": v for k, v in metrics.items()},
+                                     step=self.state.global_step)
         _say(f"{stage} step {step + 1}/{total}: {summary} ({metrics.get('time/step_s', 0):.1f} s)")
         every = self.cfg.checkpoint.every_steps
         if (every > 0 and (step + 1) % every == 0) or step + 1 == total:
@@ -379,9 +382,6 @@ class Driver(Startup, Evaluation):
         self.state.policy_version = self.rollouts.version
         path = self.learners.save_checkpoint(str(self.ckpt_dir), {"driver": asdict(self.state)},
                                             keep_last=self.cfg.checkpoint.keep_last)
-        for step, metrics in self._pending:
-            self.tracker.log_metrics(metrics, step=step)
-        self._pending = []
         _say(f"checkpoint {path}")
 
 

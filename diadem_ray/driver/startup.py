@@ -177,6 +177,11 @@ class Startup:
         self.tracker.log_artifact(self.out / "config.yaml")
         if not self.resume:
             self.tracker.log_metrics(self.encode_metrics, step=0)
+        elif self.state.mlflow_run_id:
+            self._logged_through = self.tracker.last_step("progress/stage_step")  # logged at every step
+            if self._logged_through > self.state.global_step:
+                _say(f"MLflow holds steps {self.state.global_step + 1}-{self._logged_through} from the attempt that "
+                     "stopped after the last checkpoint: they are replayed and not logged again")
         _say(f"MLflow run {self.tracker.run_id} in {t.tracking_uri} (experiment {t.experiment!r})")
 
     def _pool(self, name: str, *, grpo: bool = False):

@@ -4,10 +4,10 @@ profile, both GRPO stages and evaluation through the transformers engine and a D
 with a tiny random thinker of the real architecture. The engine's and the learner's log-probs of
 every GRPO rollout agree (both saw the same tokens and the same media).
 
-The run dies in grpo_stage2's first step and is resumed: every step reaches MLflow once, the lost
-step is replayed exactly, the KL reference comes back from the checkpoint folder, the cached clip
-inputs are reused, and finished stages are not repeated. (Resuming under a changed run.stages:
-tests/unit/test_driver_state.py.)"""
+The run dies after grpo_stage2's first step, which MLflow already holds and no checkpoint covers,
+and is resumed: the step is replayed exactly and every step is in MLflow once, the KL reference
+comes back from the checkpoint folder, the cached clip inputs are reused, and finished stages are
+not repeated. (Resuming under a changed run.stages: tests/unit/test_driver_state.py.)"""
 
 import json
 
@@ -29,16 +29,20 @@ def test_train_runs_every_stage_with_qwen_media_and_resumes_after_a_crash(ray_lo
 
     from diadem_ray.driver import Driver
 
-    # The first run dies in grpo_stage2's first step, after its learner step and before anything of
-    # that step is recorded (the last checkpoint is grpo_stage1's, global step 3).
+    # The first run dies right after grpo_stage2's first step (global step 4) is logged to MLflow;
+    # the last checkpoint is grpo_stage1's (global step 3), so the resumed run replays step 4.
     lost: dict = {}
+    replayed: dict = {}
     end_step = Driver._end_step
 
     def crash_once(self, stage, step, total, metrics, summary):
-        if stage == "grpo_stage2" and not lost:
-            lost.update(metrics)
-            raise RuntimeError("simulated preemption")
         end_step(self, stage, step, total, metrics, summary)
+        if stage == "grpo_stage2" and step == 0:
+            if lost:
+                replayed.update(metrics)
+            else:
+                lost.update(metrics)
+                raise RuntimeError("simulated preemption")
 
     monkeypatch.setattr(Driver, "_end_step", crash_once)
     db = tmp_path / "mlflow.db"
@@ -69,6 +73,7 @@ def test_train_runs_every_stage_with_qwen_media_and_resumes_after_a_crash(ray_lo
     # It starts where the checkpoint says, with the anchored reference, and does not repeat what was
     # recorded after it (grpo_stage1's evaluation and export).
     assert "resumed at global step 3, policy_version " in resumed and "resume:" not in resumed
+    assert "MLflow holds steps 4-4 from the attempt that stopped after the last checkpoint" in resumed
     assert "stages done: sft, profile, grpo_stage1; next: grpo_stage2 step 1" in resumed
     assert "KL reference restored from" in resumed and "KL reference anchored" not in resumed
     assert "eval grpo_stage1" not in resumed and "policy after grpo_stage1" not in resumed
@@ -100,15 +105,17 @@ def test_train_runs_every_stage_with_qwen_media_and_resumes_after_a_crash(ray_lo
     assert np.isfinite([m.value for m in client.get_metric_history(run_id, "learner/sft_loss")]).all()
     unmapped = [m.value for m in client.get_metric_history(run_id, "grpo/line_credit_unmapped")]
     assert unmapped == [0.0, 0.0, 0.0]  # every rollout's tokens decode to the text that was scored
-    # Every step once in MLflow, the lost one replayed as it ran: same clips, rollouts and rewards,
-    # and the same KL, so against the restored reference (the backbone would give another).
+    # Every step once in MLflow, logged as it ended; the lost one replayed as it ran: same clips,
+    # rollouts and rewards, and the same KL, so against the restored reference (the backbone would
+    # give another).
     kl = {m.step: m.value for m in client.get_metric_history(run_id, "learner/kl")}
     assert len(client.get_metric_history(run_id, "learner/kl")) == 3 and sorted(kl) == [3, 4, 5], kl
     assert len(client.get_metric_history(run_id, "eval/grpo_stage1/ref_f1")) == 1
     same = ("reward/mean", "reward/asr_f1", "rollout/response_tokens_mean")
-    replayed = {h.key: h.value for k in same for h in client.get_metric_history(run_id, k) if h.step == 4}
-    assert replayed == {k: lost[k] for k in same}, (replayed, lost)
-    assert kl[4] == pytest.approx(lost["learner/kl"], rel=1e-4, abs=1e-7), (kl[4], lost["learner/kl"])
+    assert {k: replayed[k] for k in same} == {k: lost[k] for k in same}, (replayed, lost)
+    assert replayed["learner/kl"] == pytest.approx(lost["learner/kl"], rel=1e-4, abs=1e-7), (replayed, lost)
+    logged = {h.key: h.value for k in same for h in client.get_metric_history(run_id, k) if h.step == 4}
+    assert logged == {k: lost[k] for k in same} and kl[4] == lost["learner/kl"], (logged, lost)
 
     # The KL reference is the policy after SFT, not the thinker the learner loaded: the first GRPO
     # step measures 0 against it; a resumed run finds it in the checkpoint folder.

@@ -1,4 +1,5 @@
-"""MLflow tracking: params within MLflow's limits, tags, metrics, resume continues the same run."""
+"""MLflow tracking: params within MLflow's limits, tags, metrics, resume continues the same run and
+knows the last step it holds."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ def test_many_params_and_resume(tmp_path):
     run_id = t.run_id
     t.end("KILLED")
     t2 = Tracker(tracking_uri=uri, experiment="t", run_name="r", resume_run_id=run_id)
+    assert t2.last_step("reward/mean") == 1 and t2.last_step("never/logged") == -1
     t2.log_config({"k0": {"v": 0}})  # already there: not re-logged (MLflow refuses changed params)
     t2.log_metrics({"reward/mean": 0.7}, step=2)
+    assert t2.last_step("reward/mean") == 2
     t2.end()
     import mlflow
 
