@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from diadem_ray.config import TrainConfig
 from diadem_ray.driver.evaluation import Evaluation
 from diadem_ray.driver.startup import Startup
-from diadem_ray.driver.state import DriverState, hash_name
+from diadem_ray.driver.state import STEP_METRIC, DriverState, hash_name
 from diadem_ray.driver.state import say as _say
 from diadem_ray.types import Clip
 
@@ -359,7 +359,7 @@ class Driver(Startup, Evaluation):
         self.state.steps_done[stage] = step + 1
         self.state.global_step += 1
         self.state.policy_version = self.rollouts.version
-        metrics["progress/stage_step"] = float(step + 1)
+        metrics[STEP_METRIC] = float(step + 1)
         # Step metrics go to MLflow as the step ends. A resumed run replays the steps after its last
         # checkpoint exactly (same clips, samples and rewards); those an earlier attempt logged before
         # it stopped are not logged again, so MLflow holds every step once.

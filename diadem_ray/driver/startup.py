@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from diadem_ray.config import line_credit_problems, load_reward_spec, to_yaml, weight_transfer_mode
-from diadem_ray.driver.state import TRAIN_STAGES, DriverState, reconcile_with
+from diadem_ray.driver.state import STEP_METRIC, TRAIN_STAGES, DriverState, reconcile_with
 from diadem_ray.driver.state import say as _say
 from diadem_ray.types import Clip
 
@@ -178,7 +178,7 @@ class Startup:
         if not self.resume:
             self.tracker.log_metrics(self.encode_metrics, step=0)
         elif self.state.mlflow_run_id:
-            self._logged_through = self.tracker.last_step("progress/stage_step")  # logged at every step
+            self._logged_through = self.tracker.last_step(STEP_METRIC)
             if self._logged_through > self.state.global_step:
                 _say(f"MLflow holds steps {self.state.global_step + 1}-{self._logged_through} from the attempt that "
                      "stopped after the last checkpoint: they are replayed and not logged again")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Union
 
 TRAIN_STAGES = ("sft", "grpo_stage1", "grpo_stage2")
+STEP_METRIC = "progress/stage_step"  # logged at every training step: MLflow's record of the steps a run holds
 EVAL_LABEL = {"sft": "sft", "grpo_stage1": "grpo_stage1", "grpo_stage2": "grpo_stage2", "eval": "final"}
 
 
