@@ -10,6 +10,60 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    """argparse type: a TCP port."""
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port (1-65535)")
+    return value
+
+
+def _unit_interval(text: str) -> float:
+    """argparse type: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def _not_regular_file(label: str, path: str) -> Optional[str]:
+    """Why ``path`` cannot be read as an input file (missing, a folder, a FIFO or device), or None."""
+    p = Path(path)
+    if not p.exists():
+        return f"{label} {path}: no such file"
+    if not p.is_file():
+        kind = "a folder" if p.is_dir() else "not a regular file (a FIFO, socket or device)"
+        return f"{label} {path}: {kind}; give a regular file"
+    return None
+
+
+def _not_writable_file(label: str, path: str) -> Optional[str]:
+    """Why ``path`` cannot be written as an output file, or None."""
+    p = Path(path)
+    if p.exists() and not p.is_file():
+        return f"{label} {path}: exists and is not a regular file; give a file path"
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{label} {path}: {parent} is not a folder"
+    return None
+
+
 COMMANDS: Dict[str, str] = {
     "demo": "run the embedded default end to end: synth -> SFT -> profile -> GRPO x2 -> eval",
     "train": "run the stages of a config (SFT, profile, two-stage GRPO, eval) on a Ray cluster",
@@ -156,8 +210,12 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from diadem_ray.data.schema import BUCKET_NAME, annotation_of
     from diadem_ray.data.shards import write_shards
 
-    if not Path(args.annotations).is_file():
-        print(f"error: --annotations {args.annotations}: no such file", file=sys.stderr)
+    problem = _not_regular_file("--annotations", args.annotations)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        print(f"error: --out {args.out}: exists and is not a folder; give a new or existing folder", file=sys.stderr)
         return 1
     if "://" not in args.videos and not Path(args.videos).is_dir():
         print(f"error: --videos {args.videos}: not a folder (give the folder the annotations' video names are relative to)",
@@ -213,8 +271,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from diadem_ray.rewards.speakers import make_judge
 
     for label, path in (("--annotations", args.annotations), ("--predictions", args.predictions)):
-        if not Path(path).is_file():
-            print(f"error: {label} {path}: no such file", file=sys.stderr)
+        problem = _not_regular_file(label, path)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 1
+    if args.per_sample:
+        problem = _not_writable_file("--per-sample", args.per_sample)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
             return 1
     generate = None
     if args.extractor == "llm" or args.speaker_judge in ("llm", "mllm"):
@@ -233,6 +297,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     problems: List[str] = []
     ann = load_annotations(args.annotations, problems)
     preds = load_predictions(args.predictions, problems)
+    for label, path, loaded in (("--annotations", args.annotations, ann), ("--predictions", args.predictions, preds)):
+        if not loaded:
+            for p in problems[:20]:
+                print(f"  - {p}", file=sys.stderr)
+            print(f"error: {label} {path}: no usable lines (empty, or every line has a problem listed above); nothing to score",
+                  file=sys.stderr)
+            return 1
     res = evaluate(ann, preds, extract=extract, judge=judge, max_caption_chars=args.max_caption_chars,
                    max_lines=args.max_lines, input_problems=problems)
     print(format_report(res))
@@ -287,7 +358,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                num_replicas=s.num_replicas, max_batch_size=s.max_batch_size, batch_wait_timeout_s=s.batch_wait_timeout_s,
                max_clip_duration_s=s.max_clip_duration_s, allowed_uri_roots=s.allowed_uri_roots,
                max_caption_chars=s.max_caption_chars, max_dialogue_lines=s.max_dialogue_lines, max_line_chars=s.max_line_chars,
-               max_request_bytes=s.max_score_request_bytes, max_clip_bytes=s.max_clip_bytes)
+               max_request_bytes=s.max_score_request_bytes, max_clip_bytes=s.max_clip_bytes, max_align_work=s.max_align_work,
+               max_judge_speakers=s.max_judge_speakers, score_threads=s.score_threads, max_frame_pixels=s.max_frame_pixels,
+               max_decoded_bytes=s.max_decoded_bytes)
         routes = "POST /caption, POST /score" if args.checkpoint else "POST /score (no --checkpoint: no /caption)"
         print(f"serving on http://{host}:{port}  ({routes}, GET /healthz, docs at /docs); Ctrl-C stops", flush=True)
         while True:
@@ -322,10 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help=COMMANDS["synth"], description=COMMANDS["synth"])
     p.add_argument("--out", required=True, help="output folder (videos/, shards/, annotations.jsonl)")
-    p.add_argument("--clips", type=int, required=True, help="number of clips")
+    p.add_argument("--clips", type=_positive_int, required=True, help="number of clips")
     p.add_argument("--seed", type=int, default=0, help="dataset seed: same seed, same clips")
     p.add_argument("--prefix", default="syn", help="clip_id prefix")
-    p.add_argument("--workers", type=int, default=2, help="processes rendering in parallel")
+    p.add_argument("--workers", type=_positive_int, default=2, help="processes rendering in parallel")
     p.add_argument("--off-screen-rate", type=float, default=0.25, help="share of clips with an off-screen speaker")
     p.add_argument("--overlap-rate", type=float, default=0.06, help="chance that a turn overlaps the previous one")
     p.add_argument("--single-shot-rate", type=float, default=0.5, help="share of clips without cuts")
@@ -339,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder: shards/ (hive-partitioned) and annotations.jsonl")
     p.add_argument("--language", default="en", help="language of rows that do not name one (default: en)")
     p.add_argument("--bucket", default="unassigned", help="bucket the clips go to before profiling (default: unassigned)")
-    p.add_argument("--clips-per-shard", type=int, default=64, help="parquet rows per shard file")
+    p.add_argument("--clips-per-shard", type=_positive_int, default=64, help="parquet rows per shard file (>= 1)")
     p.set_defaults(func=_cmd_ingest)
 
     p = sub.add_parser("compare", help=COMMANDS["compare"], description=COMMANDS["compare"])
@@ -364,11 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how captions become dialogue lines (default: structured)")
     p.add_argument("--speaker-judge", default="exact", choices=("exact", "embedding", "llm", "mllm"),
                    help="who-is-the-same-person judge for REF (default: exact)")
-    p.add_argument("--judge-threshold", type=float, default=0.7, help="cosine threshold of the embedding judge")
+    p.add_argument("--judge-threshold", type=_unit_interval, default=0.7, help="cosine threshold of the embedding judge, in (0, 1]")
     p.add_argument("--judge-model", default=None, help="local text-model dir for the llm extractor / judge")
     p.add_argument("--per-sample", default=None, metavar="OUT.jsonl", help="write one JSON line of details per clip")
-    p.add_argument("--max-caption-chars", type=int, default=200_000, help="longer captions are skipped with a reason")
-    p.add_argument("--max-lines", type=int, default=2_000, help="dialogues with more lines are skipped with a reason")
+    p.add_argument("--max-caption-chars", type=_positive_int, default=200_000, help="longer captions are skipped with a reason")
+    p.add_argument("--max-lines", type=_positive_int, default=2_000, help="dialogues with more lines are skipped with a reason")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("serve", help=COMMANDS["serve"], description=COMMANDS["serve"] + ". POST /caption (with "
@@ -376,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML whose serve.* section sets limits, batching, engine and URI roots")
     p.add_argument("--checkpoint", default=None, help="a run directory (runs/<name>) or its policy/ folder: serves POST /caption")
     p.add_argument("--host", default=None, help="bind address (default: serve.host, 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="HTTP port (default: serve.port, 8000)")
+    p.add_argument("--port", type=_port, default=None, help="HTTP port (default: serve.port, 8000)")
     p.add_argument("--ray-address", default=None, help="Ray cluster to join (default: a private local one)")
     p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. serve.allowed_uri_roots=[/data/clips]")
     p.set_defaults(func=_cmd_serve)

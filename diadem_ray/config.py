@@ -227,6 +227,11 @@ class ServeConfig:
     max_dialogue_lines: int = 500
     max_score_request_bytes: int = 8 * 1024 * 1024
     max_line_chars: int = 2_000
+    max_align_work: int = 8_000_000  # /score alignment work units (~0.2 µs each on a 2-core box; docs/rewards.md)
+    max_judge_speakers: int = 64  # distinct speaker descriptions the embedding judge embeds per /score request
+    score_threads: int = 1  # threads scoring large /score requests off the event loop
+    max_frame_pixels: int = 1920 * 1080  # /caption: pixels per frame, from the header and every decoded frame
+    max_decoded_bytes: int = 512 * 1024 * 1024  # /caption: frames_per_clip x width x height x 3 of a clip
     allowed_uri_roots: List[str] = field(default_factory=list)  # local dirs or s3://bucket/prefix a clip URI may name
     max_batch_size: int = 8  # captions generated together (Serve dynamic batching)
     batch_wait_timeout_s: float = 0.05
@@ -525,7 +530,8 @@ def validate(cfg: Any) -> List[str]:
     if cfg.serve.engine not in ("vllm", "hf"):
         p.append(f"serve.engine: {cfg.serve.engine!r}; choose vllm or hf")
     for name in ("max_clip_bytes", "max_caption_chars", "max_dialogue_lines", "max_score_request_bytes", "max_line_chars",
-                 "max_batch_size", "num_replicas"):
+                 "max_batch_size", "num_replicas", "max_align_work", "max_judge_speakers", "score_threads", "max_frame_pixels",
+                 "max_decoded_bytes"):
         if getattr(cfg.serve, name) < 1:
             p.append(f"serve.{name}: must be >= 1, got {getattr(cfg.serve, name)}")
     if cfg.serve.max_clip_duration_s <= 0 or cfg.serve.replica_num_cpus <= 0:

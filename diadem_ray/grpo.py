@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -59,9 +60,16 @@ def group_advantages(
 
     Returns:
         ``(advantages [P, G], zero_variance [P] bool)``; zero-variance groups have A = 0 exactly.
+
+    Raises ``ValueError`` for a non-finite reward (one NaN would turn its group's advantages, or
+    with ``batch`` the whole batch's, into NaN): the reward worker marks such rollouts failed first.
     """
     if rewards.dim() != 2 or rewards.shape[1] < 2:
         raise ValueError(f"rewards must be [num_prompts, samples_per_prompt >= 2], got {tuple(rewards.shape)}")
+    finite = torch.isfinite(rewards)
+    if not bool(finite.all()):
+        p, g = (int(x) for x in (~finite).nonzero()[0])
+        raise ValueError(f"reward [{p}, {g}] is {float(rewards[p, g])}: rewards must be finite")
     r = rewards.to(torch.float64)
     g = r.shape[1]
     centred = r - r.mean(dim=1, keepdim=True)
@@ -260,16 +268,19 @@ def aggregate(
     * ``seq_mean_token_sum_norm``: Σ ℓ·m / (``max_response_len`` · ``num_sequences``).
     """
     m = mask.to(per_token.dtype)
+    # Masked positions are selected away, not multiplied by 0: a NaN or inf there (a padded
+    # position's logit) would survive a multiplication (NaN · 0 = NaN) and poison the sum.
+    kept = torch.where(m > 0, per_token * m, torch.zeros_like(per_token))
     if mode == "token_mean":
         denom = float(m.sum().item()) if num_tokens is None else float(num_tokens)
-        return (per_token * m).sum() / max(denom, 1.0)
+        return kept.sum() / max(denom, 1.0)
     n_seq = float(per_token.shape[0]) if num_sequences is None else float(num_sequences)
     if mode == "seq_mean_token_mean":
-        per_seq = (per_token * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+        per_seq = kept.sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
         return per_seq.sum() / max(n_seq, 1.0)
     if mode == "seq_mean_token_sum_norm":
         length = per_token.shape[1] if max_response_len is None else max_response_len
-        return (per_token * m).sum() / (float(length) * max(n_seq, 1.0))
+        return kept.sum() / (float(length) * max(n_seq, 1.0))
     raise ValueError(f"loss aggregation must be token_mean, seq_mean_token_mean or seq_mean_token_sum_norm, got {mode!r}")
 
 
@@ -283,7 +294,10 @@ def token_logprobs(logits: Tensor, tokens: Tensor, *, temperature: float = 1.0) 
     """log π(token) under ``logits / temperature``: ``[B, T, V]``, ``[B, T]`` → ``[B, T]``.
 
     ``logits[:, t]`` must be the prediction for ``tokens[:, t]`` (shift before calling).
+    ``temperature`` must be finite and > 0 (greedy decoding has no log-probabilities).
     """
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
     logp = F.log_softmax(logits.float() / temperature, dim=-1)
     return logp.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)
 
@@ -314,15 +328,28 @@ def grpo_loss(
     aggregated with the same normaliser.
     """
     agg = dict(mode=loss_aggregation, num_tokens=num_tokens, num_sequences=num_sequences, max_response_len=max_response_len)
+    # Padded positions are selected away before any arithmetic, so a NaN there reaches neither the
+    # loss nor the gradient of these inputs (both are exactly 0 at masked positions).
+    on = mask > 0
+
+    def keep(x: Optional[Tensor]) -> Optional[Tensor]:
+        return None if x is None or x.dim() != mask.dim() else torch.where(on, x, torch.zeros_like(x))
+
+    logprobs, old_logprobs = keep(logprobs), keep(old_logprobs)  # type: ignore[assignment]
+    ref_logprobs, entropy = keep(ref_logprobs), keep(entropy)
+    if advantages.dim() == mask.dim():
+        advantages = keep(advantages)  # type: ignore[assignment]
     pg, was_clipped = clipped_policy_loss(logprobs, old_logprobs, advantages, clip_eps_low=clip_eps_low,
                                           clip_eps_high=clip_eps_high, dual_clip_c=dual_clip_c)
     loss = aggregate(pg, mask, **agg)
     m = mask.to(logprobs.dtype)
     n = m.sum().clamp(min=1.0)
+    on = m > 0
+    ratio = torch.exp(logprobs - old_logprobs).detach()
     metrics = {
         "pg_loss": float(loss.detach()),
-        "clip_frac": float((was_clipped.to(m.dtype) * m).sum() / n),
-        "ratio_mean": float((torch.exp(logprobs - old_logprobs).detach() * m).sum() / n),
+        "clip_frac": float((was_clipped & on).to(m.dtype).sum() / n),
+        "ratio_mean": float(torch.where(on, ratio * m, torch.zeros_like(ratio)).sum() / n),
     }
     if ref_logprobs is not None and kl_coef != 0.0:
         kl = aggregate(kl_per_token(logprobs, ref_logprobs, estimator=kl_estimator), mask, **agg)

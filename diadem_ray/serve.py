@@ -63,16 +63,19 @@ class Captioner:
         self._prompt_text = tiny_av.prompt_text
         self._extract = extract_structured
 
-    def duration_s(self, uri: str) -> float:
-        from diadem_ray.data.decode import probe
+    def header(self, uri: str) -> tuple:
+        """``(seconds, width, height)`` from the clip's header, before anything is decoded."""
+        from diadem_ray.data.decode import frame_size, probe
 
-        return probe(uri)
+        return (probe(uri), *frame_size(uri))
 
-    def evidence(self, uri: str) -> str:
-        """The front-end's evidence text for one clip; raises ``DecodeError``."""
+    def evidence(self, uri: str, max_frame_pixels: Optional[int] = None) -> str:
+        """The front-end's evidence text for one clip; raises ``DecodeError`` (``FrameTooLarge``
+        for a decoded frame over ``max_frame_pixels``)."""
         from diadem_ray.data.decode import decode_clip
 
-        media = decode_clip(uri, max_frames=self.meta.frames_per_clip, sample_rate_hz=self.meta.sample_rate_hz)
+        media = decode_clip(uri, max_frames=self.meta.frames_per_clip, sample_rate_hz=self.meta.sample_rate_hz,
+                            max_frame_pixels=max_frame_pixels)
         with self._frontend_lock:
             return self.frontend.evidence(media.frames, media.frame_times_s, media.audio, media.sample_rate_hz).text()
 
@@ -85,18 +88,44 @@ class Captioner:
                  "finish_reason": ro.finish_reason} for ro in out]
 
 
+#: A /score request with at most this many characters in all is scored on the event loop (about a
+#: millisecond); a larger one in the scoring thread, so /healthz and small requests stay prompt.
+INLINE_SCORE_CHARS = 20_000
+
+
+def _bad_unicode(value: str) -> Optional[int]:
+    """Index of the first lone surrogate in ``value`` (text that cannot be written as UTF-8)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
 def build_app(*, max_caption_chars: int = 100_000, max_dialogue_lines: int = 500, max_line_chars: int = 2_000,
-              max_request_bytes: int = 8 << 20, max_clip_bytes: int = 64 << 20):
+              max_request_bytes: int = 8 << 20, max_clip_bytes: int = 64 << 20, max_align_work: int = 8_000_000,
+              max_judge_speakers: int = 64, score_threads: int = 1):
     """The FastAPI app with ``/score``; limits are baked into its request schema (so they show in
-    OpenAPI). ``deploy`` adds ``/caption`` and ``/healthz`` as methods of the Serve replica."""
+    OpenAPI). ``deploy`` adds ``/caption`` and ``/healthz`` as methods of the Serve replica.
+
+    Work per request is bounded: the caption parsers are linear, the alignment stops past
+    ``max_align_work`` units and the embedding judge past ``max_judge_speakers`` descriptions (413
+    naming the limit; docs/rewards.md has the measured cost of a unit). Requests over
+    :data:`INLINE_SCORE_CHARS` characters are scored on ``score_threads`` worker threads, off the
+    event loop."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
-    from pydantic import BaseModel, ConfigDict, Field, model_validator
+    from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+    from diadem_ray.rewards.align import AlignmentTooLarge
     from diadem_ray.rewards.benchmark import row_of, score_prediction
     from diadem_ray.rewards.extract import make_extractor
-    from diadem_ray.rewards.speakers import JudgeError, make_judge
+    from diadem_ray.rewards.speakers import JudgeError, JudgeTooLarge, make_judge
+    from diadem_ray.serve_limits import RequireJson, printable
 
     class ScoreRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -107,6 +136,17 @@ def build_app(*, max_caption_chars: int = 100_000, max_dialogue_lines: int = 500
         reference: List[str] = Field(..., max_length=max_dialogue_lines, description='reference "speaker: utterance" lines')
         extractor: str = Field("structured", pattern="^(structured|prose)$")
         speaker_judge: str = Field("exact", pattern="^(exact|embedding)$")
+
+        @field_validator("caption", "dialogue", "reference")
+        @classmethod
+        def valid_unicode(cls, value: Any) -> Any:
+            for i, text in enumerate([value] if isinstance(value, str) else value or []):
+                at = _bad_unicode(text)
+                if at is not None:
+                    where = f"line {i}, " if not isinstance(value, str) else ""
+                    raise ValueError(f"{where}character {at} is a lone surrogate (U+{ord(text[at]):04X}), not valid Unicode; "
+                                     "send UTF-8 text")
+            return value
 
         @model_validator(mode="after")
         def one_hypothesis(self) -> "ScoreRequest":
@@ -139,23 +179,31 @@ def build_app(*, max_caption_chars: int = 100_000, max_dialogue_lines: int = 500
     app = FastAPI(title="diadem-ray", description="Dialogue captioning and caption scoring (DiaDemBench REF/ASR).")
     extractors = {name: make_extractor(name) for name in ("structured", "prose")}
     judges: Dict[str, Any] = {"exact": make_judge("exact")}
+    pool: List[ThreadPoolExecutor] = []  # made on first use: the app is pickled into each replica
 
+    app.add_middleware(RequireJson, paths=("/score",))
     app.add_middleware(BodyLimit, max_bytes=max_request_bytes, per_path={"/caption": max_clip_bytes + (64 << 10)})
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        detail = [{"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors()]
+        detail = [{"field": printable(".".join(str(p) for p in e.get("loc", ()))), "message": printable(str(e.get("msg", "")))}
+                  for e in exc.errors()]
         return JSONResponse(status_code=422, content={"detail": detail})
 
-    @app.post("/score", response_model=ScoreResponse)
-    async def score(req: ScoreRequest):  # scoring takes ~1 ms: no thread-pool hop
+    def score_now(req: ScoreRequest) -> Any:
         judge = judges.get(req.speaker_judge)
         if judge is None:  # the embedding model loads on first use
-            judge = judges.setdefault(req.speaker_judge, make_judge(req.speaker_judge))
+            judge = judges.setdefault(req.speaker_judge, make_judge(req.speaker_judge, max_texts=max_judge_speakers))
         pred = {"pred": req.caption} if req.caption is not None else {"pred_dialogues": req.dialogue}
         try:
             result = score_prediction(pred, {"gt_dialogues": req.reference}, extract=extractors[req.extractor], judge=judge,
-                                      max_caption_chars=max_caption_chars, max_lines=max_dialogue_lines)
+                                      max_caption_chars=max_caption_chars, max_lines=max_dialogue_lines,
+                                      max_align_work=max_align_work)
+        except AlignmentTooLarge as exc:
+            return JSONResponse(status_code=413, content={"detail": f"{exc} (serve.max_align_work); send fewer or shorter "
+                                                                    "lines, or split the dialogue"})
+        except JudgeTooLarge as exc:
+            return JSONResponse(status_code=413, content={"detail": f"{exc} (serve.max_judge_speakers)"})
         except (ValueError, JudgeError) as exc:
             return JSONResponse(status_code=422, content={"detail": f"could not score: {exc}"})
         row = row_of(result)
@@ -164,13 +212,23 @@ def build_app(*, max_caption_chars: int = 100_000, max_dialogue_lines: int = 500
         row.pop("error", None)
         return row
 
+    @app.post("/score", response_model=ScoreResponse)
+    async def score(req: ScoreRequest):
+        size = len(req.caption or "") + sum(map(len, req.dialogue or [])) + sum(map(len, req.reference))
+        if size <= INLINE_SCORE_CHARS:
+            return score_now(req)
+        if not pool:
+            pool.append(ThreadPoolExecutor(max(1, score_threads), thread_name_prefix="score"))
+        return await asyncio.get_running_loop().run_in_executor(pool[0], score_now, req)
+
     return app
 
 
 def deploy(*, host: str = "127.0.0.1", port: int = 8000, policy: Optional[str] = None, engine: str = "vllm",
            num_cpus: float = 0.5, num_replicas: int = 1, max_ongoing_requests: int = 64, max_batch_size: int = 8,
            batch_wait_timeout_s: float = 0.05, max_clip_duration_s: float = 120.0,
-           allowed_uri_roots: Sequence[str] = (), **limits: Any):
+           allowed_uri_roots: Sequence[str] = (), max_frame_pixels: int = 1920 * 1080,
+           max_decoded_bytes: int = 512 << 20, **limits: Any):
     """Start Serve on the connected Ray cluster and run the app; returns the handle. With
     ``policy`` (a run directory or its ``policy/``) each replica loads the captioner.
 
@@ -228,15 +286,19 @@ def deploy(*, host: str = "127.0.0.1", port: int = 8000, policy: Optional[str] =
             except _Refused as exc:
                 return JSONResponse(status_code=exc.status, content={"detail": str(exc)})
             try:
-                from diadem_ray.data.decode import DecodeError
+                from diadem_ray.data.decode import DecodeError, FrameTooLarge
 
                 loop = asyncio.get_running_loop()
                 try:
-                    seconds = await loop.run_in_executor(self._frontend, self.captioner.duration_s, uri)
-                    if seconds > max_clip_duration_s:
-                        return JSONResponse(status_code=413, content={
-                            "detail": f"clip is {seconds:.1f} s long; the limit is {max_clip_duration_s:g} s (serve.max_clip_duration_s)"})
-                    evidence = await loop.run_in_executor(self._frontend, self.captioner.evidence, uri)
+                    seconds, width, height = await loop.run_in_executor(self._frontend, self.captioner.header, uri)
+                    too_large = _over_media_limits(seconds, width, height, frames=self.captioner.meta.frames_per_clip,
+                                                   max_seconds=max_clip_duration_s, max_pixels=max_frame_pixels,
+                                                   max_bytes=max_decoded_bytes)
+                    if too_large:
+                        return JSONResponse(status_code=413, content={"detail": too_large})
+                    evidence = await loop.run_in_executor(self._frontend, self.captioner.evidence, uri, max_frame_pixels)
+                except FrameTooLarge as exc:
+                    return JSONResponse(status_code=413, content={"detail": f"{exc} (serve.max_frame_pixels)"})
                 except DecodeError as exc:
                     return JSONResponse(status_code=422, content={"detail": f"cannot decode the clip: {exc}"})
                 except Exception as exc:  # a clip that breaks the front-end is the client's data, not a server fault
@@ -262,8 +324,8 @@ def deploy(*, host: str = "127.0.0.1", port: int = 8000, policy: Optional[str] =
 
                 try:
                     body = json.loads(await request.body())
-                except ValueError as exc:
-                    raise _Refused(422, f"body is not valid JSON ({exc})") from exc
+                except (ValueError, RecursionError) as exc:  # also nesting too deep, or an integer too long
+                    raise _Refused(422, f"body is not valid JSON ({type(exc).__name__}: {str(exc)[:200]})") from exc
                 if not isinstance(body, dict) or set(body) != {"uri"} or not isinstance(body["uri"], str):
                     raise _Refused(422, 'JSON body must be exactly {"uri": "<clip URI>"}; to send the clip itself, '
                                         "upload it as multipart field 'file' or as the raw body with Content-Type video/mp4")
@@ -296,6 +358,20 @@ def deploy(*, host: str = "127.0.0.1", port: int = 8000, policy: Optional[str] =
 
     serve.start(http_options={"host": host, "port": port})
     return serve.run(Diadem.bind(), name="diadem", route_prefix="/")
+
+
+def _over_media_limits(seconds: float, width: int, height: int, *, frames: int, max_seconds: float, max_pixels: int,
+                       max_bytes: int) -> Optional[str]:
+    """Why a clip's header puts it over the serving limits, or ``None``."""
+    if seconds > max_seconds:
+        return f"clip is {seconds:.1f} s long; the limit is {max_seconds:g} s (serve.max_clip_duration_s)"
+    if width * height > max_pixels:
+        return f"frames are {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,} (serve.max_frame_pixels)"
+    decoded = frames * width * height * 3
+    if decoded > max_bytes:
+        return (f"{frames} decoded frames of {width}x{height} take {decoded:,} bytes; the limit is {max_bytes:,} "
+                "(serve.max_decoded_bytes)")
+    return None
 
 
 class _Refused(Exception):

@@ -24,16 +24,30 @@ def _is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
 
 
+def printable(text: str) -> str:
+    """``text`` with lone surrogates escaped, so that it can be written as UTF-8 (in a JSON answer)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def check_uri(uri: str, roots: Sequence[str]) -> str:
     """``uri`` if it names a clip under one of ``roots``, else :class:`UriRefused` (403 outside the
-    roots or with ``..`` segments, 404 for a local file that does not exist, 422 for an empty URI).
+    roots, with ``..`` segments, or a remote URI with a query, fragment or parameters; 404 for a
+    local file that does not exist or is not a regular file; 422 for an empty URI or one with
+    control characters or invalid Unicode).
 
     Local paths are compared after resolving symlinks and ``..`` (``os.path.realpath``), so neither
     can step out of a root; remote URIs (``s3://bucket/prefix``) must share the root's scheme and
-    bucket and lie under its prefix, and may not contain ``..`` segments (also percent-encoded).
+    bucket (host, port and credentials exactly as the root names them) and lie under its prefix,
+    and may not contain ``..`` segments (also percent-encoded). A remote URI carries no query,
+    fragment or ``;`` parameters: a filesystem layer may read those as settings (an endpoint, a
+    scheme), which would let a client point the server at a host of its choosing.
     """
     if not uri or not uri.strip():
         raise UriRefused(422, "uri is empty")
+    bad = next((i for i, ch in enumerate(uri) if ord(ch) < 0x20 or ord(ch) == 0x7F or 0xD800 <= ord(ch) <= 0xDFFF), None)
+    if bad is not None:
+        raise UriRefused(422, f"uri has a control character or invalid Unicode at index {bad} (U+{ord(uri[bad]):04X}); "
+                              "send the path as plain text")
     if not roots:
         raise UriRefused(403, "this server reads no clip URIs (serve.allowed_uri_roots is empty); upload the clip instead")
     if _is_local(uri):
@@ -43,11 +57,13 @@ def check_uri(uri: str, roots: Sequence[str]) -> str:
                 continue
             base = os.path.realpath(root.removeprefix("file://"))
             if os.path.commonpath([path, base]) == base:
-                if not os.path.isfile(path):
-                    raise UriRefused(404, f"{uri}: no such clip")
+                if not os.path.isfile(path):  # follows the link: FIFOs, devices and folders are not clips
+                    raise UriRefused(404, f"{uri}: no such clip (or not a regular file)")
                 return path
         raise UriRefused(403, f"{uri} is outside the allowed roots ({', '.join(roots)})")
     parts = urlsplit(uri)
+    if parts.query or parts.fragment or "?" in uri or "#" in uri or ";" in parts.path:
+        raise UriRefused(403, f"{printable(uri)}: remote URIs take no query, fragment or ';' parameters; name the object only")
     segments = unquote(parts.path).split("/")
     if ".." in segments or "." in segments:
         raise UriRefused(403, f"{uri}: '.' and '..' path segments are not accepted")
@@ -59,6 +75,32 @@ def check_uri(uri: str, roots: Sequence[str]) -> str:
         if (parts.scheme, parts.netloc) == (r.scheme, r.netloc) and (parts.path + "/").startswith(prefix):
             return uri
     raise UriRefused(403, f"{uri} is outside the allowed roots ({', '.join(roots)})")
+
+
+class RequireJson:
+    """ASGI middleware: 415 for a POST to one of ``paths`` whose Content-Type is not JSON
+    (``application/json`` or ``application/*+json``), before the body is read."""
+
+    def __init__(self, app: Any, paths: Sequence[str]):
+        self.app = app
+        self.paths = frozenset(paths)
+
+    async def __call__(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("method") == "POST" and scope.get("path") in self.paths:
+            ctype = b""
+            for key, value in scope.get("headers", ()):
+                if key == b"content-type":
+                    ctype = value
+            kind = ctype.split(b";")[0].strip().lower()
+            if not (kind == b"application/json" or (kind.startswith(b"application/") and kind.endswith(b"+json"))):
+                from starlette.responses import JSONResponse
+
+                shown = printable(kind.decode("latin-1")) or "(none)"
+                response = JSONResponse(status_code=415, content={
+                    "detail": f"Content-Type {shown!r} not accepted on {scope.get('path')}; send application/json"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

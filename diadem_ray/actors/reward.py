@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import threading
 import time
@@ -105,8 +106,11 @@ class RewardWorker:
                                                 lines=lines)
         except CaptionTimeout as exc:
             return self._failed(rollout, "timeout", str(exc))
-        except Exception as exc:  # any scorer failure becomes data here (STYLE.md §8)
+        except Exception as exc:  # any scorer failure becomes data here
             return self._failed(rollout, type(exc).__name__, str(exc))
+        bad = [k for k, v in [("reward", scored.reward), *scored.components.items()] if not math.isfinite(v)]
+        if bad:  # a NaN reward would make its group's advantages NaN: the rollout failed instead
+            return self._failed(rollout, "non_finite", f"{', '.join(bad)} not finite (reward {scored.reward!r})")
         self.scored += 1
         return ScoredRollout(rollout, scored.reward, dict(scored.components), lines=scored.lines)
 

@@ -8,12 +8,17 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
 
 class DecodeError(RuntimeError):
     """A clip that cannot be read; the message names the URI and the reason."""
+
+
+class FrameTooLarge(DecodeError):
+    """A clip whose frames have more pixels than the caller allows."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,21 @@ def probe(uri: str) -> float:
     raise DecodeError(f"{uri}: the container declares no duration")
 
 
+def frame_size(uri: str) -> tuple:
+    """``(width, height)`` in pixels of the first video stream, from its header (no decoding);
+    ``(0, 0)`` without a video stream. Raises :class:`DecodeError`."""
+    import av
+
+    try:
+        with _open(uri) as box:
+            if not box.streams.video:
+                return (0, 0)
+            ctx = box.streams.video[0].codec_context
+            return (int(ctx.width or 0), int(ctx.height or 0))
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise DecodeError(f"{uri}: cannot open ({type(exc).__name__}: {exc})") from exc
+
+
 def _pick(n: int, max_frames: int) -> np.ndarray:
     """Indices of the frames kept out of ``n``: all of them, or ``max_frames`` evenly spaced."""
     if n <= max_frames:
@@ -62,7 +82,7 @@ def _pick(n: int, max_frames: int) -> np.ndarray:
     return np.linspace(0, n - 1, max_frames).round().astype(int)
 
 
-def _video(box, max_frames: int, declared: int):
+def _video(box, max_frames: int, declared: int, max_frame_pixels: Optional[int] = None):
     """The kept frames and their times. Only the kept frames are converted to RGB and held, so a
     long HD clip costs ``max_frames`` frames of memory, not all of its frames (a 30 s 720p clip at
     30 fps would otherwise hold 2.5 GB). Needs the frame count: the header's when it declares one,
@@ -77,6 +97,9 @@ def _video(box, max_frames: int, declared: int):
         frames, times, seen = [], [], 0
         for i, fr in enumerate(box.decode(vs)):
             seen = i + 1
+            if max_frame_pixels is not None and fr.width * fr.height > max_frame_pixels:
+                raise FrameTooLarge(f"frame {i} is {fr.width}x{fr.height} = {fr.width * fr.height:,} pixels; "
+                                    f"the limit is {max_frame_pixels:,}")
             if i in keep:
                 frames.append(fr.to_ndarray(format="rgb24"))
                 times.append(float(fr.time or 0.0))
@@ -86,10 +109,12 @@ def _video(box, max_frames: int, declared: int):
     raise DecodeError(f"the video stream decodes to a different number of frames on each pass (last {n})")
 
 
-def decode_clip(uri: str, *, max_frames: int = 64, sample_rate_hz: int = 16000) -> Media:
+def decode_clip(uri: str, *, max_frames: int = 64, sample_rate_hz: int = 16000,
+                max_frame_pixels: Optional[int] = None) -> Media:
     """All frames when the clip has at most ``max_frames``, else ``max_frames`` evenly spaced ones
     (only those are converted and held); audio downmixed to mono and resampled to
-    ``sample_rate_hz``. Raises :class:`DecodeError`."""
+    ``sample_rate_hz``. Raises :class:`DecodeError` (:class:`FrameTooLarge` for a frame over
+    ``max_frame_pixels``, checked on every decoded frame, whatever the header said)."""
     import av
 
     if max_frames < 1:
@@ -98,7 +123,7 @@ def decode_clip(uri: str, *, max_frames: int = 64, sample_rate_hz: int = 16000) 
         with _open(uri) as box:
             frames, times = [], []
             if box.streams.video:
-                frames, times = _video(box, max_frames, int(box.streams.video[0].frames or 0))
+                frames, times = _video(box, max_frames, int(box.streams.video[0].frames or 0), max_frame_pixels)
             box.seek(0)
             chunks = []
             if box.streams.audio:
@@ -111,7 +136,7 @@ def decode_clip(uri: str, *, max_frames: int = 64, sample_rate_hz: int = 16000) 
     except (av.error.FFmpegError, OSError, ValueError) as exc:
         raise DecodeError(f"{uri}: cannot decode ({type(exc).__name__}: {exc})") from exc
     except DecodeError as exc:
-        raise DecodeError(f"{uri}: {exc}") from exc
+        raise type(exc)(f"{uri}: {exc}") from exc
     if not frames:
         raise DecodeError(f"{uri}: no video frames")
     audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)

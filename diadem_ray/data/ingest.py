@@ -44,21 +44,35 @@ class IngestReport:
 
 def read_rows(path: str | Path) -> List[Tuple[int, Any]]:
     """(line number, parsed object) per row of a JSONL file or a JSON array (numbered from 1).
-    A line that is not JSON raises ``ValueError`` naming the file and line."""
-    text = Path(path).read_text(encoding="utf-8")
+    A file that is not UTF-8 text, or a line that is not JSON (nested too deeply, an integer of
+    thousands of digits), raises ``ValueError`` naming the file and line."""
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {exc.start}); give a JSONL or JSON annotation file") from None
     if text.lstrip().startswith("["):
         try:
             return list(enumerate(json.loads(text), start=1))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not a valid JSON array ({exc})") from exc
+        except (ValueError, RecursionError) as exc:
+            raise ValueError(f"{path}: not a valid JSON array ({_json_problem(exc)})") from None
     rows = []
     for n, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
                 rows.append((n, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg}); one annotation object per line") from exc
+            except (ValueError, RecursionError) as exc:
+                raise ValueError(f"{path}:{n}: not valid JSON ({_json_problem(exc)}); one annotation object per line") from None
     return rows
+
+
+def _json_problem(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, json.JSONDecodeError):
+        return exc.msg
+    return str(exc).split(";")[0]
 
 
 def mmss(value: Any) -> float:
@@ -175,7 +189,13 @@ def ingest(annotations: str | Path, videos: str, *, fmt: str, language: str = "e
     if duration_of is None:
         from diadem_ray.data.decode import probe
 
-        duration_of = probe
+        def duration_of(uri: str) -> float:
+            # Only regular files are opened: a FIFO or device would block the reader, a folder fails late.
+            if "://" not in uri or uri.startswith("file://"):
+                local = Path(uri.removeprefix("file://"))
+                if not local.is_file():
+                    raise ValueError(f"video {uri}: {'no such file' if not local.exists() else 'not a regular file'}")
+            return probe(uri)
     exists = exists or (lambda p: Path(p).is_file())
     convert = _from_diadembench if fmt == "diadembench" else _from_dvdbench
     report = IngestReport()

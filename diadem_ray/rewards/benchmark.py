@@ -80,6 +80,10 @@ def read_jsonl(path: str | Path, label: str, problems: List[str]) -> Iterator[Tu
             except json.JSONDecodeError as exc:
                 problems.append(f"{label} {path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno}); line skipped")
                 continue
+            except (ValueError, RecursionError) as exc:  # an integer of thousands of digits; nesting too deep
+                why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+                problems.append(f"{label} {path}:{lineno}: not usable JSON ({why}); line skipped")
+                continue
             if not isinstance(obj, dict):
                 problems.append(f"{label} {path}:{lineno}: expected a JSON object, got {type(obj).__name__}; line skipped")
                 continue
@@ -178,8 +182,10 @@ def row_of(score: ClipScore) -> Dict[str, Any]:
 
 
 def score_prediction(pred: Dict[str, Any], ann: Dict[str, Any], *, extract: Callable[[str], list],
-                     judge: Optional[SpeakerJudge], max_caption_chars: int, max_lines: int) -> ClipScore:
-    """Score one prediction against its annotation; raises ``ValueError`` with the reason."""
+                     judge: Optional[SpeakerJudge], max_caption_chars: int, max_lines: int,
+                     max_align_work: Optional[int] = None) -> ClipScore:
+    """Score one prediction against its annotation; raises ``ValueError`` with the reason
+    (:class:`~diadem_ray.rewards.align.AlignmentTooLarge` over ``max_align_work``)."""
     if "pred" in pred:
         caption = pred["pred"]
         if len(caption) > max_caption_chars:
@@ -189,7 +195,7 @@ def score_prediction(pred: Dict[str, Any], ann: Dict[str, Any], *, extract: Call
         lines = pred["pred_dialogues"]
     if len(lines) > max_lines or len(ann["gt_dialogues"]) > max_lines:
         raise ValueError(f"more than {max_lines} dialogue lines (--max-lines)")
-    return score_dialogue(lines, ann["gt_dialogues"], judge=judge)
+    return score_dialogue(lines, ann["gt_dialogues"], judge=judge, max_work=max_align_work)
 
 
 def evaluate(annotations: Sequence[Dict[str, Any]] | Dict[str, Dict[str, Any]], predictions: Sequence[Dict[str, Any]] | Dict[str, Dict[str, Any]],

@@ -18,21 +18,30 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 import re
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from diadem_ray.types import Turn
 
 UNKNOWN_SPEAKER = "unknown speaker"
 
 _TIME = r"(?:\d{1,2}:)?\d{1,2}:\d{2}(?:\.\d+)?"
-_STRUCTURED_TIMED = re.compile(
-    rf"^\s*(?:[-*•]\s*)?\[?(?P<start>{_TIME})\s*[-–~to]+\s*(?P<end>{_TIME})\]?\s*[,:]?\s*"
-    r"(?P<speaker>[^:\n]+?)\s+(?:said|says|asks|asked)\s*:\s*(?P<text>.+?)\s*$",
-    re.IGNORECASE,
-)
-_STRUCTURED_PLAIN = re.compile(r'^\s*(?:[-*•]\s*)?(?P<speaker>[^:"“\n]{1,200}?)\s*:\s*(?P<text>["“].+?)\s*$')
+# The head of a timed line, up to where its speaker phrase starts. Matched on its own it does linear
+# work: every part is optional or bounded, so a failure never sends the engine back over a run.
+_TIMED_HEAD = re.compile(rf"\s*(?:[-*•]\s*)?\[?(?P<start>{_TIME})\s*[-–~to]+\s*(?P<end>{_TIME})\]?\s*[,:]?\s*", re.IGNORECASE)
+_VERB_END = re.compile(r"(?:said|says|asks|asked)\Z", re.IGNORECASE)
+# A timed line whose speaker phrase is empty at the head's greedy end may still parse with a head
+# character lent to the speaker ('[0:01-0:02] said: …' → speaker ']'). That one case is decided by
+# the full pattern below, run only on a line start this short (its cost is then bounded).
+_TIMED_FULL = re.compile(
+    rf"\s*(?:[-*•]\s*)?\[?(?P<start>{_TIME})\s*[-–~to]+\s*(?P<end>{_TIME})\]?\s*[,:]?\s*"
+    r"(?P<speaker>[^:\n]+?)\s+(?:said|says|asks|asked)\s*:", re.IGNORECASE)
+_TIMED_FULL_MAX_CHARS = 512
+_SPEAKER_MAX_CHARS = 200
+_BULLETS = "-*•"
 _QUOTES = "\"“”"
+_OPEN_QUOTES = "\"“"
 
 
 def _seconds(stamp: str) -> float:
@@ -55,6 +64,86 @@ def _speaker(text: str) -> str:
     return " ".join(text.replace(":", " ").split()) or UNKNOWN_SPEAKER
 
 
+def _lead_ws(text: str, at: int) -> int:
+    """Index of the first non-whitespace character of ``text`` at or after ``at``."""
+    n = len(text)
+    while at < n and text[at].isspace():
+        at += 1
+    return at
+
+
+def _timed(line: str) -> Optional[Tuple[Turn, Tuple[int, int]]]:
+    """``0:01 - 0:05, <speaker> said: <text>`` (also says / asks / asked, any case); linear time."""
+    head = _TIMED_HEAD.match(line)
+    if head is None:
+        return None
+    s = head.end()
+    colon = line.find(":", s)  # the speaker phrase and the verb hold no colon: this one ends them
+    if colon < 0 or colon == len(line) - 1:
+        return None
+    said = line[s:colon].rstrip()
+    verb = _VERB_END.search(said[-5:])
+    if verb is None:
+        return None
+    v = len(said) - len(verb.group(0))
+    who = said[:v].rstrip()
+    ws = v - len(who)  # whitespace between the speaker phrase and the verb
+    start_s, end_s = head["start"], head["end"]
+    if ws >= 1 and len(who) >= 1:
+        span = (s, s + len(who))
+    elif ws >= 1 and len(who) == 0 and ws >= 2:
+        span = (s, s + 1)  # the phrase is one whitespace character (the pattern's shortest speaker)
+    elif len(who) == 0 and colon < _TIMED_FULL_MAX_CHARS:
+        full = _TIMED_FULL.match(line[: colon + 1])
+        if full is None:
+            return None
+        span, start_s, end_s = full.span("speaker"), full["start"], full["end"]
+    else:
+        return None
+    rest = line[colon + 1:]
+    text = rest.strip() or rest[-1:]
+    start, end = _seconds(start_s), _seconds(end_s)
+    return Turn(_speaker(line[span[0]:span[1]]), _unquote(text), start, max(start, end)), span
+
+
+def _plain(line: str) -> Optional[Tuple[Turn, Tuple[int, int]]]:
+    """``<speaker>: "<text>"`` with a speaker phrase of at most 200 characters; linear time."""
+    colon = line.find(":")
+    if colon < 0:
+        return None
+    quote = _lead_ws(line, colon + 1)
+    if quote >= len(line) or line[quote] not in _OPEN_QUOTES:
+        return None
+    head = line[:colon]
+    if '"' in head or "“" in head:
+        return None
+    # The phrase starts after leading whitespace, an optional bullet and its whitespace; when
+    # nothing is left for it there, it takes the last character given up (a space or the bullet).
+    q0 = _lead_ws(head, 0)
+    q = q0
+    bullet = q0 < colon and head[q0] in _BULLETS
+    if bullet:
+        q = _lead_ws(head, q0 + 1)
+    if q == colon:
+        if bullet and q > q0 + 1:
+            q -= 1
+        elif bullet:
+            q = q0
+        elif q0 > 0:
+            q -= 1
+        else:
+            return None
+    length = max(1, len(head[q:].rstrip()))
+    if length > _SPEAKER_MAX_CHARS:
+        return None
+    text = line[quote:].rstrip()
+    if len(text) < 2:
+        if len(line) - quote < 2:
+            return None
+        text = line[quote:quote + 2]
+    return Turn(_speaker(line[q:q + length]), _unquote(text)), (q, q + length)
+
+
 def extract_structured(caption: str) -> List[Turn]:
     """Parse one turn per line in either structured form; other lines are ignored."""
     return [turn for turn, _ in extract_structured_spans(caption)]
@@ -63,21 +152,21 @@ def extract_structured(caption: str) -> List[Turn]:
 def extract_structured_spans(caption: str) -> List[Tuple[Turn, Tuple[int, int]]]:
     """:func:`extract_structured` with where each turn's speaker phrase is: ``(turn, (start, end))``,
     character offsets into ``caption`` (``caption[start:end]`` is the raw phrase). Used to give a
-    line's speaker tokens their own credit in GRPO."""
+    line's speaker tokens their own credit in GRPO. Linear in the caption's length: no pattern here
+    backtracks over a run of characters."""
     out: List[Tuple[Turn, Tuple[int, int]]] = []
     pos = 0
     for raw in caption.splitlines(keepends=True):
         line = (raw.splitlines() or [""])[0]  # without its line break, as splitlines() gives it
         at, pos = pos, pos + len(raw)
-        m = _STRUCTURED_TIMED.match(line)
-        if m:
-            start, end = _seconds(m["start"]), _seconds(m["end"])
-            span = (at + m.start("speaker"), at + m.end("speaker"))
-            out.append((Turn(_speaker(m["speaker"]), _unquote(m["text"]), start, max(start, end)), span))
-            continue
-        m = _STRUCTURED_PLAIN.match(line)
-        if m and m["speaker"].strip().lower() not in ("none", "note", "summary", "dialogue"):
-            out.append((Turn(_speaker(m["speaker"]), _unquote(m["text"])), (at + m.start("speaker"), at + m.end("speaker"))))
+        found = _timed(line)
+        if found is None:
+            found = _plain(line)
+            if found is not None and line[found[1][0]:found[1][1]].strip().lower() in ("none", "note", "summary", "dialogue"):
+                found = None
+        if found is not None:
+            turn, (start, end) = found
+            out.append((turn, (at + start, at + end)))
     return out
 
 
@@ -131,8 +220,9 @@ _FRONTED = re.compile(
     r"|(?:in|on|at|inside|outside|after|before|during|from|across|behind|beside|near|under|with|when|while|as|back)\b[^,]{0,60},\s*)",
     re.IGNORECASE,
 )
-_QUOTE_RE = re.compile(r"“([^”]*)”|\"([^\"]*)\"")
-_SENTENCE_END = re.compile(r"[.!?]+(?:\s+|$)")
+# A run of sentence marks is only tried from its first mark: a run that is not followed by
+# whitespace would otherwise be rescanned from each of its marks (quadratic in its length).
+_SENTENCE_END = re.compile(r"(?<![.!?])[.!?]+(?:\s+|$)")
 _PRONOUNS = {"he": "m", "him": "m", "she": "f", "her": "f", "they": None, "i": None, "we": None}
 _MALE = re.compile(r"\b(man|men|boy|guy|gentleman|father|dad|son|brother|husband|king|prince|sir|mr|male|grandfather|grandpa|uncle|soldier|monk|priest)\b", re.I)
 _FEMALE = re.compile(r"\b(woman|women|girl|lady|mother|mom|daughter|sister|wife|queen|princess|madam|mrs|ms|female|grandmother|grandma|aunt|nun)\b", re.I)
@@ -214,11 +304,43 @@ def _after_phrase(text: str) -> Optional[str]:
     return None
 
 
+class _Quote(NamedTuple):
+    start: int  # offset of the opening mark
+    end: int  # offset after the closing mark
+    text: str  # what the marks enclose
+
+
+def _quotes(caption: str) -> List[_Quote]:
+    """Quoted spans left to right: ``“…”`` or ``"…"``, the nearest closing mark ending each. An
+    opening mark with no closing mark after it is plain text. Linear: once a closing mark is known
+    to be missing after some offset, it is not searched for again."""
+    out: List[_Quote] = []
+    missing = {"“": len(caption) + 1, '"': len(caption) + 1}  # no closing mark at or after this offset
+    closing = {"“": "”", '"': '"'}
+    i, n = 0, len(caption)
+    while i < n:
+        ch = caption[i]
+        if ch in closing and i + 1 < missing[ch]:
+            j = caption.find(closing[ch], i + 1)
+            if j >= 0:
+                out.append(_Quote(i, j + 1, caption[i + 1:j]))
+                i = j + 1
+                continue
+            missing[ch] = i + 1
+        i += 1
+    return out
+
+
 class _Mentions:
-    """Earlier people mentions (position, phrase, gender) for pronoun resolution."""
+    """Earlier people mentions (position, phrase, gender) for pronoun resolution.
+
+    :meth:`freeze` indexes them once, so each :meth:`resolve` is a binary search (a caption with
+    many quotes and pronouns costs O(q log q), not O(q²))."""
 
     def __init__(self) -> None:
         self.items: List[Tuple[int, str, Optional[str]]] = []
+        self._positions: List[int] = []
+        self._latest: List[Dict[Any, int]] = []
 
     def add_text(self, text: str, offset: int) -> None:
         start = 0
@@ -231,55 +353,68 @@ class _Mentions:
             start = m.end()
         for m in _GENDERED_NP.finditer(text):
             self.items.append((offset + m.start(), m.group(0), _gender(m.group(0))))
-        # At one position the longer phrase wins ('The man in the hard hat' over 'The man').
+
+    def freeze(self) -> None:
+        """Sort the mentions (at one position the longer phrase wins: 'The man in the hard hat'
+        over 'The man') and record, after each, the latest mention of every gender."""
         self.items.sort(key=lambda x: (x[0], len(x[1])))
+        self._positions = [pos for pos, _, _ in self.items]
+        latest: Dict[Any, int] = {}
+        self._latest = []
+        for k, (_, _, gender) in enumerate(self.items):
+            latest = dict(latest)
+            latest[gender] = k
+            latest["any"] = k
+            self._latest.append(latest)
 
     def resolve(self, phrase: str, before: int) -> str:
         key = phrase.lower()
         if key not in _PRONOUNS:
             return phrase
+        k = bisect.bisect_left(self._positions, before)  # mentions [0, k) start before the quote
+        if k == 0:
+            return UNKNOWN_SPEAKER
+        latest = self._latest[k - 1]
         want = _PRONOUNS[key]
-        earlier = [(name, gender) for pos, name, gender in self.items if pos < before]
-        for name, gender in reversed(earlier):
-            if want is None or gender == want:
-                return name
-        # No gendered antecedent: the latest person whose description carries no gender.
-        for name, gender in reversed(earlier):
-            if gender is None:
-                return name
+        for choice in (("any",) if want is None else (want, None)):
+            # None: no gendered antecedent, so the latest person whose description carries no gender.
+            if choice in latest:
+                return self.items[latest[choice]][1]
         return UNKNOWN_SPEAKER
 
 
 def extract_prose(caption: str) -> List[Turn]:
-    """Attribute each quoted utterance of a narrative caption to its speaker phrase."""
-    quotes = [q for q in _QUOTE_RE.finditer(caption)]
+    """Attribute each quoted utterance of a narrative caption to its speaker phrase. Near-linear in
+    the caption's length (pronouns resolve by binary search)."""
+    quotes = _quotes(caption)
     mentions = _Mentions()
     prev_end = 0
     for q in quotes:
-        mentions.add_text(caption[prev_end:q.start()], prev_end)
-        prev_end = q.end()
+        mentions.add_text(caption[prev_end:q.start], prev_end)
+        prev_end = q.end
     mentions.add_text(caption[prev_end:], prev_end)
+    mentions.freeze()
 
     turns: List[Turn] = []
     prev_end = 0
     for idx, q in enumerate(quotes):
-        text = (q.group(1) if q.group(1) is not None else q.group(2)).strip()
-        before = caption[prev_end:q.start()]
-        prev_end = q.end()
+        text = q.text.strip()
+        before = caption[prev_end:q.start]
+        prev_end = q.end
         if not text:
             continue
-        next_start = quotes[idx + 1].start() if idx + 1 < len(quotes) else len(caption)
+        next_start = quotes[idx + 1].start if idx + 1 < len(quotes) else len(caption)
         fragments = _SENTENCE_END.split(before)
         lead = fragments[-1] if fragments else ""
         phrase = _noun_phrase(lead) if lead.strip() and lead.rstrip().endswith((",", ":")) or _has_verb(lead) else None
         if phrase is None:
-            phrase = _after_phrase(caption[q.end():next_start])
+            phrase = _after_phrase(caption[q.end:next_start])
         if phrase is None:
             earlier = [f for f in fragments[:-1] if f.strip()]
             phrase = _noun_phrase(earlier[-1]) if earlier and _has_verb(earlier[-1]) else None
         if phrase is None:
             phrase = turns[-1].speaker if turns else UNKNOWN_SPEAKER
-        turns.append(Turn(_speaker(mentions.resolve(phrase, q.start())), text))
+        turns.append(Turn(_speaker(mentions.resolve(phrase, q.start)), text))
     return turns
 
 

@@ -155,9 +155,11 @@ def score_clean(
     judge: Optional[SpeakerJudge] = None,
     threshold: float = MATCH_THRESHOLD,
     max_merge_window: int = MAX_MERGE_WINDOW,
+    max_work: Optional[int] = None,
 ) -> ClipScore:
-    """Align cleaned items and count. ``judge`` defaults to exact normalised speaker equality."""
-    groups = tuple(align(dt, gt, threshold=threshold, max_merge_window=max_merge_window))
+    """Align cleaned items and count. ``judge`` defaults to exact normalised speaker equality;
+    ``max_work`` bounds the alignment (:func:`~diadem_ray.rewards.align.align`)."""
+    groups = tuple(align(dt, gt, threshold=threshold, max_merge_window=max_merge_window, max_work=max_work))
     dt_num = len(dt) - sum(len(g.dt_indices) - 1 for g in groups)
     gt_num = len(gt) - sum(len(g.gt_indices) - 1 for g in groups)
     score = ClipScore(tuple(dt), tuple(gt), groups, dt_num, gt_num, sum(g.score for g in groups), 0)
@@ -178,7 +180,8 @@ def score_dialogue(
     judge: Optional[SpeakerJudge] = None,
     threshold: float = MATCH_THRESHOLD,
     max_merge_window: int = MAX_MERGE_WINDOW,
+    max_work: Optional[int] = None,
 ) -> ClipScore:
     """Clean ``"<speaker>: <utterance>"`` lines of hypothesis and reference, then score."""
     return score_clean(clean_dialogue(dt_lines), clean_dialogue(gt_lines), judge=judge,
-                       threshold=threshold, max_merge_window=max_merge_window)
+                       threshold=threshold, max_merge_window=max_merge_window, max_work=max_work)
