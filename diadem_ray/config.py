@@ -227,7 +227,7 @@ class ServeConfig:
     max_dialogue_lines: int = 500
     max_score_request_bytes: int = 8 * 1024 * 1024
     max_line_chars: int = 2_000
-    max_align_work: int = 8_000_000  # /score alignment work units (~0.2 µs each on a 2-core box; docs/rewards.md)
+    max_align_work: int = 6_000_000  # /score alignment work units (≤ 1.2 s of alignment on a 2-core box; docs/rewards.md)
     max_judge_speakers: int = 64  # distinct speaker descriptions the embedding judge embeds per /score request
     score_threads: int = 1  # threads scoring large /score requests off the event loop
     max_frame_pixels: int = 1920 * 1080  # /caption: pixels per frame, from the header and every decoded frame

@@ -103,7 +103,7 @@ def _bad_unicode(value: str) -> Optional[int]:
 
 
 def build_app(*, max_caption_chars: int = 100_000, max_dialogue_lines: int = 500, max_line_chars: int = 2_000,
-              max_request_bytes: int = 8 << 20, max_clip_bytes: int = 64 << 20, max_align_work: int = 8_000_000,
+              max_request_bytes: int = 8 << 20, max_clip_bytes: int = 64 << 20, max_align_work: int = 6_000_000,
               max_judge_speakers: int = 64, score_threads: int = 1):
     """The FastAPI app with ``/score``; limits are baked into its request schema (so they show in
     OpenAPI). ``deploy`` adds ``/caption`` and ``/healthz`` as methods of the Serve replica.

@@ -68,3 +68,23 @@ def test_bad_inputs_are_named(clip, tmp_path):
     junk.write_bytes(b"not a video")
     with pytest.raises(DecodeError, match="junk.mp4"):
         decode_clip(str(junk))
+
+
+def test_frame_size_from_the_header_and_a_pixel_limit_on_every_frame(clip):
+    from diadem_ray.data.decode import FrameTooLarge, frame_size
+
+    assert frame_size(clip) == (64, 48)
+    with pytest.raises(FrameTooLarge, match="64x48 = 3,072 pixels; the limit is 3,071") as info:
+        decode_clip(clip, max_frames=4, max_frame_pixels=3071)
+    assert clip in str(info.value)
+    assert decode_clip(clip, max_frames=4, max_frame_pixels=3072).frames.shape == (4, 48, 64, 3)
+
+
+def test_media_limits_of_the_captioner():
+    from diadem_ray.serve import _over_media_limits
+
+    ok = dict(frames=16, max_seconds=60.0, max_pixels=1920 * 1080, max_bytes=512 << 20)
+    assert _over_media_limits(10.0, 1280, 720, **ok) is None
+    assert "serve.max_clip_duration_s" in _over_media_limits(61.0, 32, 32, **ok)
+    assert "serve.max_frame_pixels" in _over_media_limits(10.0, 4096, 4096, **ok)
+    assert "serve.max_decoded_bytes" in _over_media_limits(10.0, 1920, 1080, **dict(ok, frames=100))

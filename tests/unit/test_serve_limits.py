@@ -81,3 +81,53 @@ def test_body_limit_declared_and_chunked():
     assert _run(mw, "/score", [b"1234", b"5678"]) == (200, b"8")  # chunked, under the limit: replayed intact
     assert _run(mw, "/score", [b"123456", b"789012"])[0] == 413  # chunked, over it
     assert _run(mw, "/score", [b"1"], length="x")[0] == 413  # a non-numeric length
+
+
+def test_uris_with_control_characters_or_bad_unicode_are_422(tmp_path):
+    roots = [str(tmp_path)]
+    for uri in (str(tmp_path / "a\x00.mp4"), str(tmp_path / "a\n.mp4"), str(tmp_path / "\ud800.mp4"), "s3://b/c/\x00"):
+        status, msg = _refused(uri, roots + ["s3://b/c"])
+        assert status == 422 and "control character or invalid Unicode" in msg, uri
+
+
+def test_remote_uris_take_no_query_fragment_or_parameters():
+    roots = ["s3://bucket/clips"]
+    for uri in ("s3://bucket/clips/a.mp4?endpoint_override=evil.example:9000&scheme=http", "s3://bucket/clips/a.mp4#x",
+                "s3://bucket/clips/a.mp4;region=x", "s3://bucket/clips/a.mp4?"):
+        status, msg = _refused(uri, roots)
+        assert status == 403 and "no query" in msg, uri
+    for uri in ("s3://user:secret@bucket/clips/a.mp4", "s3://bucket:9000/clips/a.mp4"):
+        assert _refused(uri, roots)[0] == 403, uri
+
+
+def test_a_fifo_under_a_root_is_not_a_clip(tmp_path):
+    os.mkfifo(tmp_path / "pipe.mp4")
+    assert _refused(str(tmp_path / "pipe.mp4"), [str(tmp_path)])[0] == 404
+
+
+def test_require_json_answers_415_before_reading_the_body():
+    from diadem_ray.serve_limits import RequireJson
+
+    mw = RequireJson(_echo, paths=("/score",))
+
+    def run(ctype, path="/score"):
+        headers = [] if ctype is None else [(b"content-type", ctype)]
+        scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        async def send(msg):
+            sent.append(msg)
+
+        asyncio.run(mw(scope, receive, send))
+        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+    assert run(b"application/json")[0] == 200
+    assert run(b"application/json; charset=utf-8")[0] == 200
+    assert run(b"application/problem+json")[0] == 200
+    status, body = run(b"text/plain")
+    assert status == 415 and "text/plain" in json.loads(body)["detail"]
+    assert run(None)[0] == 415
+    assert run(b"text/plain", path="/caption")[0] == 200  # other paths decide for themselves
