@@ -88,9 +88,11 @@ class Captioner:
                  "finish_reason": ro.finish_reason} for ro in out]
 
 
-#: A /score request with at most this many characters in all is scored on the event loop (about a
-#: millisecond); a larger one in the scoring thread, so /healthz and small requests stay prompt.
-INLINE_SCORE_CHARS = 20_000
+#: A /score request with at most this many characters and lines on each side is scored on the
+#: event loop (at most a few milliseconds); any other in the scoring thread, so /healthz and small
+#: requests stay prompt while a large one is aligned.
+INLINE_SCORE_CHARS = 4_000
+INLINE_SCORE_LINES = 32
 
 
 def _bad_unicode(value: str) -> Optional[int]:
@@ -111,8 +113,8 @@ def build_app(*, max_caption_chars: int = 100_000, max_dialogue_lines: int = 500
     Work per request is bounded: the caption parsers are linear, the alignment stops past
     ``max_align_work`` units and the embedding judge past ``max_judge_speakers`` descriptions (413
     naming the limit; docs/rewards.md has the measured cost of a unit). Requests over
-    :data:`INLINE_SCORE_CHARS` characters are scored on ``score_threads`` worker threads, off the
-    event loop."""
+    :data:`INLINE_SCORE_CHARS` characters or :data:`INLINE_SCORE_LINES` lines are scored on
+    ``score_threads`` worker threads, off the event loop."""
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
@@ -214,8 +216,9 @@ def build_app(*, max_caption_chars: int = 100_000, max_dialogue_lines: int = 500
 
     @app.post("/score", response_model=ScoreResponse)
     async def score(req: ScoreRequest):
+        hyp_lines = len(req.dialogue) if req.dialogue is not None else (req.caption or "").count("\n") + 1
         size = len(req.caption or "") + sum(map(len, req.dialogue or [])) + sum(map(len, req.reference))
-        if size <= INLINE_SCORE_CHARS:
+        if size <= INLINE_SCORE_CHARS and hyp_lines <= INLINE_SCORE_LINES and len(req.reference) <= INLINE_SCORE_LINES:
             return score_now(req)
         if not pool:
             pool.append(ThreadPoolExecutor(max(1, score_threads), thread_name_prefix="score"))

@@ -50,6 +50,20 @@ def _long_clip(path, seconds=70):
             box.mux(pkt)
 
 
+def _big_frames_clip(path, width=2048, height=1152):
+    """One frame over the server's default pixel limit (1920 x 1080)."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as box:
+        vs = box.add_stream("mpeg4", rate=1)
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        for pkt in vs.encode(av.VideoFrame.from_ndarray(np.zeros((height, width, 3), np.uint8), format="rgb24")):
+            box.mux(pkt)
+        for pkt in vs.encode():
+            box.mux(pkt)
+
+
 @pytest.fixture(scope="module")
 def served(ray_local, tmp_path_factory):
     from ray import serve
@@ -63,7 +77,8 @@ def served(ray_local, tmp_path_factory):
     _long_clip(tmp / "clips" / "long.mp4")
     (tmp / "outside.mp4").write_bytes(open(clips[0].video_uri, "rb").read())
     port = _free_port()
-    deploy(host="127.0.0.1", port=port, policy=str(run_dir), num_cpus=0.25, max_caption_chars=5_000, max_dialogue_lines=50,
+    _big_frames_clip(tmp / "clips" / "big.mp4")
+    deploy(host="127.0.0.1", port=port, policy=str(run_dir), num_cpus=0.25, max_caption_chars=5_000, max_dialogue_lines=500,
            max_line_chars=500, max_request_bytes=200_000, max_clip_bytes=2_000_000, max_clip_duration_s=60.0,
            allowed_uri_roots=[str(tmp / "clips")], max_batch_size=4, batch_wait_timeout_s=1.5)
     yield {"url": f"http://127.0.0.1:{port}", "clip": clips[0].video_uri, "root": tmp / "clips", "tmp": tmp}
@@ -132,6 +147,11 @@ def test_bad_clips_get_4xx_with_reason(served):
         (dict(raw=b"\x00" * 2_100_000, ctype="video/mp4"), 413, "bytes"),
         (dict(raw=b"hello", ctype="text/plain"), 415, "text/plain"),
         (dict(body={"uri": str(root / "long.mp4")}), 413, "the limit is 60 s"),
+        (dict(body={"uri": str(root / "big.mp4")}), 413, "serve.max_frame_pixels"),
+        (dict(body={"uri": str(root) + "/a\u0000.mp4"}), 422, "control character"),
+        (dict(body={"uri": "s3://bucket/clips/a.mp4?endpoint_override=127.0.0.1:9&scheme=http"}), 403, "no query"),
+        (dict(raw=b'{"uri": "\\ud800"}'), 422, "invalid Unicode"),
+        (dict(raw=b"[" * 100_000), 422, "not valid JSON"),
     ]
     for kw, want, needle in cases:
         status, out = call(url, "/caption", **kw)
@@ -175,7 +195,7 @@ def test_score_caption_and_lines_same_as_eval(base_url):
     ({"caption": 5, "reference": REF}, "caption"),
     ({"caption": "x"}, "reference"),
     ({"caption": "x" * 5001, "reference": REF}, "caption"),
-    ({"dialogue": ["A: x"] * 51, "reference": REF}, "dialogue"),
+    ({"dialogue": ["A: x"] * 501, "reference": REF}, "dialogue"),
     ({"dialogue": ["A: " + "x" * 600], "reference": REF}, "dialogue[0] has 603 characters"),
     ({"caption": "x", "reference": REF, "speaker_judge": "llm"}, "speaker_judge"),
     ({"caption": "x", "reference": REF, "surprise": 1}, "surprise"),
@@ -193,3 +213,30 @@ def test_malformed_and_oversized_bodies(base_url):
     assert status == 413 and "200000 bytes" in out["detail"]
     status, _ = call(base_url, "/healthz")  # the replica survived all of it
     assert status == 200
+
+
+def test_healthz_answers_while_the_worst_allowed_score_request_runs(base_url):
+    """The largest alignment the default work limit lets through (one speaker, unrelated lines:
+    about a second on a 2-core box) runs in the scoring thread; /healthz answers meanwhile."""
+    import random
+    import time
+
+    rng = random.Random(7)
+    make = lambda: ["A: " + "".join(rng.choice("abcdefghij") for _ in range(40)) for _ in range(160)]  # noqa: E731
+    body = {"dialogue": make(), "reference": make()}
+    out = {}
+
+    def big():
+        t0 = time.perf_counter()
+        out["status"], _ = call(base_url, "/score", body)
+        out["seconds"] = time.perf_counter() - t0
+
+    t = threading.Thread(target=big)
+    t.start()
+    time.sleep(0.15)
+    t0 = time.perf_counter()
+    status, _ = call(base_url, "/healthz")
+    health_s = time.perf_counter() - t0
+    t.join()
+    assert out["status"] == 200 and status == 200
+    assert health_s < 1.0 and health_s < out["seconds"], (health_s, out)
