@@ -124,7 +124,7 @@ def build_app(*, max_caption_chars: int = 100_000, max_dialogue_lines: int = 500
     from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
     from diadem_ray.rewards.align import AlignmentTooLarge
-    from diadem_ray.rewards.benchmark import row_of, score_prediction
+    from diadem_ray.rewards.benchmark import OverLimit, row_of, score_prediction
     from diadem_ray.rewards.extract import make_extractor
     from diadem_ray.rewards.speakers import JudgeError, JudgeTooLarge, make_judge
     from diadem_ray.serve_limits import RequireJson, printable
@@ -206,6 +206,9 @@ def build_app(*, max_caption_chars: int = 100_000, max_dialogue_lines: int = 500
                                                                     "lines, or split the dialogue"})
         except JudgeTooLarge as exc:
             return JSONResponse(status_code=413, content={"detail": f"{exc} (serve.max_judge_speakers)"})
+        except OverLimit as exc:  # a caption that extracts to more lines than the limit
+            name = "serve.max_dialogue_lines" if exc.limit == "max_lines" else "serve.max_caption_chars"
+            return JSONResponse(status_code=413, content={"detail": f"{exc} ({name})"})
         except (ValueError, JudgeError) as exc:
             return JSONResponse(status_code=422, content={"detail": f"could not score: {exc}"})
         row = row_of(result)

@@ -181,20 +181,31 @@ def row_of(score: ClipScore) -> Dict[str, Any]:
     return _row("", score, None)
 
 
+class OverLimit(ValueError):
+    """A prediction over one of :func:`score_prediction`'s limits; ``limit`` names the argument
+    (``max_caption_chars`` or ``max_lines``) so each front end can name its own option."""
+
+    def __init__(self, message: str, limit: str):
+        super().__init__(message)
+        self.limit = limit
+
+
 def score_prediction(pred: Dict[str, Any], ann: Dict[str, Any], *, extract: Callable[[str], list],
                      judge: Optional[SpeakerJudge], max_caption_chars: int, max_lines: int,
                      max_align_work: Optional[int] = None) -> ClipScore:
     """Score one prediction against its annotation; raises ``ValueError`` with the reason
-    (:class:`~diadem_ray.rewards.align.AlignmentTooLarge` over ``max_align_work``)."""
+    (:class:`OverLimit` past ``max_caption_chars`` / ``max_lines``,
+    :class:`~diadem_ray.rewards.align.AlignmentTooLarge` past ``max_align_work``)."""
     if "pred" in pred:
         caption = pred["pred"]
         if len(caption) > max_caption_chars:
-            raise ValueError(f"caption has {len(caption):,} characters; the limit is {max_caption_chars:,} (--max-caption-chars)")
+            raise OverLimit(f"caption has {len(caption):,} characters; the limit is {max_caption_chars:,}", "max_caption_chars")
         lines = turns_to_lines(extract(caption))
     else:
         lines = pred["pred_dialogues"]
     if len(lines) > max_lines or len(ann["gt_dialogues"]) > max_lines:
-        raise ValueError(f"more than {max_lines} dialogue lines (--max-lines)")
+        raise OverLimit(f"more than {max_lines} dialogue lines (the caption gave {len(lines)}, the reference has "
+                        f"{len(ann['gt_dialogues'])})", "max_lines")
     return score_dialogue(lines, ann["gt_dialogues"], judge=judge, max_work=max_align_work)
 
 
@@ -218,7 +229,11 @@ def evaluate(annotations: Sequence[Dict[str, Any]] | Dict[str, Dict[str, Any]], 
         try:
             score = score_prediction(preds[vid], a, extract=extract, judge=judge,
                                      max_caption_chars=max_caption_chars, max_lines=max_lines)
-        except Exception as exc:  # one clip's failure is data, not a crash (STYLE.md §8)
+        except OverLimit as exc:
+            flag = "--max-lines" if exc.limit == "max_lines" else "--max-caption-chars"
+            res.rows.append(_row(vid, None, f"OverLimit: {exc} ({flag})"))
+            continue
+        except Exception as exc:  # one clip's failure is data, not a crash
             res.rows.append(_row(vid, None, f"{type(exc).__name__}: {exc}"))
             continue
         res.rows.append(_row(vid, score, None))
