@@ -187,9 +187,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from diadem_ray.data.synth import SynthRates, describe, synthesize
 
-    if args.clips < 1:
-        print(f"error: --clips must be >= 1, got {args.clips}", file=sys.stderr)
-        return 1
     rates = SynthRates(off_screen=args.off_screen_rate, overlap=args.overlap_rate, single_shot=args.single_shot_rate)
     for name, v in (("--off-screen-rate", rates.off_screen), ("--overlap-rate", rates.overlap), ("--single-shot-rate", rates.single_shot)):
         if not 0.0 <= v <= 1.0:

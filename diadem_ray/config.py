@@ -80,6 +80,7 @@ class DataConfig:
     audio_sample_rate_hz: int = 16000
     max_clip_duration_s: float = 30.0
     decode_num_cpus: float = 0.5
+    decode_resources: Dict[str, float] = field(default_factory=dict)  # e.g. {decode_cpu: 1}: decode actors on CPU nodes
 
 
 @dataclass
@@ -94,6 +95,7 @@ class RolloutConfig:
     prompts_per_task: int = 16  # prompts sent to a replica in one call (its generation batch)
     cpu_threads: int = 0  # CPU engines: OpenMP threads per replica (0 = Ray's default, one per whole CPU)
     num_gpus_per_replica: float = 0.0
+    custom_resources: Dict[str, float] = field(default_factory=dict)  # e.g. {diadem_gpu_node: 0.001}: replicas on GPU nodes
     gpu_memory_utilization: float = 0.5
     cpu_kv_cache_gib: float = 1.0
     weight_sync_bucket_mb: int = 256
@@ -136,6 +138,7 @@ class LearnerConfig:
     micro_batch_size: int = 4  # sequences per rank per forward/backward
     num_cpus_per_rank: float = 0.5
     num_gpus_per_rank: float = 0.0
+    custom_resources: Dict[str, float] = field(default_factory=dict)  # e.g. {diadem_gpu_node: 0.001}: ranks on GPU nodes
     collective_timeout_s: float = 120.0
     lora: LoRAConfig = field(default_factory=LoRAConfig)
 
@@ -351,6 +354,10 @@ def _apply(cfg: DictConfig, schema: type, data: Dict[str, Any], origin: str, pro
 
 
 def _read_yaml(path: Path, problems: List[str]) -> Dict[str, Any]:
+    if Path(path).exists() and not Path(path).is_file():  # a FIFO would block the reader; a folder fails obscurely
+        kind = "a folder" if Path(path).is_dir() else "not a regular file (a FIFO, socket or device)"
+        problems.append(f"{path}: {kind}; give a YAML file")
+        return {}
     try:
         data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     except FileNotFoundError:
@@ -468,6 +475,12 @@ def validate(cfg: Any) -> List[str]:
     for key in ("grpo.clip_eps_low", "grpo.clip_eps_high", "grpo.kl_coef", "grpo.entropy_coef", "grpo.line_credit_weight",
                 "learner.weight_decay", "learner.warmup_steps", "data.train_clips", "data.eval_clips"):
         _positive(p, key, OmegaConf.select(cfg, key), allow_zero=True)
+    for key in ("rollout.custom_resources", "learner.custom_resources", "reward.custom_resources", "data.decode_resources"):
+        for name, amount in dict(OmegaConf.select(cfg, key)).items():
+            if name in ("CPU", "GPU", "memory", "object_store_memory"):
+                p.append(f"{key}.{name}: a built-in resource; set it with the num_cpus / num_gpus keys, not here")
+            elif not amount > 0:
+                p.append(f"{key}.{name}: must be > 0 (a node-type marker asks for a little, e.g. 0.001), got {amount!r}")
     if not 0 < cfg.rollout.top_p <= 1:
         p.append(f"rollout.top_p: must be in (0, 1], got {cfg.rollout.top_p!r}")
     elif cfg.rollout.top_p < 1 and any(s.startswith("grpo") for s in cfg.run.stages):

@@ -31,9 +31,12 @@ class LearnerDied(RuntimeError):
 
 class LearnerGroup:
     def __init__(self, *, num_ranks: int, num_cpus_per_rank: float = 1.0, num_gpus_per_rank: float = 0.0,
-                 setup_timeout_s: float = 600.0, **learner_kwargs: Any):
+                 setup_timeout_s: float = 600.0, resources: Optional[Dict[str, float]] = None, **learner_kwargs: Any):
+        """``resources``: custom resources each rank's bundle also asks for (a node-type marker such
+        as ``{"diadem_gpu_node": 0.001}`` keeps the ranks on the GPU node type)."""
         self.num_ranks = num_ranks
-        bundle = {"CPU": num_cpus_per_rank, **({"GPU": num_gpus_per_rank} if num_gpus_per_rank else {})}
+        custom = dict(resources or {})
+        bundle = {"CPU": num_cpus_per_rank, **({"GPU": num_gpus_per_rank} if num_gpus_per_rank else {}), **custom}
         self.pg = placement_group([dict(bundle) for _ in range(num_ranks)], strategy="PACK")
         ray.get(self.pg.ready(), timeout=setup_timeout_s)
         env = {"DS_ACCELERATOR": "cpu"} if not num_gpus_per_rank else {}
@@ -41,7 +44,7 @@ class LearnerGroup:
         remote = ray.remote(Learner)
         self.actors = [
             remote.options(num_cpus=num_cpus_per_rank, num_gpus=num_gpus_per_rank, max_restarts=0,
-                           runtime_env={"env_vars": env},
+                           runtime_env={"env_vars": env}, resources=custom or None,
                            scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=r)
                            ).remote(rank=r, world_size=num_ranks, **learner_kwargs)
             for r in range(num_ranks)

@@ -26,10 +26,11 @@ log = logging.getLogger(__name__)
 class RolloutGroup:
     def __init__(self, *, num_replicas: int = 1, num_cpus_per_replica: float = 0.5, num_gpus_per_replica: float = 0.0,
                  chunk_size: int = 8, max_chunk_retries: int = 2, cpu_threads: int = 0, wait: bool = True,
-                 **worker_kwargs: Any):
+                 resources: Optional[Dict[str, float]] = None, **worker_kwargs: Any):
         """``cpu_threads``: OpenMP threads of a CPU engine; rollouts and learner steps alternate,
         so a replica may use more threads than its fractional CPU reservation. ``wait=False``: the
-        engines load in the background until :meth:`ready` (the driver starts the learners meanwhile)."""
+        engines load in the background until :meth:`ready` (the driver starts the learners meanwhile).
+        ``resources``: custom resources each replica asks for (a node-type marker)."""
         env = {k: os.environ[k] for k in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_ENABLE_V1_MULTIPROCESSING", "HF_HUB_OFFLINE",
                                           "TRANSFORMERS_OFFLINE") if k in os.environ}
         if not num_gpus_per_replica:
@@ -37,7 +38,8 @@ class RolloutGroup:
             if cpu_threads > 0:
                 env["OMP_NUM_THREADS"] = str(cpu_threads)
         remote = ray.remote(RolloutWorker).options(num_cpus=num_cpus_per_replica, num_gpus=num_gpus_per_replica,
-                                                   max_restarts=-1, max_task_retries=0, runtime_env={"env_vars": env})
+                                                   max_restarts=-1, max_task_retries=0, runtime_env={"env_vars": env},
+                                                   resources=dict(resources or {}) or None)
         self.replicas = [remote.remote(replica_id=i, **worker_kwargs) for i in range(num_replicas)]
         self._setup_refs = [r.setup.remote() for r in self.replicas]
         self.info: List[Any] = []

@@ -39,6 +39,7 @@ class EncodeReport:
     cached: int = 0
     decoded: int = 0
     seconds: float = 0.0
+    nodes: Dict[str, int] = field(default_factory=dict)  # node id -> clips its decode actors handled
 
 
 def _cache_key(uri: str, version: str) -> str:
@@ -156,15 +157,21 @@ class ClipEncoder:
         return {"clip_id": clip_id, "evidence": str(path), "error": "", "cached": "0"}
 
     def __call__(self, batch: Dict[str, List]) -> Dict[str, List]:
+        import ray
+
         rows = [self.encode(c, u) for c, u in zip(batch["clip_id"], batch["video_uri"])]
-        return {k: [r[k] for r in rows] for k in ("clip_id", "evidence", "error", "cached")}
+        out = {k: [r[k] for r in rows] for k in ("clip_id", "evidence", "error", "cached")}
+        out["node"] = [ray.get_runtime_context().get_node_id()] * len(rows)
+        return out
 
 
 def encode_clips(shard_paths: Sequence[str], *, cache_dir: str, max_frames: int = 64, sample_rate_hz: int = 16000,
                  num_cpus: float = 0.5, concurrency: int = 2, filesystem: Optional[object] = None,
                  frontend: bool = True, family: str = "tiny_av", model_path: str = "",
-                 qwen: Optional[Dict[str, float]] = None) -> EncodeReport:
-    """Every clip of ``shard_paths`` made ready for ``family`` (see the module docstring)."""
+                 qwen: Optional[Dict[str, float]] = None, resources: Optional[Dict[str, float]] = None) -> EncodeReport:
+    """Every clip of ``shard_paths`` made ready for ``family`` (see the module docstring).
+    ``resources``: custom resources each decode actor asks for (``{"decode_cpu": 1}`` keeps
+    decoding on the CPU node type)."""
     import time
 
     import ray.data
@@ -186,8 +193,9 @@ def encode_clips(shard_paths: Sequence[str], *, cache_dir: str, max_frames: int 
                                                             "sample_rate_hz": sample_rate_hz, "frontend": frontend,
                                                             "family": family, "model_path": model_path, "qwen": qwen},
                         batch_size=2, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, concurrency)),
-                        num_cpus=num_cpus)
+                        num_cpus=num_cpus, **({"resources": dict(resources)} if resources else {}))
     for row in ds.iter_rows():
+        report.nodes[row["node"]] = report.nodes.get(row["node"], 0) + 1
         if row["error"]:
             report.failed[row["clip_id"]] = row["error"]
             log.warning("clip %s skipped: %s", row["clip_id"], row["error"])

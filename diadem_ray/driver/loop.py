@@ -43,6 +43,7 @@ class Driver(Startup, Evaluation):
         self.state = DriverState()
         self.pools: Dict[str, Any] = {}
         self.reward_specs: Dict[str, Any] = {}
+        self.placement: Dict[str, List[str]] = {}  # role (decode, learner, rollout, reward) -> node id per actor or clip
         self.tracker: Any = None
         self._logged_through = -1  # the last global step whose metrics MLflow holds from an earlier attempt
 

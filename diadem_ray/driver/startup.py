@@ -69,7 +69,7 @@ class Startup:
                 "sample_rate_hz": d.audio_sample_rate_hz} if m.family == "qwen2_5_omni" else None
         rep = encode_clips(list_shards(self.train_root) + list_shards(self.eval_root), cache_dir=str(root / "features"),
                            max_frames=d.frames_per_clip, sample_rate_hz=d.audio_sample_rate_hz, num_cpus=d.decode_num_cpus,
-                           family=m.family, model_path=m.path, qwen=qwen)
+                           family=m.family, model_path=m.path, qwen=qwen, resources=dict(d.decode_resources) or None)
         self.features = rep.features  # clip_id -> evidence text (tiny_av) or cached inputs file (qwen2_5_omni)
         self.encode_metrics = {"data/encode_seconds": rep.seconds, "data/clips_failed": float(len(rep.failed)),
                                "data/clips_decoded": float(rep.decoded), "data/clips_cached": float(rep.cached)}
@@ -77,6 +77,11 @@ class Startup:
              f"in {rep.seconds:.0f} s")
         for cid, why in list(rep.failed.items())[:10]:
             _say(f"  skipped {cid}: {why}")
+        if rep.nodes:
+            from diadem_ray.cluster import placement
+
+            self.placement["decode"] = [n for n, k in rep.nodes.items() for _ in range(k)]
+            _say("placement: " + placement.summary({"clips decoded": self.placement["decode"]}))
 
     def _start_actors(self) -> None:
         from diadem_ray.cluster.learner_group import LearnerGroup
@@ -96,13 +101,20 @@ class Startup:
         lora = dict(enabled=lr.lora.enabled, rank=lr.lora.rank, alpha=lr.lora.alpha, dropout=lr.lora.dropout,
                     target_modules=list(lr.lora.target_modules))
         self.learners = LearnerGroup(family=cfg.model.family, num_ranks=lr.num_ranks, num_cpus_per_rank=lr.num_cpus_per_rank,
-                                     num_gpus_per_rank=lr.num_gpus_per_rank, model_path=model_path, zero_stage=lr.zero_stage,
+                                     num_gpus_per_rank=lr.num_gpus_per_rank, resources=dict(lr.custom_resources) or None,
+                                     model_path=model_path, zero_stage=lr.zero_stage,
                                      comm_backend=lr.comm_backend, bf16=lr.bf16, lr=lr.lr, lr_schedule=lr.lr_schedule,
                                      warmup_steps=lr.warmup_steps, total_steps=max(1, total), weight_decay=lr.weight_decay,
                                      grad_clip_norm=lr.grad_clip_norm, micro_batch_size=lr.micro_batch_size,
                                      collective_timeout_s=lr.collective_timeout_s, lora=lora,
                                      need_reference=cfg.grpo.kl_coef != 0.0, seed=cfg.run.seed)
         self.rollouts.ready()
+        from diadem_ray.cluster import placement
+
+        self.placement["learner"] = placement.node_ids(self.learners.actors)
+        self.placement["rollout"] = placement.node_ids(self.rollouts.replicas)
+        _say("placement: " + placement.summary({"learner ranks": self.placement["learner"],
+                                                "rollout replicas": self.placement["rollout"]}))
         self.sync = WeightSync(self.learners, self.rollouts, bucket_bytes=r.weight_sync_bucket_mb << 20,
                                timeout_s=r.weight_sync_timeout_s, mode=weight_transfer_mode(cfg))
         if self.resume:
@@ -146,6 +158,7 @@ class Startup:
         max_len = cfg.model.max_prompt_tokens + max(r.max_new_tokens, cfg.stages.eval.max_new_tokens)
         self.rollouts = RolloutGroup(num_replicas=r.num_replicas, num_cpus_per_replica=r.num_cpus_per_replica,
                                      num_gpus_per_replica=r.num_gpus_per_replica, cpu_threads=r.cpu_threads,
+                                     resources=dict(r.custom_resources) or None,
                                      chunk_size=r.prompts_per_task, model_path=model_path, family=cfg.model.family,
                                      backend=r.backend, dtype=cfg.model.dtype,
                                      max_model_len=max_len,
@@ -209,6 +222,11 @@ class Startup:
                                           batch_size=w.batch_size, reward_timeout_s=w.reward_timeout_s,
                                           max_task_retries=w.max_task_retries, resources=dict(w.custom_resources) or None)
             self.reward_specs[name] = spec
+            from diadem_ray.cluster import placement
+
+            nodes = placement.node_ids(self.pools[name].workers)
+            self.placement.setdefault("reward", []).extend(nodes)
+            _say("placement: " + placement.summary({f"reward workers ({name})": nodes}))
         problems = line_credit_problems(self.cfg.grpo.line_credit_weight, self.reward_specs[name]) if grpo else []
         if problems:
             raise ValueError("; ".join(problems))

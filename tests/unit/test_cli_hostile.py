@@ -121,3 +121,15 @@ def test_readers_turn_any_bytes_into_rows_or_named_problems(tmp_path_factory, ch
         read_rows(path)
     except ValueError as exc:
         assert str(path) in str(exc)
+
+
+def test_config_check_refuses_a_fifo_or_folder_without_blocking(tmp_path, capsys):
+    fifo = tmp_path / "c.yaml"
+    os.mkfifo(fifo)
+    for bad in (str(fifo), str(tmp_path)):
+        done = []
+        t = threading.Thread(target=lambda b=bad: done.append(main(["config", "check", b])), daemon=True)
+        t.start()
+        t.join(20)
+        assert done == [1], f"config check blocked or passed on {bad}"
+        assert "give a YAML file" in capsys.readouterr().err

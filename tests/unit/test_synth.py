@@ -94,8 +94,9 @@ def test_corrupt_and_missing_clips_fail_with_the_uri(tmp_path):
 def test_synth_cli_rejects_bad_input(tmp_path, capsys):
     from diadem_ray.cli import main
 
-    assert main(["synth", "--out", str(tmp_path), "--clips", "0"]) == 1
-    assert "--clips must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # refused by the parser, before anything runs
+        main(["synth", "--out", str(tmp_path), "--clips", "0"])
+    assert info.value.code == 2 and "--clips: must be >= 1" in capsys.readouterr().err
     assert main(["synth", "--out", str(tmp_path), "--clips", "2", "--overlap-rate", "1.5"]) == 1
     assert "--overlap-rate must be in [0, 1]" in capsys.readouterr().err
     assert not (Path(tmp_path) / "shards").exists()
