@@ -57,6 +57,7 @@ class ClusterConfig:
     layout: str = "disaggregated"  # disaggregated | colocated (GPU only)
     local_num_cpus: Optional[int] = None
     object_store_memory_bytes: Optional[int] = None
+    node_wait_s: float = 600.0  # after a node loss: how long work waits for a node offering its resources
 
 
 @dataclass
@@ -469,7 +470,7 @@ def validate(cfg: Any) -> List[str]:
                 "rollout.max_new_tokens", "reward.batch_size", "data.frames_per_clip", "model.max_pixels_per_frame",
                 "data.audio_sample_rate_hz", "checkpoint.every_steps", "checkpoint.keep_last"):
         _positive(p, key, OmegaConf.select(cfg, key))
-    for key in ("model.video_fps", "rollout.temperature", "reward.reward_timeout_s", "rollout.weight_sync_timeout_s",
+    for key in ("cluster.node_wait_s", "model.video_fps", "rollout.temperature", "reward.reward_timeout_s", "rollout.weight_sync_timeout_s",
                 "learner.lr", "learner.collective_timeout_s", "learner.grad_clip_norm", "grpo.std_eps"):
         _positive(p, key, OmegaConf.select(cfg, key))
     for key in ("grpo.clip_eps_low", "grpo.clip_eps_high", "grpo.kl_coef", "grpo.entropy_coef", "grpo.line_credit_weight",

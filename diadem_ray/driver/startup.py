@@ -220,11 +220,12 @@ class Startup:
             self.pools[name] = RewardPool(OmegaConf.to_container(OmegaConf.structured(spec), resolve=True),
                                           num_workers=w.num_workers, num_cpus_per_worker=w.num_cpus_per_worker,
                                           batch_size=w.batch_size, reward_timeout_s=w.reward_timeout_s,
-                                          max_task_retries=w.max_task_retries, resources=dict(w.custom_resources) or None)
+                                          max_task_retries=w.max_task_retries, resources=dict(w.custom_resources) or None,
+                                          node_wait_s=self.cfg.cluster.node_wait_s)
             self.reward_specs[name] = spec
             from diadem_ray.cluster import placement
 
-            nodes = placement.node_ids(self.pools[name].workers)
+            nodes = [n for n in self.pools[name].nodes if n]
             self.placement.setdefault("reward", []).extend(nodes)
             _say("placement: " + placement.summary({f"reward workers ({name})": nodes}))
         problems = line_credit_problems(self.cfg.grpo.line_credit_weight, self.reward_specs[name]) if grpo else []

@@ -28,8 +28,8 @@ def test_roles_land_on_their_node_types(repo_root, tmp_path):
         "learner.custom_resources={diadem_gpu_node: 0.001}", "rollout.custom_resources={diadem_gpu_node: 0.001}",
         "reward.custom_resources={reward_cpu: 1}", "data.decode_resources={decode_cpu: 1}",
     ]
-    env = dict(os.environ, RAY_ADDRESS="")  # its own cluster, not the ray tier's local one
-    env.pop("RAY_ADDRESS")
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)  # its own cluster, not one the environment names
     proc = subprocess.run([sys.executable, str(repo_root / "tests/ray_local/multinode_job.py"), str(out), str(tmp_path),
                            str(repo_root / "configs/demo_cpu.yaml"), *overrides],
                           cwd=repo_root, env=env, capture_output=True, text=True, timeout=580)
@@ -41,3 +41,24 @@ def test_roles_land_on_their_node_types(repo_root, tmp_path):
     assert set(placed["decode"]) == {nodes["cpu"]} and len(placed["decode"]) == 3, result  # 2 train + 1 eval clips
     assert nodes["head"] not in {n for ids in placed.values() for n in ids}
     assert "placement: learner ranks: 1 on" in proc.stdout and "diadem_gpu_node" in proc.stdout
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(600)
+def test_reward_workers_come_back_after_their_node_is_lost(repo_root, tmp_path):
+    """The CPU node goes away mid-step and a replacement joins: every caption of the step is
+    scored, with the reward it would have had; the log names the lost node, the resubmitted
+    batches and the node the workers came back on."""
+    out = tmp_path / "result.json"
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run([sys.executable, str(repo_root / "tests/ray_local/node_loss_rewards.py"), str(out)],
+                          cwd=repo_root, env=env, capture_output=True, text=True, timeout=580)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    r = json.loads(out.read_text())
+    assert r["results"] == 60 and r["errors"] == [] and r["same_reward"], r
+    assert r["resubmitted"] >= 1, r
+    assert set(r["nodes_after"]) <= {r["new"], None} and r["new"] in r["nodes_after"], r
+    log = proc.stderr
+    assert f"on node {r['lost'][:8]}" in log and ("died while scoring batch" in log or "is unavailable" in log), log[-3000:]
+    assert f"is back on node {r['new'][:8]}" in log, log[-3000:]
