@@ -248,6 +248,12 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from diadem_ray.compare import collect, plot, table
 
+    if args.png:
+        problem = _not_writable_file("--png", args.png)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 1
+
     try:
         runs = collect(args.tracking_uri, args.experiment)
     except LookupError as exc:

@@ -49,6 +49,7 @@ class RunConfig:
     seed: int = 0
     output_dir: str = "runs"
     stages: List[str] = field(default_factory=lambda: list(STAGE_NAMES))
+    max_restarts: int = 3  # losses of the learner/rollout group the run recovers from by itself (0: stop at the first)
 
 
 @dataclass
@@ -496,6 +497,8 @@ def validate(cfg: Any) -> List[str]:
     if cfg.grpo.kl_in_reward:  # grpo.kl_penalised_rewards exists; the driver does not compute reference log-probs per rollout
         p.append("grpo.kl_in_reward: true is not supported yet (the driver applies the KL penalty in the loss only); "
                  "set it to false and use grpo.kl_coef")
+    if cfg.run.max_restarts < 0:
+        p.append(f"run.max_restarts: must be >= 0, got {cfg.run.max_restarts}")
     _one_of(p, "rollout.weight_transfer", cfg.rollout.weight_transfer, ("auto", "nccl", "object_store"))
     if cfg.rollout.weight_transfer == "nccl" and (cfg.rollout.num_gpus_per_replica == 0 or cfg.learner.num_gpus_per_rank == 0):
         p.append("rollout.weight_transfer: 'nccl' needs GPUs on both sides (rollout.num_gpus_per_replica and "

@@ -23,14 +23,21 @@ from diadem_ray.types import Rollout
 log = logging.getLogger(__name__)
 
 
+class ReplicasLost(RuntimeError):
+    """The group could not finish a call: replicas died and could not be restored in time."""
+
+
 class RolloutGroup:
     def __init__(self, *, num_replicas: int = 1, num_cpus_per_replica: float = 0.5, num_gpus_per_replica: float = 0.0,
                  chunk_size: int = 8, max_chunk_retries: int = 2, cpu_threads: int = 0, wait: bool = True,
-                 resources: Optional[Dict[str, float]] = None, **worker_kwargs: Any):
+                 resources: Optional[Dict[str, float]] = None, restore_wait_s: float = 600.0, **worker_kwargs: Any):
         """``cpu_threads``: OpenMP threads of a CPU engine; rollouts and learner steps alternate,
         so a replica may use more threads than its fractional CPU reservation. ``wait=False``: the
         engines load in the background until :meth:`ready` (the driver starts the learners meanwhile).
-        ``resources``: custom resources each replica asks for (a node-type marker)."""
+        ``resources``: custom resources each replica asks for (a node-type marker);
+        ``restore_wait_s``: how long a call waits for dead replicas to be restarted when no other
+        replica can take their prompts."""
+        self.restore_wait_s = float(restore_wait_s)
         env = {k: os.environ[k] for k in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_ENABLE_V1_MULTIPROCESSING", "HF_HUB_OFFLINE",
                                           "TRANSFORMERS_OFFLINE") if k in os.environ}
         if not num_gpus_per_replica:
@@ -91,8 +98,14 @@ class RolloutGroup:
                 pending[ref] = (c, w, attempt, time.perf_counter())
                 load[w] += 1
             if not pending and not restoring:
-                raise RuntimeError("rollout: every replica is dead and none could be restored")
-            done, _ = ray.wait(list(pending) + list(restoring), num_returns=1)
+                raise ReplicasLost("rollout: every replica is dead and none could be restored")
+            # Only restarts left to wait for (their node is gone): wait for a node, but not for ever.
+            only_restoring = not pending and not any(healthy)
+            done, _ = ray.wait(list(pending) + list(restoring), num_returns=1,
+                               timeout=self.restore_wait_s if only_restoring else None)
+            if not done:
+                raise ReplicasLost(f"rollout: no replica could be restarted within {self.restore_wait_s:.0f} s "
+                                   "(cluster.node_wait_s); their node is gone and none offering their resources joined")
             ref = done[0]
             if ref in restoring:
                 self._advance_restore(ref, restoring, healthy)
@@ -104,7 +117,7 @@ class RolloutGroup:
                 latencies.append(time.perf_counter() - t0)
             except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ReplicaRestarted) as exc:
                 if attempt >= self.max_chunk_retries:
-                    raise RuntimeError(f"rollout chunk {c} failed on {attempt + 1} replicas; last: {exc}") from exc
+                    raise ReplicasLost(f"rollout chunk {c} failed on {attempt + 1} replicas; last: {exc}") from exc
                 log.warning("rollout replica %d died; re-queueing %d prompts", w, len(chunks[c]))
                 requeued += len(chunks[c])
                 queue.append((c, attempt + 1))
@@ -118,7 +131,11 @@ class RolloutGroup:
         tokens = sum(len(r.token_ids) for r in rollouts)
         lat = sorted(latencies) or [0.0]
         while restoring:  # finish restores so the next call sees every replica ready
-            self._advance_restore(ray.wait(list(restoring), num_returns=1)[0][0], restoring, healthy)
+            done, _ = ray.wait(list(restoring), num_returns=1, timeout=self.restore_wait_s)
+            if not done:
+                raise ReplicasLost(f"rollout: a replica could not be restarted within {self.restore_wait_s:.0f} s "
+                                   "(cluster.node_wait_s)")
+            self._advance_restore(done[0], restoring, healthy)
         return rollouts, {"rollout/seconds": elapsed, "rollout/tokens": float(tokens),
                           "rollout/tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
                           "rollout/latency_p50_s": lat[len(lat) // 2], "rollout/latency_p90_s": lat[int(0.9 * (len(lat) - 1))],
@@ -130,7 +147,7 @@ class RolloutGroup:
         try:
             ray.get(ref)
         except Exception as exc:
-            raise RuntimeError(f"rollout replica {w} could not be restored ({phase}): {exc}") from exc
+            raise ReplicasLost(f"rollout replica {w} could not be restored ({phase}): {exc}") from exc
         if phase == "setup" and self.last_buckets is not None:
             restoring[self.replicas[w].load_weight_buckets.remote(self.version, self.last_buckets)] = (w, "weights")
         else:

@@ -52,32 +52,26 @@ class Driver(Startup, Evaluation):
     # ------------------------------------------------------------------------------------------
 
     def run(self) -> Dict[str, Dict[str, float]]:
+        from diadem_ray.driver import recovery
+
         self._start_ray()
         try:
             self._prepare_data()
             self._start_actors()
             self._restored_profile()
             self._start_tracking()
-            for stage in self.cfg.run.stages:
-                if stage in self.state.done_stages:
-                    continue
-                self.state.stage = stage
-                if stage == "sft":
-                    self._evaluate("untrained")
-                    self._sft()
-                    self._evaluate("sft")
-                    self._export_policy("sft")
-                elif stage == "profile":
-                    self._profile()
-                elif stage in ("grpo_stage1", "grpo_stage2"):
-                    self._grpo(stage)
-                    self._evaluate(stage)
-                    self._export_policy(stage)
-                elif stage == "eval":
-                    self._evaluate("final")
-                self.state.done_stages.append(stage)
-                self.state.stage_step = 0
-                self._record_stage_done(stage)
+            restarts = 0
+            while True:
+                try:
+                    self._run_stages()
+                    break
+                except recovery.group_lost_errors() as exc:
+                    restarts += 1
+                    if restarts > self.cfg.run.max_restarts:
+                        raise recovery.RunFailed(
+                            f"the learner/rollout group was lost {restarts} times, more than run.max_restarts "
+                            f"{self.cfg.run.max_restarts}; last: {recovery.describe_loss(exc)}") from exc
+                    recovery.recover(self, exc, restarts)
             self._report()
             self.tracker.end()
             return self.state.evals
@@ -87,6 +81,29 @@ class Driver(Startup, Evaluation):
             raise
         finally:
             self._stop()
+
+    def _run_stages(self) -> None:
+        """The stages of ``run.stages`` not yet done, from where the state says."""
+        for stage in self.cfg.run.stages:
+            if stage in self.state.done_stages:
+                continue
+            self.state.stage = stage
+            if stage == "sft":
+                self._evaluate("untrained")
+                self._sft()
+                self._evaluate("sft")
+                self._export_policy("sft")
+            elif stage == "profile":
+                self._profile()
+            elif stage in ("grpo_stage1", "grpo_stage2"):
+                self._grpo(stage)
+                self._evaluate(stage)
+                self._export_policy(stage)
+            elif stage == "eval":
+                self._evaluate("final")
+            self.state.done_stages.append(stage)
+            self.state.stage_step = 0
+            self._record_stage_done(stage)
 
     # ------------------------------------------------------------------------------------------
     # prompts

@@ -158,7 +158,7 @@ class Startup:
         max_len = cfg.model.max_prompt_tokens + max(r.max_new_tokens, cfg.stages.eval.max_new_tokens)
         self.rollouts = RolloutGroup(num_replicas=r.num_replicas, num_cpus_per_replica=r.num_cpus_per_replica,
                                      num_gpus_per_replica=r.num_gpus_per_replica, cpu_threads=r.cpu_threads,
-                                     resources=dict(r.custom_resources) or None,
+                                     resources=dict(r.custom_resources) or None, restore_wait_s=cfg.cluster.node_wait_s,
                                      chunk_size=r.prompts_per_task, model_path=model_path, family=cfg.model.family,
                                      backend=r.backend, dtype=cfg.model.dtype,
                                      max_model_len=max_len,

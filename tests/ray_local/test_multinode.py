@@ -1,46 +1,75 @@
-"""Roles land on the node types that offer their resources: a small GRPO job (SFT, profile, one
-GRPO step, Qwen2.5-Omni's tiny random thinker with media) on a three-node cluster started by Ray's
-own multi-node harness. Learner ranks and rollout replicas run on the GPU-like node, reward workers
-and Ray Data decoding on the CPU node, and none of them on the head (which offers no CPU; only
-Ray's zero-CPU bookkeeping actors and the driver may live there)."""
+"""Multi-node runs on one machine with Ray's own harness (``ray.cluster_utils.Cluster``): a head
+that offers no CPU, a "GPU-like" node that alone offers ``diadem_gpu_node``, a CPU node that alone
+offers ``reward_cpu`` and ``decode_cpu``. Each role lands on its node type, and losing a node is
+survived without a person: the GPU-like node mid-run (the driver rebuilds the learner and rollout
+groups on a node that joins, from the last checkpoint, and ends with the weights of a run that was
+never interrupted), the CPU node mid-step (reward workers come back on a new node)."""
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 
 import pytest
 
+JOB = [
+    "model.family=qwen2_5_omni", "model.max_prompt_tokens=4096", "model.max_pixels_per_frame=6272",
+    "data.train_clips=2", "data.eval_clips=1", "data.frames_per_clip=16",
+    "rollout.backend=hf", "rollout.samples_per_prompt=2", "rollout.max_new_tokens=4", "rollout.cpu_threads=1",
+    "rollout.prompts_per_task=1", "learner.num_ranks=1", "learner.micro_batch_size=2",
+    "stages.sft.steps=1", "stages.sft.prompts_per_step=2", "stages.profile.quantiles=true",
+    "stages.grpo_stage1.steps=2", "stages.grpo_stage1.prompts_per_step=2", "stages.eval.max_new_tokens=4",
+    "run.stages=[sft,profile,grpo_stage1]", "checkpoint.every_steps=1", "cluster.node_wait_s=120",
+    "learner.custom_resources={diadem_gpu_node: 0.001}", "rollout.custom_resources={diadem_gpu_node: 0.001}",
+    "reward.custom_resources={reward_cpu: 1}", "data.decode_resources={decode_cpu: 1}",
+]
 
-@pytest.mark.ray
-@pytest.mark.timeout(600)
-def test_roles_land_on_their_node_types(repo_root, tmp_path):
-    out = tmp_path / "result.json"
-    overrides = [
-        "run.name=multinode", f"run.output_dir={tmp_path / 'runs'}", f"tracking.tracking_uri=sqlite:///{tmp_path / 'm.db'}",
-        "model.family=qwen2_5_omni", "model.max_prompt_tokens=4096", "model.max_pixels_per_frame=6272",
-        f"data.root={tmp_path / 'data'}", "data.train_clips=2", "data.eval_clips=1", "data.frames_per_clip=16",
-        "rollout.backend=hf", "rollout.samples_per_prompt=2", "rollout.max_new_tokens=4", "rollout.cpu_threads=1",
-        "rollout.prompts_per_task=1", "learner.num_ranks=1", "learner.micro_batch_size=2",
-        "stages.sft.steps=1", "stages.sft.prompts_per_step=2", "stages.profile.quantiles=true",
-        "stages.grpo_stage1.steps=1", "stages.grpo_stage1.prompts_per_step=2", "stages.eval.max_new_tokens=4",
-        "run.stages=[sft,profile,grpo_stage1]",
-        "learner.custom_resources={diadem_gpu_node: 0.001}", "rollout.custom_resources={diadem_gpu_node: 0.001}",
-        "reward.custom_resources={reward_cpu: 1}", "data.decode_resources={decode_cpu: 1}",
-    ]
+
+def _job(repo_root, tmp_path, name, *extra):
+    out = tmp_path / f"{name}.json"
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)  # its own cluster, not one the environment names
+    args = [*extra, f"run.name={name}", f"run.output_dir={tmp_path / 'runs'}", f"data.root={tmp_path / 'data'}",
+            f"tracking.tracking_uri=sqlite:///{tmp_path / (name + '.db')}", *JOB]
     proc = subprocess.run([sys.executable, str(repo_root / "tests/ray_local/multinode_job.py"), str(out), str(tmp_path),
-                           str(repo_root / "configs/demo_cpu.yaml"), *overrides],
-                          cwd=repo_root, env=env, capture_output=True, text=True, timeout=580)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    result = json.loads(out.read_text())
-    nodes, placed = result["nodes"], result["placement"]
-    assert set(placed["learner"]) == {nodes["gpu"]} and set(placed["rollout"]) == {nodes["gpu"]}, result
-    assert set(placed["reward"]) == {nodes["cpu"]}, result
-    assert set(placed["decode"]) == {nodes["cpu"]} and len(placed["decode"]) == 3, result  # 2 train + 1 eval clips
+                           str(repo_root / "configs/demo_cpu.yaml"), *args],
+                          cwd=repo_root, env=env, capture_output=True, text=True, timeout=560)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return json.loads(out.read_text()), proc.stdout
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "policy" / "model.safetensors"))
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(900)
+def test_roles_land_on_their_nodes_and_a_lost_gpu_node_is_survived(repo_root, tmp_path):
+    lost, log = _job(repo_root, tmp_path, "lost", "--lose-gpu-node-after", "grpo_stage1:0")
+    nodes, placed, after = lost["nodes"], lost["placement"], lost["placement_after"]
+    # Each role on its node type, none on the head (which offers no CPU).
+    assert set(placed["learner"]) == {nodes["gpu"]} and set(placed["rollout"]) == {nodes["gpu"]}, lost
+    assert set(placed["reward"]) == {nodes["cpu"]}, lost
+    assert set(placed["decode"]) == {nodes["cpu"]} and len(placed["decode"]) == 3, lost  # 2 train + 1 eval clips
     assert nodes["head"] not in {n for ids in placed.values() for n in ids}
-    assert "placement: learner ranks: 1 on" in proc.stdout and "diadem_gpu_node" in proc.stdout
+    assert "placement: learner ranks: 1 on" in log and "diadem_gpu_node" in log
+    # The GPU-like node went away after global step 2 (SFT 1, GRPO 1); the groups came back on the new one.
+    assert lost["lost_at"] == 2 and lost["global_step"] == 3, lost
+    assert set(after["learner"]) == {nodes["gpu_after"]} and set(after["rollout"]) == {nodes["gpu_after"]}, lost
+    assert "lost the learner/rollout group" in log and "restart 1 of run.max_restarts 3" in log, log[-3000:]
+    assert "recovered in" in log and "resumed at global step 2" in log, log[-3000:]
+    # MLflow holds every step once.
+    with sqlite3.connect(tmp_path / "lost.db") as db:
+        steps = [s for (s,) in db.execute("SELECT step FROM metrics WHERE key = 'progress/stage_step' ORDER BY step")]
+    assert steps == [1, 2, 3], steps
+    # The same run never interrupted: the same weights and scores.
+    whole, _ = _job(repo_root, tmp_path, "whole")
+    assert whole["evals"] == lost["evals"]
+    a, b = _weights(tmp_path / "runs" / "lost"), _weights(tmp_path / "runs" / "whole")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
 
 
 @pytest.mark.ray

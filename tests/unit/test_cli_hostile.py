@@ -133,3 +133,8 @@ def test_config_check_refuses_a_fifo_or_folder_without_blocking(tmp_path, capsys
         t.join(20)
         assert done == [1], f"config check blocked or passed on {bad}"
         assert "give a YAML file" in capsys.readouterr().err
+
+
+def test_compare_refuses_a_folder_as_png(tmp_path, capsys):
+    assert main(["compare", "--experiment", "x", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--png", str(tmp_path)]) == 1
+    assert "--png" in capsys.readouterr().err
