@@ -15,7 +15,7 @@ export VLLM_CPU_KVCACHE_SPACE ?= 1
 export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
-.PHONY: venv test test-heavy test-unit test-ray demo bench clean-venv
+.PHONY: venv test test-heavy test-cluster test-unit test-ray demo bench clean-venv
 
 venv: $(STAMP)
 
@@ -42,7 +42,11 @@ $(STAMP): requirements/cpu.txt pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest tests -q --durations=15 -m "not heavy"
+	$(PY) -m pytest tests -q --durations=15 -m "not heavy and not cluster"
+
+# Multi-node tier (about 5 minutes): CI runs it after `make test`.
+test-cluster: $(STAMP)
+	$(PY) -m pytest tests -q --durations=5 -m cluster
 
 test-heavy: $(STAMP)
 	$(PY) -m pytest tests -q -m heavy

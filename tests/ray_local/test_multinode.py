@@ -46,6 +46,7 @@ def _weights(path):
 
 
 @pytest.mark.ray
+@pytest.mark.cluster
 @pytest.mark.timeout(900)
 def test_roles_land_on_their_nodes_and_a_lost_gpu_node_is_survived(repo_root, tmp_path):
     lost, log = _job(repo_root, tmp_path, "lost", "--lose-gpu-node-after", "grpo_stage1:0")
@@ -73,6 +74,7 @@ def test_roles_land_on_their_nodes_and_a_lost_gpu_node_is_survived(repo_root, tm
 
 
 @pytest.mark.ray
+@pytest.mark.cluster
 @pytest.mark.timeout(600)
 def test_reward_workers_come_back_after_their_node_is_lost(repo_root, tmp_path):
     """The CPU node goes away mid-step and a replacement joins: every caption of the step is
