@@ -96,6 +96,16 @@ def test_generated_hostile_requests_never_get_a_500(client, body, ctype):
     assert r.status_code < 500, (body, r.status_code, r.text)
     assert r.status_code in (200, 400, 413, 415, 422)
     json.loads(r.text)  # every answer is JSON
+    assert post(client, GOOD).json() == _good_answer(client)  # and a well-formed request is answered as before
+
+
+_GOOD_ANSWER: dict = {}
+
+
+def _good_answer(client):
+    if not _GOOD_ANSWER:
+        _GOOD_ANSWER.update(post(client, GOOD).json())
+    return _GOOD_ANSWER
 
 
 def test_good_request_answers_the_same_after_the_battery(client):
