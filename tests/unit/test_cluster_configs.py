@@ -32,3 +32,21 @@ def test_rayjob_manifest(repo_root):
     assert set(groups) == {"gpu-workers", "cpu-workers"}
     assert groups["cpu-workers"]["minReplicas"] < groups["cpu-workers"]["maxReplicas"]
     assert job["spec"]["rayClusterSpec"]["enableInTreeAutoscaling"] is True
+
+
+def test_images_and_make_venv_share_one_install_recipe(repo_root):
+    """cluster/Dockerfile builds with cluster/install.sh, the script `make venv` runs on every clean
+    clone (so the CPU image installs what the tests ran on); the script refuses a bad variant."""
+    import subprocess
+
+    docker = (repo_root / "cluster" / "Dockerfile").read_text()
+    make = (repo_root / "Makefile").read_text()
+    assert "bash cluster/install.sh ${VARIANT} /opt/diadem/bin/python" in docker
+    assert "bash cluster/install.sh cpu $(PY) --editable" in make
+    assert "diadem-ray config check configs/qwen2_5_omni_7b.yaml" in docker
+    for rule in ("ARG VARIANT=cpu", "COPY requirements/ requirements/", "COPY diadem_ray/ diadem_ray/"):
+        assert rule in docker
+    script = repo_root / "cluster" / "install.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    bad = subprocess.run(["bash", str(script), "tpu", "python3"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "usage" in bad.stderr
