@@ -55,20 +55,22 @@ def two_nodes(repo_root, monkeypatch):
                              f"--dashboard-port={dash}", f"--ray-client-server-port={client_port}",
                              f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
                              f"--runtime-env-agent-port={runtime_env}", "--object-store-memory=150000000",
-                             "--disable-usage-stats"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                             "--disable-usage-stats"], env=env, stdout=open(short / "head.log", "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
     procs = [head]
     try:
         from ray.job_submission import JobSubmissionClient
 
-        deadline = time.time() + 90
-        client = None
+        deadline = time.time() + 180
+        client, last = None, None
         while time.time() < deadline and client is None:
             try:
                 client = JobSubmissionClient(f"http://127.0.0.1:{dash}")
-            except Exception:
+            except Exception as exc:  # not up yet
+                last = exc
                 time.sleep(2)
-        assert client is not None, "the head's dashboard did not come up"
+        log = (short / "head.log").read_text(errors="replace")[-3000:]
+        assert client is not None, f"the head's dashboard did not come up: {last!r}\n{log}"
         agent2, agent2_grpc, runtime_env2 = _ports(3)
         procs.append(subprocess.Popen(
             [ray_bin, "start", "--block", f"--address=127.0.0.1:{gcs}", "--num-cpus=2",
