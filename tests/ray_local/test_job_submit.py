@@ -38,16 +38,17 @@ def _wait(client, job, timeout_s):
 
 
 @pytest.fixture
-def two_nodes(repo_root, monkeypatch):
+def two_nodes(repo_root):
     import shutil
     import tempfile
 
     short = Path(tempfile.mkdtemp(prefix="rj", dir="/tmp"))  # Ray's socket paths must stay under 107 characters
     gcs, dash, client_port, agent, agent_grpc, runtime_env = _ports(6)
     venv_bin = str(Path(repo_root) / ".venv" / "bin")
-    # A token-authenticated cluster, as `ray start` makes by default: its nodes and clients say so.
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    env = dict(os.environ, PATH=f"{venv_bin}:{os.environ.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0")
+    # Ray reads RAY_AUTH_MODE when it is imported, and this process imported it while collecting
+    # the tests: the nodes are told the same mode (disabled; they listen on this machine only).
+    env = dict(os.environ, PATH=f"{venv_bin}:{os.environ.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0",
+               RAY_AUTH_MODE="disabled")
     env.pop("RAY_ADDRESS", None)
     ray_bin = str(Path(venv_bin) / "ray")
     head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={gcs}", "--num-cpus=0",
@@ -68,6 +69,8 @@ def two_nodes(repo_root, monkeypatch):
                 client = JobSubmissionClient(f"http://127.0.0.1:{dash}")
             except Exception as exc:  # not up yet
                 last = exc
+                if head.poll() is not None or "uthentication" in str(exc):
+                    break
                 time.sleep(2)
         log = (short / "head.log").read_text(errors="replace")[-3000:]
         assert client is not None, f"the head's dashboard did not come up: {last!r}\n{log}"
