@@ -98,6 +98,7 @@ class RewardPool:
 
         last_progress = time.perf_counter()  # of the last batch scored
         restarting: set = set()  # workers seen unavailable since their last answer
+        waited: set = set()  # batches that waited for a restarting worker
         while queue or pending:
             while queue:
                 submit(*queue.pop(0))
@@ -134,7 +135,9 @@ class RewardPool:
                                     "the batch waits for a worker, up to %.0f s without progress", w, lost, b,
                                     self.node_wait_s)
                     if time.perf_counter() - last_progress < self.node_wait_s:
-                        stats.resubmitted_batches += 1
+                        if b not in waited:  # a batch counts once, however often it is re-sent while waiting
+                            waited.add(b)
+                            stats.resubmitted_batches += 1
                         time.sleep(0.5)
                         queue.append((b, attempt))
                         continue

@@ -82,8 +82,7 @@ def recover(driver: Any, exc: BaseException, restarts: int) -> None:
     """Tear the groups down, wait for capacity, start them again from the latest checkpoint."""
     import ray
 
-    from diadem_ray.driver.state import STEP_METRIC, DriverState
-    from diadem_ray.driver.state import say
+    from diadem_ray.driver.state import STEP_METRIC, DriverState, say
 
     cfg = driver.cfg
     t0 = time.perf_counter()
