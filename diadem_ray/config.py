@@ -81,8 +81,15 @@ class DataConfig:
     frames_per_clip: int = 4  # frames decoded per clip at most (qwen2_5_omni: the cap on frames sampled at video_fps)
     audio_sample_rate_hz: int = 16000
     max_clip_duration_s: float = 30.0
-    decode_num_cpus: float = 0.5
+    decode_num_cpus: float = 0.5  # per decode worker
+    decode_workers: int = 1  # long-lived decode actors (owners of the media they put in the object store)
     decode_resources: Dict[str, float] = field(default_factory=dict)  # e.g. {decode_cpu: 1}: decode actors on CPU nodes
+    prefetch_steps: int = 1  # steps whose clips are decoded ahead of the one being trained
+    # per-clip cache of decode results: none | local (each node's disk) | shared (data.root/features) |
+    # auto (none for qwen2_5_omni, whose media are ~72 MB per 30-s clip; shared for tiny_av's small evidence text)
+    cache: str = "auto"
+    cache_dir: str = ""  # "" = the mode's default directory (docs/data.md)
+    cache_max_gb: float = 0.0  # bound per cache directory, least recently used entries evicted; 0 = none
 
 
 @dataclass
@@ -497,6 +504,11 @@ def validate(cfg: Any) -> List[str]:
     if cfg.grpo.kl_in_reward:  # grpo.kl_penalised_rewards exists; the driver does not compute reference log-probs per rollout
         p.append("grpo.kl_in_reward: true is not supported yet (the driver applies the KL penalty in the loss only); "
                  "set it to false and use grpo.kl_coef")
+    _one_of(p, "data.cache", cfg.data.cache, ("auto", "none", "local", "shared"))
+    _positive(p, "data.decode_workers", cfg.data.decode_workers)
+    _positive(p, "data.decode_num_cpus", cfg.data.decode_num_cpus, allow_zero=True)
+    _positive(p, "data.prefetch_steps", cfg.data.prefetch_steps, allow_zero=True)
+    _positive(p, "data.cache_max_gb", cfg.data.cache_max_gb, allow_zero=True)
     if cfg.run.max_restarts < 0:
         p.append(f"run.max_restarts: must be >= 0, got {cfg.run.max_restarts}")
     _one_of(p, "rollout.weight_transfer", cfg.rollout.weight_transfer, ("auto", "nccl", "object_store"))
@@ -564,6 +576,13 @@ def weight_transfer_mode(cfg: TrainConfig) -> str:
         return r.weight_transfer
     gpus = r.num_gpus_per_replica > 0 and cfg.learner.num_gpus_per_rank > 0
     return "nccl" if gpus and cfg.cluster.layout == "disaggregated" and r.backend == "vllm" else "object_store"
+
+
+def cache_mode(cfg: TrainConfig) -> str:
+    """``data.cache`` with ``auto`` resolved: ``none`` for qwen2_5_omni (large media), else ``shared``."""
+    if cfg.data.cache != "auto":
+        return cfg.data.cache
+    return "none" if cfg.model.family == "qwen2_5_omni" else "shared"
 
 
 def line_credit_problems(line_credit_weight: float, spec: RewardSpec) -> List[str]:

@@ -203,3 +203,46 @@ class TrainBatch:
         bad = {k: v for k, v in lengths.items() if v != n}
         if bad:
             raise ValueError(f"TrainBatch: {n} prompts but {bad}; every field needs one entry per sequence")
+
+
+@dataclass(frozen=True)
+class MediaRef:
+    """A clip's media in the object store, owned by the decode worker that put it there.
+
+    The driver and the reward workers only pass it on; rollout replicas and learner ranks fetch the
+    object from the worker's node. The owner (a long-lived decode worker) keeps it alive while any
+    holder keeps this record; if the owner's node is lost, fetching raises Ray's ``OwnerDiedError``.
+
+    Attributes:
+        ref: the Ray ObjectRef of the media mapping (see ``models/families.py`` for its fields).
+        nbytes: the mapping's array bytes (for accounting; 0 when unknown).
+    """
+
+    ref: Any
+    nbytes: int = 0
+
+
+@dataclass(frozen=True)
+class EncodedClip:
+    """One clip made ready for a model family by a decode worker.
+
+    Attributes:
+        clip_id: the clip it was made from.
+        evidence: ``tiny_av``: the front-end's evidence text (a few hundred bytes); else ``""``.
+        prompt_token_ids: ``qwen2_5_omni``: the prompt's token ids with the media placeholders
+            expanded, ``[prompt_len]``; else empty.
+        media: ``qwen2_5_omni``: the clip's media; else ``None``.
+        error: why the clip could not be decoded (then nothing else is set); ``""`` on success.
+        cached: whether the result came from the per-clip cache.
+        node: the Ray node id of the worker that made it.
+        seconds: the worker's wall time for the clip (decode + encode, or the cache read).
+    """
+
+    clip_id: str
+    evidence: str = ""
+    prompt_token_ids: Tuple[int, ...] = ()
+    media: Optional[MediaRef] = None
+    error: str = ""
+    cached: bool = False
+    node: str = ""
+    seconds: float = 0.0

@@ -214,11 +214,18 @@ class Learner(WeightsMixin, ReferenceMixin):
 
     @staticmethod
     def _media(media: Optional[Sequence[Any]], n: int) -> Optional[Sequence[Any]]:
-        if media is not None and len(media) != n:
+        if media is None:
+            return None
+        if len(media) != n:
             raise ValueError(f"{n} prompts but {len(media)} media entries (give one per prompt, None for text-only)")
-        from diadem_ray.models.families import expand_media
+        from diadem_ray.data.media_refs import resolve
+        from diadem_ray.models.families import expand_media, learner_media
 
-        return expand_media(media)
+        # References are fetched from the decode workers' nodes here; fields only the engines take
+        # are dropped once per clip (the samples of a group share one mapping).
+        kept: Dict[int, Any] = {}
+        fetched = [m if m is None else kept.setdefault(id(m), learner_media(m)) for m in resolve(media) or []]
+        return expand_media(fetched)
 
     def compute_logprobs(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
                          media: Optional[Sequence[Any]] = None, temperature: float = 1.0) -> List[List[float]]:

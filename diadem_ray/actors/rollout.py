@@ -158,6 +158,7 @@ class RolloutWorker:
             raise VersionMismatch(f"rollout replica {self.replica_id} holds policy_version {self.policy_version}, "
                                   f"the batch expects {expected_version}")
         version = self.policy_version
+        prompts = _fetch_media(prompts)
         if self.backend == "hf":
             return self._generate_hf(prompts, samples_per_prompt, max_new_tokens, temperature, top_p, seed, version)
         from vllm import SamplingParams
@@ -310,7 +311,9 @@ class RolloutWorker:
                           media: Optional[Sequence[Any]] = None) -> List[List[float]]:
         """Log-probs the engine assigns to fixed responses (prompt log-probs of the joined
         sequence), for checking engine/learner agreement after a weight sync."""
-        media = media if media is not None else [None] * len(prompt_ids)
+        from diadem_ray.data.media_refs import resolve
+
+        media = resolve(media) if media is not None else [None] * len(prompt_ids)
         if any(m for m in media) and self.family != "qwen2_5_omni":
             raise ValueError(f"rollout replica {self.replica_id}: 'media' given, which model family {self.family} does not take")
         self.setup()  # no-op unless the actor was restarted
@@ -429,3 +432,16 @@ class RolloutWorker:
 
     def ping(self) -> int:
         return self.replica_id
+
+
+def _fetch_media(prompts: Sequence[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
+    """Prompts whose ``media`` is a reference (:class:`~diadem_ray.types.MediaRef`, put by a decode
+    worker) with the media fetched from the object store; other prompts as they are."""
+    from diadem_ray.types import MediaRef
+
+    if not any(isinstance(p.get("media"), MediaRef) for p in prompts):
+        return prompts
+    from diadem_ray.data.media_refs import resolve
+
+    media = resolve([p.get("media") for p in prompts], [str(p.get("prompt_id", "")).split("#")[0] for p in prompts])
+    return [dict(p, media=m) for p, m in zip(prompts, media or [])]

@@ -40,9 +40,8 @@ class Evaluation:
             _say(f"eval {label}: same policy_version as {same[0]!r}; scores reused")
             return self.state.evals[label]
         e = self.cfg.stages.eval
-        ids = [i for i in self.eval_ids if i in self.features]
         t0 = time.perf_counter()
-        rollouts = self._generate(ids, "eval", samples_per_prompt=1, max_new_tokens=e.max_new_tokens, temperature=0.0)
+        rollouts = self._generate([self.clips[i] for i in self.eval_ids], "eval", samples_per_prompt=1, max_new_tokens=e.max_new_tokens, temperature=0.0)
         preds = [{"video_id": ro.prompt_id.split("#")[0], "pred": ro.text} for ro in rollouts]
         res = evaluate(self.annotations, preds)
         scores = {"ref_f1": 100 * res.overall.ref_f1, "asr_f1": 100 * res.overall.asr_f1, "clips": float(res.overall.clips),

@@ -2,8 +2,9 @@
 
 Stages, in the order the config lists them: ``sft`` → ``profile`` → ``grpo_stage1`` →
 ``grpo_stage2`` → ``eval``; held-out clips are evaluated before training and after every training
-stage. One GRPO step: clips (resumable cursor) → prompts (from Ray Data: tiny_av's front-end
-evidence, or Qwen2.5-Omni's token ids + video/audio media) →
+stage. One GRPO step: clips (resumable cursors, the driver's order) → decoded ahead on the decode
+pool (tiny_av's front-end evidence, or Qwen2.5-Omni's token ids + a reference to the video/audio
+media, which never pass through the driver) → prompts →
 rollouts → reward pool → group advantages + dynamic-sampling gate → learner step → weight sync →
 metrics → checkpoint every ``checkpoint.every_steps``.
 
@@ -15,7 +16,6 @@ continues the same MLflow run at the next step.
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -26,12 +26,12 @@ from diadem_ray.driver.evaluation import Evaluation
 from diadem_ray.driver.startup import Startup
 from diadem_ray.driver.state import STEP_METRIC, DriverState, hash_name
 from diadem_ray.driver.state import say as _say
-from diadem_ray.types import Clip
+from diadem_ray.types import Clip, EncodedClip
 
 
 class Driver(Startup, Evaluation):
     """One training run. Its parts share these attributes: ``cfg``, ``out`` (runs/<name>), ``state``;
-    set by startup: ``clips``, ``features``, ``split_ids``, ``train_root`` / ``eval_root``,
+    set by startup: ``clips``, ``decoders``, ``feed_stats``, ``split_ids``, ``train_root`` / ``eval_root``,
     ``annotations``, ``tokens``, ``rollouts``, ``learners``, ``sync``, ``tracker``, ``pools``."""
 
     def __init__(self, cfg: TrainConfig, *, config_dir: str = "configs", resume: bool = False):
@@ -109,32 +109,35 @@ class Driver(Startup, Evaluation):
     # prompts
     # ------------------------------------------------------------------------------------------
 
-    def _prompt(self, clip_id: str, tag: str) -> Dict[str, Any]:
-        """One clip as an engine prompt: ``prompt_id``, ``prompt_token_ids`` and, for qwen2_5_omni,
-        the clip's ``media`` (video patches, Whisper features; see models/families.py)."""
-        from diadem_ray.models import qwen2_5_omni, tiny_av
+    def _prompt(self, enc: EncodedClip, tag: str) -> Dict[str, Any]:
+        """One decoded clip as an engine prompt: ``prompt_id``, ``prompt_token_ids`` and, for media
+        families, ``media``: a :class:`~diadem_ray.types.MediaRef` owned by the decode worker (the
+        replicas and learner ranks fetch the media; the driver never does)."""
+        from diadem_ray.models import tiny_av
 
         cap = self.cfg.model.max_prompt_tokens
-        if self.cfg.model.family == "tiny_av":
-            ids = self.tokens.prompt(tiny_av.prompt_text(self.features[clip_id]))[:cap]
-            return {"prompt_id": f"{clip_id}#{tag}", "prompt_token_ids": ids}
-        ids, media = qwen2_5_omni.load_inputs(self.features[clip_id])
-        if len(ids) > cap:  # cutting would drop video/audio placeholders the media must fill
-            raise ValueError(f"clip {clip_id}: its prompt is {len(ids)} tokens (video + audio + instruction), over "
-                             f"model.max_prompt_tokens {cap}; raise model.max_prompt_tokens or lower "
+        if enc.media is None:
+            ids = self.tokens.prompt(tiny_av.prompt_text(enc.evidence))[:cap]
+            return {"prompt_id": f"{enc.clip_id}#{tag}", "prompt_token_ids": ids}
+        if len(enc.prompt_token_ids) > cap:  # cutting would drop video/audio placeholders the media must fill
+            raise ValueError(f"clip {enc.clip_id}: its prompt is {len(enc.prompt_token_ids)} tokens (video + audio + "
+                             f"instruction), over model.max_prompt_tokens {cap}; raise model.max_prompt_tokens or lower "
                              "model.max_pixels_per_frame / data.frames_per_clip")
-        return {"prompt_id": f"{clip_id}#{tag}", "prompt_token_ids": ids, "media": media}
+        return {"prompt_id": f"{enc.clip_id}#{tag}", "prompt_token_ids": list(enc.prompt_token_ids), "media": enc.media}
 
-    def _generate(self, clip_ids: Sequence[str], tag: str, seed: Optional[int] = None, **kwargs: Any) -> List[Any]:
-        """Rollouts for many clips (profile, eval). Media families build their prompts a group at a
-        time (``prompts_per_task`` per replica), so the driver never holds every clip's media at
-        once (Qwen2.5-Omni's are up to hundreds of MB per clip); text prompts go in one call."""
+    def _generate(self, clips: Sequence[Clip], tag: str, seed: Optional[int] = None, **kwargs: Any) -> List[Any]:
+        """Rollouts for a list of clips (profile, eval), decoded as they are reached: groups of
+        ``prompts_per_task`` × replicas clips, the next ``data.prefetch_steps`` groups decoding while
+        one generates. Clips that fail to decode are left out (logged, counted)."""
+        from diadem_ray.data.feed import ListFeed
+
         r = self.cfg.rollout
-        group = len(clip_ids) if self.cfg.model.family == "tiny_av" else max(1, r.prompts_per_task * r.num_replicas)
+        group = max(1, r.prompts_per_task * r.num_replicas)
+        feed = ListFeed(self.decoders, clips, lookahead=group * (self.cfg.data.prefetch_steps + 1), stats=self.feed_stats)
         out: List[Any] = []
-        for i in range(0, len(clip_ids), max(1, group)):
-            prompts = [self._prompt(c, tag) for c in clip_ids[i:i + group]]
-            ro, _ = self.rollouts.generate(prompts, seed=None if seed is None else seed + i, **kwargs)
+        for start, taken in feed.groups(group):
+            prompts = [self._prompt(enc, tag) for _, enc in taken]
+            ro, _ = self.rollouts.generate(prompts, seed=None if seed is None else seed + start, **kwargs)
             out.extend(ro)
         return out
 
@@ -143,18 +146,25 @@ class Driver(Startup, Evaluation):
 
         return ClipStream(root, buckets, seed=self.cfg.run.seed + hash_name(name), cursor=self.state.cursors.get(name))
 
-    def _take(self, streams: Dict[str, Any], weights: Dict[str, float], n: int, step: int, stage: str) -> List[Clip]:
-        """``n`` clips drawn bucket by bucket with the stage's weights (deterministic per step)."""
-        rng = random.Random(f"{self.cfg.run.seed}:{stage}:{step}")
-        names = sorted(streams)
-        out: List[Clip] = []
-        while len(out) < n:
-            b = rng.choices(names, weights=[weights[x] for x in names])[0]
-            clip = streams[b].take(1)[0]
-            if clip.clip_id in self.features:  # clips the front-end could not read were skipped and logged
-                out.append(clip)
-            self.state.cursors[f"{stage}:{b}"] = streams[b].cursor()
-        return out
+    def _feed(self, stage: str, streams: Dict[str, Any], weights: Dict[str, float], per_step: int, steps: int,
+              key_stride: int) -> Any:
+        """The stage's clips in the driver's order, decoding ``data.prefetch_steps`` steps ahead."""
+        from diadem_ray.data.feed import StageFeed
+
+        feed = StageFeed(self.decoders, streams, weights, seed=self.cfg.run.seed, stage=stage, per_step=per_step,
+                         steps=steps, prefetch_steps=self.cfg.data.prefetch_steps, stats=self.feed_stats,
+                         key_stride=key_stride)
+        feed.prefetch(self.state.stage_step)
+        self.feed_stats.take_wait()  # a step's wait counts from its own start
+        return feed
+
+    def _take(self, feed: Any, n: int, key: int, stage: str) -> List[Tuple[Clip, EncodedClip]]:
+        """``n`` decoded clips drawn bucket by bucket with the stage's weights (deterministic per
+        ``key``); the cursors of the clips taken go into the driver state."""
+        taken = feed.take(n, key)
+        for b, cursor in feed.cursors.items():
+            self.state.cursors[f"{stage}:{b}"] = cursor
+        return taken
 
     # ------------------------------------------------------------------------------------------
     # stages
@@ -171,12 +181,17 @@ class Driver(Startup, Evaluation):
         weights = dict(s.buckets) if buckets else {"all": 1.0}
         _say(f"SFT: {s.steps} steps x {s.prompts_per_step} clips")
         self.rollouts.sleep()  # colocated layout: the learners get the GPUs for the whole stage
+        feed = self._feed("sft", streams, weights, s.prompts_per_step, s.steps, key_stride=1)
         for step in range(self.state.stage_step, s.steps):
             t0 = time.perf_counter()
-            clips = self._take(streams, weights, s.prompts_per_step, step, "sft")
-            prompts = [self._prompt(c.clip_id, "sft") for c in clips]
-            targets = [self.tokens.target(tiny_av.target_text(c)) for c in clips]
+            taken = self._take(feed, s.prompts_per_step, step, "sft")
+            feed.prefetch(step + 1)  # the next steps' clips decode while this one trains
+            wait = self.feed_stats.take_wait()
+            prompts = [self._prompt(enc, "sft") for _, enc in taken]
+            targets = [self.tokens.target(tiny_av.target_text(c)) for c, _ in taken]
             m = self.learners.sft_step([p["prompt_token_ids"] for p in prompts], targets, media=_media(prompts))
+            m.update(self.feed_stats.metrics())
+            m["time/data_wait_s"] = wait
             m["time/step_s"] = time.perf_counter() - t0
             self._end_step("sft", step, s.steps, m, f"loss {m.get('learner/sft_loss', float('nan')):.3f}")
         self._push_weights()
@@ -190,15 +205,15 @@ class Driver(Startup, Evaluation):
         from diadem_ray.data.shards import write_shards
 
         p = self.cfg.stages.profile
-        train = [self.clips[i] for i in self.split_ids["train"] if i in self.features]
+        train = [self.clips[i] for i in self.split_ids["train"] if i not in self.feed_stats.failed]
         _say(f"profile: {len(train)} clips x {p.samples_per_prompt} samples with reward {p.reward!r}")
         t0 = time.perf_counter()
-        rollouts = self._generate([c.clip_id for c in train], "profile", samples_per_prompt=p.samples_per_prompt,
+        rollouts = self._generate(train, "profile", samples_per_prompt=p.samples_per_prompt,
                                   max_new_tokens=self.cfg.rollout.max_new_tokens, temperature=self.cfg.rollout.temperature,
                                   top_p=self.cfg.rollout.top_p, seed=self.cfg.run.seed)  # GRPO's sampling
         by_id = {c.clip_id: c for c in train}
         scored, _ = self._pool(p.reward).score([(r, by_id[r.prompt_id.split("#")[0]].dialogue) for r in rollouts], step=0)
-        rewards: Dict[str, List[float]] = {c.clip_id: [] for c in train}
+        rewards: Dict[str, List[float]] = {c.clip_id: [] for c in train if c.clip_id not in self.feed_stats.failed}
         for s in scored:
             rewards[s.rollout.prompt_id.split("#")[0]].append(s.reward)
         profiles = profile_clips(rewards, pass_reward=p.pass_reward, bucket_names=p.bucket_names,
@@ -254,6 +269,7 @@ class Driver(Startup, Evaluation):
             raise ValueError(f"{stage}: none of its buckets {sorted(s.buckets)} has clips in {self.train_root} "
                              f"(present: {sorted(present)}); run the profile stage or change stages.{stage}.buckets")
         streams = {b: self._stream(f"{stage}:{b}", self.train_root, [b]) for b in weights}
+        feed = self._feed(stage, streams, weights, s.prompts_per_step, s.steps, key_stride=100)
         pool = self._pool(s.reward, grpo=True)
         self._anchor_reference(stage)
         _say(f"{stage}: {s.steps} steps x {s.prompts_per_step} clips x {r.samples_per_prompt} samples, buckets {weights}, reward {s.reward!r}")
@@ -261,7 +277,9 @@ class Driver(Startup, Evaluation):
             t0 = time.perf_counter()
             m: Dict[str, float] = {}
             credit = {"lines": 0.0, "credited": 0.0, "unmapped": 0.0}
-            kept, flat, zero_var, refills, t_roll, t_rew = self._sample_groups(stage, step, streams, weights, pool, m, credit)
+            kept, flat, zero_var, refills, t_roll, t_rew = self._sample_groups(stage, step, feed, pool, m, credit)
+            m["time/data_wait_s"] = self.feed_stats.take_wait()
+            m.update(self.feed_stats.metrics())
             batch = (kept + flat)[: s.prompts_per_step]  # zero-variance groups fill up (their advantage is 0)
             scored_all = [x for _, grp, _ in batch for x in grp]
             seq_prompts = [p for p, grp, _ in batch for _ in grp]
@@ -302,8 +320,7 @@ class Driver(Startup, Evaluation):
             self._end_step(stage, step, s.steps, m, f"reward {m['reward/mean']:.3f} asr {m.get('reward/asr_f1', 0):.3f} "
                            f"ref {m.get('reward/ref_f1', 0):.3f} zero-var {zero_var}{lines}")
 
-    def _sample_groups(self, stage: str, step: int, streams: Dict[str, Any], weights: Dict[str, float], pool: Any,
-                       m: Dict[str, float], credit: Dict[str, float]):
+    def _sample_groups(self, stage: str, step: int, feed: Any, pool: Any, m: Dict[str, float], credit: Dict[str, float]):
         """One GRPO step's groups: clips -> rollouts -> rewards -> group advantages (+ per-line credit),
         refilled while the dynamic-sampling gate sets zero-variance groups aside. Returns ``(kept, flat,
         zero_var, refills, rollout_seconds, reward_seconds)``: ``kept`` / ``flat`` hold ``(prompt,
@@ -322,8 +339,11 @@ class Driver(Startup, Evaluation):
         round_ = 0
         while len(kept) < s.prompts_per_step and round_ <= (g.max_refill_rounds if g.dynamic_sampling else 0):
             need = s.prompts_per_step - len(kept)
-            clips = self._take(streams, weights, need, step * 100 + round_, stage)
-            prompts = [self._prompt(c.clip_id, f"{stage}.{step}.{round_}.{i}") for i, c in enumerate(clips)]
+            taken = self._take(feed, need, step * 100 + round_, stage)
+            if round_ == 0:
+                feed.prefetch(step + 1)  # the next steps' clips decode while this one rolls out and trains
+            clips = [c for c, _ in taken]
+            prompts = [self._prompt(enc, f"{stage}.{step}.{round_}.{i}") for i, (_, enc) in enumerate(taken)]
             ta = time.perf_counter()
             rollouts, rm = self.rollouts.generate(prompts, samples_per_prompt=r.samples_per_prompt,
                                                   max_new_tokens=r.max_new_tokens, temperature=r.temperature,
@@ -409,12 +429,8 @@ def _nonzero(advantage: Any) -> bool:
 
 
 def _media(prompts: Sequence[Dict[str, Any]]) -> Optional[List[Any]]:
-    """Each prompt's media for the learner (one entry per sequence), or None for text-only families.
-    Fields only the engines take (Qwen2.5-Omni's raw audio) stay behind; the sequences of one
-    prompt share one dict, so a group's media is serialised once per learner call."""
+    """Each sequence's media reference for the learner ranks (one entry per sequence, the samples
+    of a group share one), or None for text-only families. The ranks fetch the media themselves."""
     if not prompts or "media" not in prompts[0]:
         return None
-    from diadem_ray.models.families import learner_media
-
-    kept: Dict[int, Any] = {}
-    return [kept.setdefault(id(p["media"]), learner_media(p["media"])) for p in prompts]
+    return [p["media"] for p in prompts]

@@ -1,4 +1,4 @@
-"""Starting and stopping what a run needs: Ray, the clips (synthesised and encoded once), the
+"""Starting and stopping what a run needs: Ray, the clips (synthesised once) and the decode pool, the
 rollout engines and learner ranks (restored from a checkpoint on resume), the MLflow run and the
 reward pools. A part of :class:`diadem_ray.driver.Driver`; the attributes it sets are listed there."""
 
@@ -40,7 +40,6 @@ class Startup:
         ray.data.DataContext.get_current().enable_progress_bars = False
 
     def _prepare_data(self) -> None:
-        from diadem_ray.data.pipeline import encode_clips
         from diadem_ray.data.shards import list_shards, read_shard
         from diadem_ray.data.synth import describe, synthesize
 
@@ -63,25 +62,35 @@ class Startup:
                     ids.append(c.clip_id)
         self.eval_ids = sorted(self.split_ids["eval"])
         self.annotations = [json.loads(line) for line in (root / "eval" / "annotations.jsonl").read_text().splitlines() if line]
-        m = self.cfg.model
-        _say(f"encoding clips with the {m.family} front-end (Ray Data; cached after the first pass)")
+        self._start_decoders()
+
+    def _start_decoders(self) -> None:
+        """The decode pool (data plane): long-lived workers that decode clips as the stages draw
+        them, a bounded number of steps ahead (:mod:`diadem_ray.data.feed`); nothing is decoded here."""
+        from diadem_ray.cluster.decode_pool import DecodePool
+        from diadem_ray.config import cache_mode
+        from diadem_ray.data.clip_cache import cache_root
+        from diadem_ray.data.feed import FeedStats
+
+        d, m = self.cfg.data, self.cfg.model
+        mode = cache_mode(self.cfg)
+        root = cache_root(mode, data_root=str(Path(d.root).resolve()), cache_dir=d.cache_dir)
         qwen = {"max_frames": d.frames_per_clip, "max_pixels": m.max_pixels_per_frame, "fps": m.video_fps,
                 "sample_rate_hz": d.audio_sample_rate_hz} if m.family == "qwen2_5_omni" else None
-        rep = encode_clips(list_shards(self.train_root) + list_shards(self.eval_root), cache_dir=str(root / "features"),
-                           max_frames=d.frames_per_clip, sample_rate_hz=d.audio_sample_rate_hz, num_cpus=d.decode_num_cpus,
-                           family=m.family, model_path=m.path, qwen=qwen, resources=dict(d.decode_resources) or None)
-        self.features = rep.features  # clip_id -> evidence text (tiny_av) or cached inputs file (qwen2_5_omni)
-        self.encode_metrics = {"data/encode_seconds": rep.seconds, "data/clips_failed": float(len(rep.failed)),
-                               "data/clips_decoded": float(rep.decoded), "data/clips_cached": float(rep.cached)}
-        _say(f"{len(rep.features)} clips ready ({rep.decoded} decoded, {rep.cached} cached, {len(rep.failed)} skipped) "
-             f"in {rep.seconds:.0f} s")
-        for cid, why in list(rep.failed.items())[:10]:
-            _say(f"  skipped {cid}: {why}")
-        if rep.nodes:
-            from diadem_ray.cluster import placement
+        self.decoders = DecodePool(num_workers=d.decode_workers, num_cpus_per_worker=d.decode_num_cpus,
+                                   resources=dict(d.decode_resources) or None, node_wait_s=self.cfg.cluster.node_wait_s,
+                                   family=m.family, model_path=m.path, max_frames=d.frames_per_clip,
+                                   sample_rate_hz=d.audio_sample_rate_hz, qwen=qwen, cache_dir=root,
+                                   cache_max_bytes=int(d.cache_max_gb * (1 << 30)))
+        self.feed_stats = FeedStats()
+        where = {"none": "no cache", "local": f"cache on each node's disk ({root})",
+                 "shared": f"cache in {root}"}[mode]
+        _say(f"{d.decode_workers} decode worker(s) for the {m.family} front-end; clips are decoded "
+             f"{d.prefetch_steps} step(s) ahead of use; {where}")
+        from diadem_ray.cluster import placement
 
-            self.placement["decode"] = [n for n, k in rep.nodes.items() for _ in range(k)]
-            _say("placement: " + placement.summary({"clips decoded": self.placement["decode"]}))
+        self.placement["decode"] = self.decoders.nodes()
+        _say("placement: " + placement.summary({"decode workers": self.placement["decode"]}))
 
     def _start_actors(self) -> None:
         from diadem_ray.cluster.learner_group import LearnerGroup
@@ -188,9 +197,7 @@ class Startup:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.yaml").write_text(to_yaml(self.cfg))
         self.tracker.log_artifact(self.out / "config.yaml")
-        if not self.resume:
-            self.tracker.log_metrics(self.encode_metrics, step=0)
-        elif self.state.mlflow_run_id:
+        if self.resume and self.state.mlflow_run_id:
             self._logged_through = self.tracker.last_step(STEP_METRIC)
             if self._logged_through > self.state.global_step:
                 _say(f"MLflow holds steps {self.state.global_step + 1}-{self._logged_through} from the attempt that "
@@ -245,5 +252,7 @@ class Startup:
                     pass
         for pool in self.pools.values():
             pool.shutdown()
+        if getattr(self, "decoders", None) is not None:
+            self.decoders.shutdown()
         if getattr(self, "_own_ray", False):
             ray.shutdown()

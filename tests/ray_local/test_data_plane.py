@@ -1,0 +1,159 @@
+"""The streaming data plane (decode pool + clip feeds) with the qwen2_5_omni family and a tiny
+random thinker: media are put in the object store by the decode workers (their owner is not the
+driver) and reach a rollout replica and a learner rank as references; a clip that fails to decode
+is skipped and its step filled from the same bucket; the feed's order is the driver's (a feed
+rebuilt from the saved cursors takes the clips the first one would have); the per-clip cache is
+off (``none``: nothing written) or bounded."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from diadem_ray.models import qwen2_5_omni as q
+
+SETTINGS = {"max_frames": 8, "max_pixels": 6272, "fps": 2.0, "sample_rate_hz": 16000}
+
+
+@pytest.fixture(scope="module")
+def thinker(tmp_path_factory):
+    return q.build_tiny_thinker(tmp_path_factory.mktemp("thinker"))[0]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """Five clips in bucket ``hard`` (the second one unreadable) and two in ``easy``."""
+    from diadem_ray.data.shards import write_shards
+    from diadem_ray.data.synth import synthesize
+
+    tmp = tmp_path_factory.mktemp("clips")
+    clips = synthesize(tmp / "syn", 6, seed=3, workers=1, progress=False)
+    bad = tmp / "broken.mp4"
+    bad.write_bytes(b"\x00" * 100)
+    hard = [replace(c, bucket="hard") for c in clips[:4]]
+    hard.insert(1, replace(clips[0], clip_id="broken", video_uri=str(bad), bucket="hard"))
+    write_shards(hard + [replace(c, bucket="easy") for c in clips[4:]], str(tmp / "shards"))
+    return str(tmp / "shards")
+
+
+def _pool(thinker, cache_dir="", cache_max_bytes=0):
+    from diadem_ray.cluster.decode_pool import DecodePool
+
+    return DecodePool(num_workers=1, num_cpus_per_worker=0.25, node_wait_s=60, family="qwen2_5_omni",
+                      model_path=str(thinker), max_frames=8, sample_rate_hz=16000, qwen=SETTINGS,
+                      cache_dir=cache_dir, cache_max_bytes=cache_max_bytes)
+
+
+def _owner(ref) -> str:
+    from ray.core.generated.common_pb2 import Address
+
+    a = Address()
+    a.ParseFromString(ref.owner_address())
+    return a.worker_id.hex()
+
+
+def test_media_owned_by_decode_workers_reach_replica_and_learner(ray_local, thinker, shards, tmp_path):
+    import ray
+
+    from diadem_ray.actors.rollout import RolloutWorker
+    from diadem_ray.cluster.learner_group import LearnerGroup
+    from diadem_ray.data.cursor import ClipStream
+    from diadem_ray.data.feed import FeedStats, StageFeed
+    from diadem_ray.types import MediaRef
+
+    pool = _pool(thinker)
+    try:
+        stats = FeedStats()
+        # a stream seed whose order puts the unreadable clip among the first two, so the first take meets it
+        seed = next(s for s in range(100) if [c.clip_id for c in ClipStream(shards, ["hard"], seed=s).take(2)].count("broken"))
+
+        def feed(cursors=None):
+            streams = {b: ClipStream(shards, [b], seed=seed, cursor=(cursors or {}).get(b)) for b in ("easy", "hard")}
+            return StageFeed(pool, streams, {"hard": 1.0, "easy": 1e-9}, seed=0, stage="grpo_stage1", per_step=2,
+                             steps=3, prefetch_steps=1, stats=stats)
+
+        f = feed()
+        f.prefetch(0)
+        assert f.in_flight() == 4  # steps 0 and 1: two clips each, bounded ahead of use
+        taken = f.take(2, key=0)
+        order = [c.clip_id for c in ClipStream(shards, ["hard"], seed=seed).take(5)]
+        want = [c for c in order if c != "broken"][:2]
+        assert [c.clip_id for c, _ in taken] == want  # the stream's order, the broken clip skipped
+        assert list(stats.failed) == ["broken"] and "broken.mp4" in stats.failed["broken"]
+        # the step was filled: two decoded clips, from the same (only drawn) bucket
+        assert len(taken) == 2 and all(c.bucket == "hard" for c, _ in taken)
+        # A feed rebuilt from the saved cursors takes what the first one takes next.
+        resumed = feed(dict(f.cursors))
+        assert [c.clip_id for c, _ in resumed.take(2, key=100)] == [c.clip_id for c, _ in f.take(2, key=100)]
+
+        enc = taken[0][1]
+        assert isinstance(enc.media, MediaRef) and enc.media.nbytes > 0 and enc.prompt_token_ids
+        driver = ray.get_runtime_context().get_worker_id()
+        assert _owner(enc.media.ref) != driver  # put by the decode worker, not by this process
+        inline = ray.get(enc.media.ref)
+        prompt = {"prompt_id": f"{enc.clip_id}#t", "prompt_token_ids": list(enc.prompt_token_ids), "media": enc.media}
+
+        # A replica fetches the media from the reference (and an equal inline prompt samples the same).
+        replica = ray.remote(RolloutWorker).options(num_cpus=0.25).remote(model_path=str(thinker), backend="hf",
+                                                                            family="qwen2_5_omni")
+        ray.get(replica.setup.remote())
+        by_ref = ray.get(replica.generate.remote([prompt], samples_per_prompt=2, max_new_tokens=4, seed=1))
+        by_value = ray.get(replica.generate.remote([dict(prompt, media=inline)], samples_per_prompt=2, max_new_tokens=4, seed=1))
+        assert [r.logprobs for r in by_ref] == [r.logprobs for r in by_value]
+        ray.kill(replica)
+
+        # A learner rank does too: the references score as the media themselves.
+        ids = [list(enc.prompt_token_ids)] * 2
+        resp = [list(r.token_ids) or [1] for r in by_ref]
+        g = LearnerGroup(num_ranks=1, num_cpus_per_rank=0.25, model_path=str(thinker), family="qwen2_5_omni",
+                         zero_stage=0, lr=1e-3, micro_batch_size=2, need_reference=False)
+        try:
+            lp_ref = g.compute_logprobs(ids, resp, media=[enc.media, enc.media])
+            lp_val = g.compute_logprobs(ids, resp, media=[inline, inline])
+            assert lp_ref == lp_val
+            blind = g.compute_logprobs(ids, resp)
+            assert max(abs(a - b) for x, y in zip(blind, lp_ref) for a, b in zip(x, y)) > 1e-4
+        finally:
+            g.shutdown()
+    finally:
+        pool.shutdown()
+
+
+def test_cache_none_writes_nothing_and_a_bounded_cache_stays_under_its_bound(ray_local, thinker, shards, tmp_path):
+    import ray
+
+    from diadem_ray.data.cursor import ClipStream
+
+    clips = [c for c in ClipStream(shards, ["hard", "easy"], seed=0).take(6) if c.clip_id != "broken"]
+    bound = 4_000_000  # an entry is ~1.6 MB (Whisper features [1, 128, 3000] float32 + frames)
+    pool = _pool(thinker, cache_dir=str(tmp_path / "cache"), cache_max_bytes=bound)
+    try:
+        first = [pool.result(pool.submit(c.clip_id, c.video_uri)) for c in clips]
+        assert not any(e.error for e in first) and not any(e.cached for e in first)
+        files = list((tmp_path / "cache").glob("*.npz"))
+        assert files and sum(f.stat().st_size for f in files) <= bound
+        assert len(files) < len(clips)  # the bound evicted the least recently used entries
+        again = pool.result(pool.submit(clips[-1].clip_id, clips[-1].video_uri))  # the newest entry is kept
+        assert again.cached and again.prompt_token_ids == first[-1].prompt_token_ids
+        a, b = ray.get(again.media.ref), ray.get(first[-1].media.ref)
+        assert all(np.array_equal(a[k], b[k]) for k in a if isinstance(a[k], np.ndarray))
+        # an entry: token ids with the placeholders expanded, and compact media
+        ids, media = q.load_inputs(sorted(files, key=lambda f: f.stat().st_mtime_ns)[-1])
+        frames = media["video_frames"]  # resized uint8 frames, patchified where the model runs
+        assert frames.dtype == np.uint8 and frames.ndim == 4 and media["input_features"].shape == (1, 128, 3000)
+        assert "pixel_values_videos" not in media and media["use_audio_in_video"] is True
+        from transformers import AutoTokenizer
+
+        video_id = AutoTokenizer.from_pretrained(str(thinker)).convert_tokens_to_ids(q.TOKENS["video"])
+        assert ids.count(video_id) == int(media["video_grid_thw"].prod()) // 4  # one token per 2x2 merged patch
+    finally:
+        pool.shutdown()
+    none = _pool(thinker)  # data.cache: none
+    try:
+        before = {p for p in tmp_path.rglob("*")}
+        assert not none.result(none.submit(clips[0].clip_id, clips[0].video_uri)).error
+        assert {p for p in tmp_path.rglob("*")} == before
+    finally:
+        none.shutdown()
