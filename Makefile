@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(PY) bench/weight_sync.py
 	$(PY) bench/serve_load.py
 	$(PY) bench/data_throughput.py
+	$(PY) bench/data_plane.py
 	$(PY) bench/learner_step.py
 
 clean-venv:

@@ -1,12 +1,12 @@
-"""Data plane throughput and memory: clips decoded per second per CPU through Ray Data, and peak
-RSS of the driver and of the Ray worker processes for a dataset and one 10x larger (memory must
-stay flat: rows stream through ``iter_rows``; media never reach the driver).
+"""Decode pool throughput and memory: tiny_av clips (decode + frame reading + Whisper tiny.en)
+per second per CPU through the decode workers, with the driver feeding ``--lookahead`` clips ahead,
+and peak RSS of the driver and of the Ray worker processes for a dataset and one 10x longer
+(memory must stay flat: only the evidence text and the clips in flight are held).
 
-The 10x dataset repeats the 1x clips' videos under new clip ids in 10x as many shards (decode
-work is real: every row is decoded). Also reports the tiny_av front-end (decode + Whisper +
-frame reading) on the 1x set.
+The 10x dataset repeats the 1x clips' videos under new clip ids (decode work is real: every clip
+is decoded; no cache).
 
-    .venv/bin/python bench/data_throughput.py --clips 24 --repeats 3
+    .venv/bin/python bench/data_throughput.py --clips 12 --repeats 3
 """
 
 from __future__ import annotations
@@ -56,51 +56,46 @@ class PeakRSS:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clips", type=int, default=24)
+    ap.add_argument("--clips", type=int, default=12)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--lookahead", type=int, default=4)
     args = ap.parse_args()
 
     import ray
 
-    from diadem_ray.data.pipeline import encode_clips
-    from diadem_ray.data.shards import list_shards, write_shards
+    from diadem_ray.cluster.decode_pool import DecodePool
+    from diadem_ray.data.feed import FeedStats, ListFeed
     from diadem_ray.data.synth import synthesize
 
     tmp = Path(tempfile.mkdtemp(prefix="diadem-data-bench-"))
     clips = synthesize(tmp / "x1", args.clips, seed=42, workers=2, progress=False)
     big = [replace(c, clip_id=f"{c.clip_id}-r{k}") for k in range(10) for c in clips]
-    write_shards(big, str(tmp / "x10" / "shards"), clips_per_shard=max(1, args.clips // 4))
-    write_shards(clips, str(tmp / "x1b" / "shards"), clips_per_shard=max(1, args.clips // 4))
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=300_000_000)
-    import ray.data
-
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    pool = DecodePool(num_workers=args.workers, num_cpus_per_worker=2 / args.workers, family="tiny_av", max_frames=96)
+    pool.nodes()  # front-ends loaded
     rows = {}
-    for name, root, n in (("1x", tmp / "x1b" / "shards", len(clips)), ("10x", tmp / "x10" / "shards", len(big))):
+    for name, items in (("1x", clips), ("10x", big)):
         rates, peaks, driver = [], [], []
-        for _ in range(args.repeats):
+        for _ in range(args.repeats if name == "1x" else 1):
+            stats = FeedStats()
+            t0 = time.perf_counter()
             with PeakRSS() as mon:
-                rep = encode_clips(list_shards(str(root)), cache_dir=str(tmp / "cache"), frontend=False,
-                                   concurrency=args.concurrency)
-            assert len(rep.features) == n and not rep.failed
-            rates.append(n / rep.seconds / 2)  # 2 CPUs
+                n = sum(len(g) for _, g in ListFeed(pool, items, lookahead=args.lookahead, stats=stats).groups(4))
+            assert n == len(items) and not stats.failed
+            rates.append(n / (time.perf_counter() - t0) / 2)  # 2 CPUs
             peaks.append(mon.peak)
             driver.append(mon.driver_peak)
-        rows[name] = (n, statistics.median(rates), max(peaks), max(driver))
-    t0 = time.perf_counter()
-    rep = encode_clips(list_shards(str(tmp / "x1b" / "shards")), cache_dir=str(tmp / "cache_fe"), concurrency=args.concurrency)
-    fe_rate = len(rep.features) / (time.perf_counter() - t0) / 2
+        rows[name] = (len(items), statistics.median(rates), max(peaks), max(driver))
     driver_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    pool.shutdown()
     ray.shutdown()
-    print(f"| dataset | clips | decoded clips/s per CPU (median of {args.repeats}) | peak RSS of Ray workers | peak RSS of the driver |")
+    print(f"| dataset | clips | clips/s per CPU (median of {args.repeats} for 1x) | peak RSS of Ray workers | peak RSS of the driver |")
     print("|---|---|---|---|---|")
     for name, (n, rate, peak, drv) in rows.items():
         print(f"| {name} | {n} | {rate:.2f} | {peak / 2**20:.0f} MiB | {drv / 2**20:.0f} MiB |")
-    print(f"\n10x / 1x peak: workers {rows['10x'][2] / rows['1x'][2]:.3f}, driver {rows['10x'][3] / rows['1x'][3]:.3f} "
-          "(the 1x passes run first, so driver growth would show in the 10x figure)")
-    print(f"driver peak RSS over the whole run (incl. the front-end pass): {driver_peak / 2**20:.0f} MiB")
-    print(f"tiny_av front-end (decode + frames + Whisper tiny.en) on 1x: {fe_rate:.2f} clips/s per CPU")
+    print(f"\n10x / 1x peak: workers {rows['10x'][2] / rows['1x'][2]:.3f}, driver {rows['10x'][3] / rows['1x'][3]:.3f}")
+    print(f"driver peak RSS over the whole run: {driver_peak / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":

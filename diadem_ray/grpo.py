@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -194,6 +195,60 @@ def _prefix_chars(decode: Callable[[Sequence[int]], str], ids: Sequence[int]) ->
         return seen[i]
 
     return prefix
+
+
+@dataclass
+class GroupGate:
+    """Dynamic sampling (DAPO's gate) over one step's prompt groups, as a pure object.
+
+    A group whose rewards all tie has advantage 0 everywhere and teaches nothing. With
+    ``dynamic_sampling`` such groups are set aside (``flat``) and more prompts are drawn, at most
+    ``max_refill_rounds`` extra rounds, until ``wanted`` groups with signal are ``kept``; the batch is
+    the kept groups, topped up with set-aside ones (their advantage is 0) if the rounds ran out.
+    Without it every group is kept and there is one round.
+
+    Example:
+        >>> gate = GroupGate(wanted=2, dynamic_sampling=True, max_refill_rounds=1)
+        >>> gate.add(["a", "b"], [False, True]); gate.need(), gate.more()
+        (1, True)
+        >>> gate.add(["c"], [True]); gate.more(), gate.batch(), gate.refills
+        (False, ['a', 'b'], 1)
+    """
+
+    wanted: int
+    dynamic_sampling: bool
+    max_refill_rounds: int
+    kept: List[Any] = field(default_factory=list)
+    flat: List[Any] = field(default_factory=list)
+    rounds: int = 0
+    zero_variance: int = 0
+
+    def need(self) -> int:
+        """Groups still wanted with signal."""
+        return max(0, self.wanted - len(self.kept))
+
+    def more(self) -> bool:
+        """Whether to draw another round (of :meth:`need` prompts)."""
+        limit = self.max_refill_rounds if self.dynamic_sampling else 0
+        return self.need() > 0 and self.rounds <= limit
+
+    def add(self, groups: Sequence[Any], zero_variance: Sequence[bool]) -> None:
+        """One round's groups and, for each, whether its rewards all tie."""
+        if len(groups) != len(zero_variance):
+            raise ValueError(f"{len(groups)} groups but {len(zero_variance)} zero-variance flags")
+        for group, flat in zip(groups, zero_variance):
+            (self.flat if flat and self.dynamic_sampling else self.kept).append(group)
+        self.zero_variance += sum(bool(z) for z in zero_variance)
+        self.rounds += 1
+
+    @property
+    def refills(self) -> int:
+        """Rounds drawn after the first."""
+        return max(0, self.rounds - 1)
+
+    def batch(self) -> List[Any]:
+        """The step's groups: kept ones first, set-aside ones after, ``wanted`` at most."""
+        return (self.kept + self.flat)[: self.wanted]
 
 
 def kl_per_token(logprobs: Tensor, ref_logprobs: Tensor, *, estimator: str = "k3") -> Tensor:

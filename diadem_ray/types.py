@@ -216,10 +216,12 @@ class MediaRef:
     Attributes:
         ref: the Ray ObjectRef of the media mapping (see ``models/families.py`` for its fields).
         nbytes: the mapping's array bytes (for accounting; 0 when unknown).
+        clip_id: the clip the media were decoded from (names it when the media are lost).
     """
 
     ref: Any
     nbytes: int = 0
+    clip_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -227,6 +227,17 @@ class Learner(WeightsMixin, ReferenceMixin):
         fetched = [m if m is None else kept.setdefault(id(m), learner_media(m)) for m in resolve(media) or []]
         return expand_media(fetched)
 
+    def check_media(self, media: Optional[Sequence[Any]]) -> List[str]:
+        """Fetch this rank's media references ahead of a step; the clips whose media are lost
+        (their decode worker's node is gone), so that the group can stop before any rank starts."""
+        from diadem_ray.data.media_refs import MediaLost, resolve
+
+        try:
+            resolve(media)
+        except MediaLost as exc:
+            return exc.clip_ids
+        return []
+
     def compute_logprobs(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
                          media: Optional[Sequence[Any]] = None, temperature: float = 1.0) -> List[List[float]]:
         """Per-token log-probs of each response under the current policy at ``temperature`` (the

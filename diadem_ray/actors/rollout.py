@@ -9,8 +9,9 @@ A transformers ``generate`` backend (``backend="hf"``) has the same interface an
 log line; it is the reference the vLLM path is tested against.
 
 Prompts are mappings ``{"prompt_id": str, "prompt_token_ids": [int, …]}`` plus optional
-``"multi_modal_data"`` (passed to vLLM as is) or ``"media"`` (a multimodal family's clip,
-:mod:`diadem_ray.models.families`). The transformers backend passes media to the model as the
+``"clip_id"``, ``"multi_modal_data"`` (passed to vLLM as is) or ``"media"`` (a multimodal family's
+clip, :mod:`diadem_ray.models.families`, or a :class:`~diadem_ray.types.MediaRef` to it that the
+replica fetches from the decode worker's node). The transformers backend passes media to the model as the
 learner does; vLLM engines get the clip through
 :func:`diadem_ray.models.qwen2_5_omni.vllm_prompt` and must expand it to exactly the prompt ids
 given (checked on every prompt), so both backends score the tokens the learner scores.
@@ -443,5 +444,5 @@ def _fetch_media(prompts: Sequence[Mapping[str, Any]]) -> Sequence[Mapping[str, 
         return prompts
     from diadem_ray.data.media_refs import resolve
 
-    media = resolve([p.get("media") for p in prompts], [str(p.get("prompt_id", "")).split("#")[0] for p in prompts])
+    media = resolve([p.get("media") for p in prompts])
     return [dict(p, media=m) for p, m in zip(prompts, media or [])]

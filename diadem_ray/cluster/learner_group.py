@@ -74,6 +74,20 @@ class LearnerGroup:
                 raise LearnerDied(rank, step, exc) from exc
         return out
 
+    def _check_media(self, media: Optional[Sequence[Any]], n: int) -> None:
+        """With media references, every rank fetches its part first; lost media (their decode
+        worker's node is gone) raise ``MediaLost`` before any rank starts the step, whose
+        collectives would otherwise wait for a rank that failed."""
+        from diadem_ray.data.media_refs import MediaLost
+        from diadem_ray.types import MediaRef
+
+        if media is None or not any(isinstance(m, MediaRef) for m in media):
+            return
+        lost = sorted({c for part in self._get([a.check_media.remote(_part(media, s)) for a, s in
+                                                 zip(self.actors, self._shards(n))], self.step) for c in part})
+        if lost:
+            raise MediaLost(f"media of clip(s) {', '.join(lost)} lost with the decode worker that held them", lost)
+
     def _shards(self, n: int) -> List[slice]:
         if n % self.num_ranks:
             raise ValueError(f"{n} sequences do not split evenly over {self.num_ranks} learner ranks")
@@ -86,6 +100,7 @@ class LearnerGroup:
         """One optimizer step over the whole batch; returns rank-summed loss parts and rank-0 metrics.
         ``advantages``: per sequence a float, or a list of one float per response token.
         ``media``: one entry per sequence for multimodal families (see models/families.py)."""
+        self._check_media(media, len(prompt_ids))
         num_tokens = float(sum(len(r) for r in response_ids))
         # Dr. GRPO's constant must be the same on every rank and micro-batch: the step's longest response
         # (at least 1: a step whose rollouts all ended before their first token has no loss, not a 0/0).
@@ -101,6 +116,7 @@ class LearnerGroup:
 
     def sft_step(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
                  media: Optional[Sequence[Any]] = None) -> Dict[str, float]:
+        self._check_media(media, len(prompt_ids))
         num_tokens = float(sum(len(r) for r in response_ids))
         refs = [a.sft_step.remote(list(prompt_ids[s]), list(response_ids[s]), num_tokens=num_tokens, media=_part(media, s))
                 for a, s in zip(self.actors, self._shards(len(prompt_ids)))]

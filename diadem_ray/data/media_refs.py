@@ -22,11 +22,23 @@ class MediaLost(RuntimeError):
         super().__init__(message)
         self.clip_ids = list(clip_ids)
 
+    def __reduce__(self):  # the clip ids survive the trip from the actor that raised it
+        return MediaLost, (str(self), self.clip_ids)
 
-def resolve(entries: Optional[Sequence[Any]], names: Optional[Sequence[str]] = None) -> Optional[List[Any]]:
+
+def lost_clips(exc: BaseException) -> List[str]:
+    """The clip ids a :class:`MediaLost` names, also when Ray wrapped it in a ``RayTaskError``."""
+    for e in (exc, getattr(exc, "cause", None)):
+        if isinstance(e, MediaLost) and getattr(e, "clip_ids", None):
+            return list(e.clip_ids)
+    return []
+
+
+def resolve(entries: Optional[Sequence[Any]]) -> Optional[List[Any]]:
     """``entries`` with every :class:`MediaRef` replaced by its media mapping, fetched in one
     ``ray.get``. Entries that share one ref share one mapping object (a group's samples are then
-    expanded once, see ``families.expand_media``). ``names`` (one per entry) label a lost object."""
+    expanded once, see ``families.expand_media``). Raises :class:`MediaLost` naming the clips of
+    every reference whose owner is gone."""
     if entries is None:
         return None
     refs: Dict[Any, Any] = {}
@@ -38,14 +50,19 @@ def resolve(entries: Optional[Sequence[Any]], names: Optional[Sequence[str]] = N
     import ray
     from ray.exceptions import ObjectLostError, OwnerDiedError
 
-    keys = list(refs)
+    clip_of = {e.ref: e.clip_id for e in entries if isinstance(e, MediaRef)}
+    fetched: Dict[Any, Any] = {}
+    lost: List[str] = []
     try:
-        values = ray.get(keys)
-    except (OwnerDiedError, ObjectLostError) as exc:
-        lost = sorted({n for e, n in zip(entries, names or [""] * len(entries)) if isinstance(e, MediaRef) and n})
-        raise MediaLost(f"clip media lost with the decode worker that held them ({type(exc).__name__}); "
-                        f"clips: {', '.join(lost) or 'unknown'}", lost) from None
-    fetched = dict(zip(keys, values))
+        fetched = dict(zip(refs, ray.get(list(refs))))
+    except (OwnerDiedError, ObjectLostError):
+        for key in refs:
+            try:
+                fetched[key] = ray.get(key)
+            except (OwnerDiedError, ObjectLostError):
+                lost.append(clip_of.get(key) or "?")
+    if lost:
+        raise MediaLost(f"media of clip(s) {', '.join(sorted(lost))} lost with the decode worker that held them", sorted(lost))
     return [fetched[e.ref] if isinstance(e, MediaRef) else e for e in entries]
 
 

@@ -6,7 +6,7 @@ the code changes. Clips not yet profiled go to ``bucket=unassigned``.
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -57,11 +57,21 @@ def write_shards(clips: Iterable[Clip], root: str, *, clips_per_shard: int = 64,
     return written
 
 
-def list_shards(root: str, buckets: Optional[Sequence[str]] = None) -> List[str]:
-    """Shard paths (sorted) of the named buckets (all when ``None``); a missing bucket is an error."""
+def _bucket_dirs(root: str) -> Tuple[pafs.FileSystem, Dict[str, str]]:
     fs, base = _fs(root)
     infos = fs.get_file_info(pafs.FileSelector(base, recursive=False, allow_not_found=True))
-    present = {i.base_name.split("=", 1)[1]: i.path for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("bucket=")}
+    return fs, {i.base_name.split("=", 1)[1]: i.path for i in infos
+                if i.type == pafs.FileType.Directory and i.base_name.startswith("bucket=")}
+
+
+def bucket_names(root: str) -> List[str]:
+    """The buckets that have a folder under ``root`` (sorted)."""
+    return sorted(_bucket_dirs(root)[1])
+
+
+def list_shards(root: str, buckets: Optional[Sequence[str]] = None) -> List[str]:
+    """Shard paths (sorted) of the named buckets (all when ``None``); a missing bucket is an error."""
+    fs, present = _bucket_dirs(root)
     wanted = sorted(present) if buckets is None else list(buckets)
     missing = [b for b in wanted if b not in present]
     if missing:

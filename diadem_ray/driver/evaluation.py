@@ -42,7 +42,7 @@ class Evaluation:
         e = self.cfg.stages.eval
         t0 = time.perf_counter()
         rollouts = self._generate([self.clips[i] for i in self.eval_ids], "eval", samples_per_prompt=1, max_new_tokens=e.max_new_tokens, temperature=0.0)
-        preds = [{"video_id": ro.prompt_id.split("#")[0], "pred": ro.text} for ro in rollouts]
+        preds = [{"video_id": c.clip_id, "pred": ro.text} for c, ro in rollouts]
         res = evaluate(self.annotations, preds)
         scores = {"ref_f1": 100 * res.overall.ref_f1, "asr_f1": 100 * res.overall.asr_f1, "clips": float(res.overall.clips),
                   "policy_version": self.rollouts.version}

@@ -17,7 +17,7 @@ continues the same MLflow run at the next step.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -110,7 +110,7 @@ class Driver(Startup, Evaluation):
     # ------------------------------------------------------------------------------------------
 
     def _prompt(self, enc: EncodedClip, tag: str) -> Dict[str, Any]:
-        """One decoded clip as an engine prompt: ``prompt_id``, ``prompt_token_ids`` and, for media
+        """One decoded clip as an engine prompt: ``prompt_id``, ``clip_id``, ``prompt_token_ids`` and, for media
         families, ``media``: a :class:`~diadem_ray.types.MediaRef` owned by the decode worker (the
         replicas and learner ranks fetch the media; the driver never does)."""
         from diadem_ray.models import tiny_av
@@ -118,28 +118,77 @@ class Driver(Startup, Evaluation):
         cap = self.cfg.model.max_prompt_tokens
         if enc.media is None:
             ids = self.tokens.prompt(tiny_av.prompt_text(enc.evidence))[:cap]
-            return {"prompt_id": f"{enc.clip_id}#{tag}", "prompt_token_ids": ids}
+            return {"prompt_id": f"{enc.clip_id}#{tag}", "clip_id": enc.clip_id, "prompt_token_ids": ids}
         if len(enc.prompt_token_ids) > cap:  # cutting would drop video/audio placeholders the media must fill
             raise ValueError(f"clip {enc.clip_id}: its prompt is {len(enc.prompt_token_ids)} tokens (video + audio + "
                              f"instruction), over model.max_prompt_tokens {cap}; raise model.max_prompt_tokens or lower "
                              "model.max_pixels_per_frame / data.frames_per_clip")
-        return {"prompt_id": f"{enc.clip_id}#{tag}", "prompt_token_ids": list(enc.prompt_token_ids), "media": enc.media}
+        return {"prompt_id": f"{enc.clip_id}#{tag}", "clip_id": enc.clip_id, "prompt_token_ids": list(enc.prompt_token_ids),
+                "media": enc.media}
 
-    def _generate(self, clips: Sequence[Clip], tag: str, seed: Optional[int] = None, **kwargs: Any) -> List[Any]:
-        """Rollouts for a list of clips (profile, eval), decoded as they are reached: groups of
-        ``prompts_per_task`` × replicas clips, the next ``data.prefetch_steps`` groups decoding while
+    def _generate(self, clips: Sequence[Clip], tag: str, seed: Optional[int] = None, **kwargs: Any) -> List[Tuple[Clip, Any]]:
+        """``(clip, rollout)`` for a list of clips (profile, eval), decoded as they are reached: groups
+        of ``prompts_per_task`` × replicas clips, the next ``data.prefetch_steps`` groups decoding while
         one generates. Clips that fail to decode are left out (logged, counted)."""
         from diadem_ray.data.feed import ListFeed
 
         r = self.cfg.rollout
         group = max(1, r.prompts_per_task * r.num_replicas)
         feed = ListFeed(self.decoders, clips, lookahead=group * (self.cfg.data.prefetch_steps + 1), stats=self.feed_stats)
-        out: List[Any] = []
+        out: List[Tuple[Clip, Any]] = []
         for start, taken in feed.groups(group):
-            prompts = [self._prompt(enc, tag) for _, enc in taken]
-            ro, _ = self.rollouts.generate(prompts, seed=None if seed is None else seed + start, **kwargs)
-            out.extend(ro)
+            prompts, (ro, _) = self._roll(taken, [tag] * len(taken), seed=None if seed is None else seed + start, **kwargs)
+            clip_of = {p["prompt_id"]: c for (c, _), p in zip(taken, prompts)}
+            out.extend((clip_of[x.prompt_id], x) for x in ro)
         return out
+
+    def _roll(self, taken: List[Tuple[Clip, EncodedClip]], tags: Sequence[str], **kwargs: Any):
+        """``(prompts, rollouts.generate(prompts, **kwargs))`` for decoded clips. Media lost with
+        their decode worker's node before a replica fetched them (``MediaLost``) are decoded again
+        by the workers that remain or come back, and the call is made once more."""
+        from diadem_ray.data.media_refs import MediaLost, lost_clips
+
+        for attempt in (0, 1):
+            prompts = [self._prompt(enc, tag) for (_, enc), tag in zip(taken, tags)]
+            try:
+                return prompts, self.rollouts.generate(prompts, **kwargs)
+            except MediaLost as exc:
+                if attempt:
+                    raise
+                taken = self._redecode(taken, lost_clips(exc))
+        raise AssertionError("unreachable")
+
+    def _redecode(self, taken: List[Tuple[Clip, EncodedClip]], lost: Sequence[str]) -> List[Tuple[Clip, EncodedClip]]:
+        """``taken`` with the clips named in ``lost`` (all clips with media when none is named) decoded again."""
+        names = set(lost) or {c.clip_id for c, e in taken if e.media is not None}
+        fresh = self._decode_again([c for c, _ in taken if c.clip_id in names])
+        return [(c, fresh.get(c.clip_id, e)) for c, e in taken]
+
+    def _decode_again(self, clips: Sequence[Clip]) -> Dict[str, EncodedClip]:
+        """Clips whose media were lost with their decode worker, decoded by the workers that remain
+        or come back (a clip that decoded before decodes again: the same input, the same result)."""
+        pending = {c.clip_id: self.decoders.submit(c.clip_id, c.video_uri) for c in clips}
+        fresh = {cid: self.decoders.result(p) for cid, p in pending.items()}
+        bad = {cid: e.error for cid, e in fresh.items() if e.error}
+        if bad:
+            raise RuntimeError(f"clips whose media were lost with their decode worker failed to decode again: {bad}")
+        _say(f"media of {len(fresh)} clip(s) lost with their decode worker; decoded again on "
+             f"{sorted({e.node[:8] for e in fresh.values()})}")
+        return fresh
+
+    def _learn(self, step: Any, prompts: Sequence[Dict[str, Any]]) -> Dict[str, float]:
+        """``step(media)``: a learner-group call over ``prompts`` (one per sequence). When media are
+        lost before the ranks fetched them (the group checks before any rank starts), the lost clips
+        are decoded again and the call is made once more."""
+        from diadem_ray.data.media_refs import MediaLost, lost_clips
+
+        try:
+            return step(_media(prompts))
+        except MediaLost as exc:
+            names = set(lost_clips(exc)) or {p["clip_id"] for p in prompts if "media" in p}
+            fresh = self._decode_again([self.clips[c] for c in sorted(names)])
+            again = [dict(p, media=fresh[p["clip_id"]].media) if p.get("clip_id") in fresh else p for p in prompts]
+            return step(_media(again))
 
     def _stream(self, name: str, root: str, buckets: Optional[Sequence[str]]):
         from diadem_ray.data.cursor import ClipStream
@@ -189,7 +238,8 @@ class Driver(Startup, Evaluation):
             wait = self.feed_stats.take_wait()
             prompts = [self._prompt(enc, "sft") for _, enc in taken]
             targets = [self.tokens.target(tiny_av.target_text(c)) for c, _ in taken]
-            m = self.learners.sft_step([p["prompt_token_ids"] for p in prompts], targets, media=_media(prompts))
+            m = self._learn(lambda media: self.learners.sft_step([p["prompt_token_ids"] for p in prompts], targets,
+                                                                 media=media), prompts)
             m.update(self.feed_stats.metrics())
             m["time/data_wait_s"] = wait
             m["time/step_s"] = time.perf_counter() - t0
@@ -212,10 +262,10 @@ class Driver(Startup, Evaluation):
                                   max_new_tokens=self.cfg.rollout.max_new_tokens, temperature=self.cfg.rollout.temperature,
                                   top_p=self.cfg.rollout.top_p, seed=self.cfg.run.seed)  # GRPO's sampling
         by_id = {c.clip_id: c for c in train}
-        scored, _ = self._pool(p.reward).score([(r, by_id[r.prompt_id.split("#")[0]].dialogue) for r in rollouts], step=0)
+        scored, _ = self._pool(p.reward).score([(r, c.dialogue) for c, r in rollouts], step=0)
         rewards: Dict[str, List[float]] = {c.clip_id: [] for c in train if c.clip_id not in self.feed_stats.failed}
-        for s in scored:
-            rewards[s.rollout.prompt_id.split("#")[0]].append(s.reward)
+        for (c, _), s in zip(rollouts, scored):
+            rewards[c.clip_id].append(s.reward)
         profiles = profile_clips(rewards, pass_reward=p.pass_reward, bucket_names=p.bucket_names,
                                  pass_rate_edges=p.pass_rate_edges, quantiles=p.quantiles)
         root = root or str(self.out / "profiled")
@@ -261,9 +311,9 @@ class Driver(Startup, Evaluation):
         s = getattr(self.cfg.stages, stage)
         g, r = self.cfg.grpo, self.cfg.rollout
         self.learners.set_lr(s.lr or self.cfg.learner.lr)
-        from diadem_ray.data.shards import list_shards
+        from diadem_ray.data.shards import bucket_names
 
-        present = {p.split("bucket=")[1].split("/")[0] for p in list_shards(self.train_root)}
+        present = set(bucket_names(self.train_root))
         weights = {b: w for b, w in s.buckets.items() if b in present and w > 0}
         if not weights:
             raise ValueError(f"{stage}: none of its buckets {sorted(s.buckets)} has clips in {self.train_root} "
@@ -277,25 +327,25 @@ class Driver(Startup, Evaluation):
             t0 = time.perf_counter()
             m: Dict[str, float] = {}
             credit = {"lines": 0.0, "credited": 0.0, "unmapped": 0.0}
-            kept, flat, zero_var, refills, t_roll, t_rew = self._sample_groups(stage, step, feed, pool, m, credit)
+            sampled = self._sample_groups(stage, step, feed, pool, m, credit)
             m["time/data_wait_s"] = self.feed_stats.take_wait()
             m.update(self.feed_stats.metrics())
-            batch = (kept + flat)[: s.prompts_per_step]  # zero-variance groups fill up (their advantage is 0)
-            scored_all = [x for _, grp, _ in batch for x in grp]
-            seq_prompts = [p for p, grp, _ in batch for _ in grp]
+            batch: List[Group] = sampled.gate.batch()  # zero-variance groups fill up (their advantage is 0)
+            scored_all = [x for grp in batch for x in grp.scored]
+            seq_prompts = [grp.prompt for grp in batch for _ in grp.scored]
             prompt_ids = [p["prompt_token_ids"] for p in seq_prompts]
             # A rollout that ended before its first token (vLLM drew a media placeholder, which is dropped) is
             # an empty row: no token is trained, and its reward still counted in its group's baseline.
             responses = [list(x.rollout.token_ids) for x in scored_all]
             rollout_lps = [list(x.rollout.logprobs) for x in scored_all]
-            advantages = [a for _, _, a_list in batch for a in a_list]
+            advantages = [a for grp in batch for a in grp.advantages]
             td = time.perf_counter()
             self.rollouts.sleep()
-            lm = self.learners.grpo_step(prompt_ids, responses, advantages, rollout_logprobs=rollout_lps,
-                                         clip_eps_low=g.clip_eps_low, clip_eps_high=g.clip_eps_high, dual_clip_c=g.dual_clip_c,
-                                         kl_coef=g.kl_coef, kl_estimator=g.kl_estimator, entropy_coef=g.entropy_coef,
-                                         loss_aggregation=g.loss_aggregation, media=_media(seq_prompts),
-                                         temperature=self.cfg.rollout.temperature)
+            lm = self._learn(lambda media: self.learners.grpo_step(
+                prompt_ids, responses, advantages, rollout_logprobs=rollout_lps, clip_eps_low=g.clip_eps_low,
+                clip_eps_high=g.clip_eps_high, dual_clip_c=g.dual_clip_c, kl_coef=g.kl_coef, kl_estimator=g.kl_estimator,
+                entropy_coef=g.entropy_coef, loss_aggregation=g.loss_aggregation, media=media,
+                temperature=self.cfg.rollout.temperature), seq_prompts)
             te = time.perf_counter()
             sm = self._push_weights()
             m.update(lm)
@@ -308,68 +358,64 @@ class Driver(Startup, Evaluation):
             m["reward/mean"] = sum(x.reward for x in scored_all) / len(scored_all)
             m["reward/failed"] = float(sum(x.error is not None for x in scored_all))
             m["grpo/scored_rollouts"] = float(len(scored_all))
-            m["grpo/zero_variance_groups"] = float(zero_var)
-            m["grpo/refill_rounds"] = float(refills)
-            m["grpo/zero_variance_in_batch"] = float(sum(1 for _, _, a in batch if not any(map(_nonzero, a))))
+            m["grpo/zero_variance_groups"] = float(sampled.gate.zero_variance)
+            m["grpo/refill_rounds"] = float(sampled.gate.refills)
+            m["grpo/zero_variance_in_batch"] = float(sum(1 for grp in batch if not any(map(_nonzero, grp.advantages))))
             if g.line_credit_weight > 0:
                 m.update({f"grpo/line_credit_{k}": v for k, v in credit.items()})
             m["rollout/response_tokens_mean"] = sum(len(x) for x in responses) / len(responses)
-            m.update({"time/rollout_s": t_roll, "time/reward_s": t_rew, "time/learner_s": te - td,
+            m.update({"time/rollout_s": sampled.rollout_s, "time/reward_s": sampled.reward_s, "time/learner_s": te - td,
                       "time/sync_s": sm["sync/seconds"], "time/step_s": time.perf_counter() - t0})
             lines = f" lines credited {credit['credited']:.0f}/{credit['lines']:.0f}" if g.line_credit_weight > 0 else ""
             self._end_step(stage, step, s.steps, m, f"reward {m['reward/mean']:.3f} asr {m.get('reward/asr_f1', 0):.3f} "
-                           f"ref {m.get('reward/ref_f1', 0):.3f} zero-var {zero_var}{lines}")
+                           f"ref {m.get('reward/ref_f1', 0):.3f} zero-var {sampled.gate.zero_variance}{lines}")
 
-    def _sample_groups(self, stage: str, step: int, feed: Any, pool: Any, m: Dict[str, float], credit: Dict[str, float]):
+    def _sample_groups(self, stage: str, step: int, feed: Any, pool: Any, m: Dict[str, float],
+                       credit: Dict[str, float]) -> "Sampled":
         """One GRPO step's groups: clips -> rollouts -> rewards -> group advantages (+ per-line credit),
-        refilled while the dynamic-sampling gate sets zero-variance groups aside. Returns ``(kept, flat,
-        zero_var, refills, rollout_seconds, reward_seconds)``: ``kept`` / ``flat`` hold ``(prompt,
-        scored rollouts, advantages)``, ``flat`` the zero-variance groups. Adds the first round's
-        rollout and reward-pool metrics to ``m``; ``credit`` counts per-line credit."""
+        refilled while the dynamic-sampling gate (:class:`~diadem_ray.grpo.GroupGate`) sets
+        zero-variance groups aside. Adds the first round's rollout and reward-pool metrics to ``m``;
+        ``credit`` counts per-line credit."""
         import torch
 
         from diadem_ray import grpo
 
         s = getattr(self.cfg.stages, stage)
         g, r = self.cfg.grpo, self.cfg.rollout
-        kept: List[Tuple[Dict[str, Any], List[Any], List[Any]]] = []  # (prompt, rollouts, advantages)
-        flat: List[Tuple[Dict[str, Any], List[Any], List[Any]]] = []
-        zero_var = 0
-        t_roll = t_rew = 0.0
-        round_ = 0
-        while len(kept) < s.prompts_per_step and round_ <= (g.max_refill_rounds if g.dynamic_sampling else 0):
-            need = s.prompts_per_step - len(kept)
-            taken = self._take(feed, need, step * 100 + round_, stage)
+        gate = grpo.GroupGate(wanted=s.prompts_per_step, dynamic_sampling=g.dynamic_sampling,
+                              max_refill_rounds=g.max_refill_rounds)
+        out = Sampled(gate)
+        while gate.more():
+            round_ = gate.rounds
+            taken = self._take(feed, gate.need(), step * 100 + round_, stage)
             if round_ == 0:
                 feed.prefetch(step + 1)  # the next steps' clips decode while this one rolls out and trains
             clips = [c for c, _ in taken]
-            prompts = [self._prompt(enc, f"{stage}.{step}.{round_}.{i}") for i, (_, enc) in enumerate(taken)]
             ta = time.perf_counter()
-            rollouts, rm = self.rollouts.generate(prompts, samples_per_prompt=r.samples_per_prompt,
-                                                  max_new_tokens=r.max_new_tokens, temperature=r.temperature,
-                                                  top_p=r.top_p, seed=self.cfg.run.seed * 7919 + self.state.global_step * 31 + round_)
+            prompts, (rollouts, rm) = self._roll(taken, [f"{stage}.{step}.{round_}.{i}" for i in range(len(taken))],
+                                                 samples_per_prompt=r.samples_per_prompt, max_new_tokens=r.max_new_tokens,
+                                                 temperature=r.temperature, top_p=r.top_p,
+                                                 seed=self.cfg.run.seed * 7919 + self.state.global_step * 31 + round_)
             tb = time.perf_counter()
             scored, stats = pool.score([(ro, clips[i // r.samples_per_prompt].dialogue) for i, ro in enumerate(rollouts)],
                                        step=step, lines=g.line_credit_weight > 0)
-            tc = time.perf_counter()
-            t_roll += tb - ta
-            t_rew += tc - tb
+            out.rollout_s += tb - ta
+            out.reward_s += time.perf_counter() - tb
             rewards = torch.tensor([x.reward for x in scored]).view(len(clips), r.samples_per_prompt)
             adv, zv = grpo.group_advantages(rewards, baseline=g.advantage_baseline, std_normalization=g.std_normalization, eps=g.std_eps)
+            groups = []
             for i in range(len(clips)):
                 group = scored[i * r.samples_per_prompt:(i + 1) * r.samples_per_prompt]
                 group_adv: List[Any] = adv[i].tolist()
                 if g.line_credit_weight > 0:
                     group_adv = grpo.line_credit(group, group_adv, decode=self.tokens.decode,
                                                  weight=g.line_credit_weight, counts=credit)
-                item = (prompts[i], group, group_adv)
-                (flat if (zv[i] and g.dynamic_sampling) else kept).append(item)
-            zero_var += int(zv.sum())
+                groups.append(Group(prompts[i], group, group_adv))
+            gate.add(groups, [bool(z) for z in zv.tolist()])
             if round_ == 0:
                 m.update({f"rollout/{k}": v for k, v in rm.items()})
                 m.update({f"reward_pool/{k}": v for k, v in stats.as_metrics().items()})
-            round_ += 1
-        return kept, flat, zero_var, round_ - 1, t_roll, t_rew
+        return out
 
     def _anchor_reference(self, stage: str) -> None:
         """With a KL term, its reference is the policy GRPO starts from. When this run trained the
@@ -421,6 +467,25 @@ class Driver(Startup, Evaluation):
         path = self.learners.save_checkpoint(str(self.ckpt_dir), {"driver": asdict(self.state)},
                                             keep_last=self.cfg.checkpoint.keep_last)
         _say(f"checkpoint {path}")
+
+
+@dataclass
+class Group:
+    """One prompt's group in a GRPO step: the prompt, its scored samples and their advantages (a
+    float per sample, or one per token with per-line credit)."""
+
+    prompt: Dict[str, Any]
+    scored: List[Any]
+    advantages: List[Any]
+
+
+@dataclass
+class Sampled:
+    """What one GRPO step sampled: the gate's groups and the seconds spent in rollouts and rewards."""
+
+    gate: Any
+    rollout_s: float = 0.0
+    reward_s: float = 0.0
 
 
 def _nonzero(advantage: Any) -> bool:

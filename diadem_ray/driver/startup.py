@@ -35,9 +35,6 @@ class Startup:
             else:  # join a running cluster (a `ray job submit` entrypoint, or "auto" / "ray://…")
                 kwargs["address"] = c.ray_address
             ray.init(**{k: v for k, v in kwargs.items() if v is not None})
-        import ray.data
-
-        ray.data.DataContext.get_current().enable_progress_bars = False
 
     def _prepare_data(self) -> None:
         from diadem_ray.data.shards import list_shards, read_shard

@@ -1,13 +1,17 @@
 """A small GRPO job on a three-node Ray cluster on one machine (``ray.cluster_utils.Cluster``),
 run by ``test_multinode.py`` in its own process (it starts its own Ray): a head that offers no CPU,
 a "GPU-like" node that alone offers ``diadem_gpu_node`` (learner ranks, rollout replicas), and a
-CPU node that alone offers ``reward_cpu`` and ``decode_cpu`` (reward workers, Ray Data decoding).
+CPU node that alone offers ``reward_cpu`` and ``decode_cpu`` (reward workers, decode workers).
 
-    python tests/ray_local/multinode_job.py OUT.json WORKDIR CONFIG [--lose-gpu-node-after STAGE:STEP] [overrides …]
+    python tests/ray_local/multinode_job.py OUT.json WORKDIR CONFIG [--lose-gpu-node-after STAGE:STEP]
+        [--lose-cpu-node-at STAGE:STEP] [overrides …]
 
 With ``--lose-gpu-node-after``, the GPU-like node is removed right after that step ends and a new
-one joins 3 s later. Writes ``{"nodes": {role: node id}, "placement": {role: [node id, …]},
-"placement_after": {…}, "lost_at": global step}`` to OUT.json.
+one joins 3 s later. With ``--lose-cpu-node-at``, the CPU node is removed in the middle of that
+step — after its rollouts, before its rewards — and a new one joins 3 s later: the step's reward
+workers and decode workers, and the media the decode workers held, are gone. Writes ``{"nodes":
+{role: node id}, "placement": {role: [node id, …]}, "placement_after": {…}, "lost_at": global
+step}`` to OUT.json.
 """
 
 import json
@@ -24,10 +28,14 @@ def main(out: str, workdir: str, config: str, args) -> int:
     from diadem_ray.driver import Driver
     from diadem_ray.models import qwen2_5_omni as q
 
-    lose = None
-    if args and args[0] == "--lose-gpu-node-after":
+    lose = lose_cpu = None
+    while args and args[0] in ("--lose-gpu-node-after", "--lose-cpu-node-at"):
         stage, step = args[1].split(":")
-        lose, args = (stage, int(step)), args[2:]
+        if args[0] == "--lose-gpu-node-after":
+            lose = (stage, int(step))
+        else:
+            lose_cpu = (stage, int(step))
+        args = args[2:]
     store = 120 * 1024 * 1024
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": store,
                                                             "include_dashboard": False})
@@ -59,6 +67,22 @@ def main(out: str, workdir: str, config: str, args) -> int:
                     swap_node()  # here, on the main thread: the harness starts processes with signal handlers
 
             Driver._end_step = end_and_lose
+        if lose_cpu is not None:
+            from diadem_ray.cluster.reward_pool import RewardPool
+
+            score = RewardPool.score
+
+            def lose_then_score(pool, items, *, step, **kwargs):
+                if (driver.state.stage, step) == lose_cpu and "cpu_after" not in nodes:
+                    first.update(placement={k: list(v) for k, v in driver.placement.items()}, lost_at=driver.state.global_step)
+                    print(f"removing the CPU node {cpu.node_id[:8]} in {driver.state.stage} step {step + 1}", flush=True)
+                    cluster.remove_node(cpu, allow_graceful=False)  # on the main thread, as the harness needs
+                    time.sleep(3.0)
+                    nodes["cpu_after"] = cluster.add_node(num_cpus=2, resources={"reward_cpu": 4, "decode_cpu": 4},
+                                                          object_store_memory=store).node_id
+                return score(pool, items, step=step, **kwargs)
+
+            RewardPool.score = lose_then_score
         driver.run()
         result = {"nodes": nodes, "placement": first.get("placement", driver.placement), "placement_after": driver.placement,
                   "lost_at": first.get("lost_at"), "evals": driver.state.evals, "global_step": driver.state.global_step}

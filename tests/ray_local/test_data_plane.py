@@ -46,6 +46,27 @@ def _pool(thinker, cache_dir="", cache_max_bytes=0):
                       cache_dir=cache_dir, cache_max_bytes=cache_max_bytes)
 
 
+def _kill_owner(pool, refs) -> None:
+    """The pool's decode worker dies (Ray restarts it), and this process learns that the media it
+    owned are gone (the news reaches a borrower within seconds; wait for it, 60 s at most)."""
+    import time
+
+    import ray
+
+    from diadem_ray.data.media_refs import MediaLost, resolve
+    from diadem_ray.types import MediaRef
+
+    ray.kill(pool.workers[0], no_restart=False)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            resolve([MediaRef(r, 0, "probe") for r in refs])
+        except MediaLost:
+            return
+        time.sleep(0.5)
+    raise AssertionError("the killed decode worker's media were still readable after 60 s")
+
+
 def _owner(ref) -> str:
     from ray.core.generated.common_pb2 import Address
 
@@ -157,3 +178,65 @@ def test_cache_none_writes_nothing_and_a_bounded_cache_stays_under_its_bound(ray
         assert {p for p in tmp_path.rglob("*")} == before
     finally:
         none.shutdown()
+
+
+def test_media_lost_with_their_worker_are_decoded_again(ray_local, thinker, shards, capsys):
+    """A decode worker that dies takes the media it owns with it: fetching them names the clips
+    (MediaLost), and the driver's rollout and learner calls decode those clips again on the
+    restarted worker and go on; the learner group finds the loss before any rank starts the step."""
+    import ray
+
+    from diadem_ray.actors.rollout import _fetch_media
+    from diadem_ray.data.cursor import ClipStream
+    from diadem_ray.data.media_refs import MediaLost, resolve
+    from diadem_ray.driver import Driver
+
+    clips = [c for c in ClipStream(shards, ["easy"], seed=0).take(2)]
+    pool = _pool(thinker)
+    try:
+        taken = [(c, pool.result(pool.submit(c.clip_id, c.video_uri))) for c in clips]
+        _kill_owner(pool, [e.media.ref for _, e in taken])  # the owner dies; Ray restarts the actor
+        with pytest.raises(MediaLost) as lost:
+            resolve([taken[0][1].media])
+        assert lost.value.clip_ids == [clips[0].clip_id]
+
+        @ray.remote(num_cpus=0)
+        def replica(prompts):  # what a rollout replica does first with its prompts
+            return [len(p["media"]["video_frames"]) for p in _fetch_media(prompts)]
+
+        class Rollouts:
+            calls = 0
+
+            def generate(self, prompts, **kwargs):
+                Rollouts.calls += 1
+                return ray.get(replica.remote(prompts)), {}
+
+        class Bare(Driver):
+            def __init__(self):
+                self.cfg = type("C", (), {"model": type("M", (), {"max_prompt_tokens": 100_000})})()
+                self.decoders, self.rollouts = pool, Rollouts()
+
+        bare = Bare()
+        prompts, (frames, _) = bare._roll(taken, ["a", "b"])
+        assert Rollouts.calls == 2 and all(n > 0 for n in frames)  # failed once, then ran on media decoded again
+        assert "media of 2 clip(s) lost with their decode worker; decoded again" in capsys.readouterr().out
+        assert all(_owner(p["media"].ref) != ray.get_runtime_context().get_worker_id() for p in prompts)
+
+        from diadem_ray.cluster.learner_group import LearnerGroup
+
+        g = LearnerGroup(num_ranks=1, num_cpus_per_rank=0.25, model_path=str(thinker), family="qwen2_5_omni",
+                         zero_stage=0, lr=1e-3, micro_batch_size=2, need_reference=False)
+        try:
+            _kill_owner(pool, [p["media"].ref for p in prompts])  # the media the prompts refer to are lost again
+            ids, resp = [p["prompt_token_ids"] for p in prompts], [[1, 2], [3]]
+            with pytest.raises(MediaLost, match=clips[0].clip_id):
+                g.sft_step(ids, resp, media=[p["media"] for p in prompts])
+            assert g.step == 0  # no rank started the step
+            bare.clips = {c.clip_id: c for c in clips}
+            m = bare._learn(lambda media: g.sft_step(ids, resp, media=media), prompts)
+            assert np.isfinite(m["learner/sft_loss"]) and g.step == 1
+            assert "media of 2 clip(s) lost with their decode worker; decoded again" in capsys.readouterr().out
+        finally:
+            g.shutdown()
+    finally:
+        pool.shutdown()

@@ -36,7 +36,7 @@ def _job(repo_root, tmp_path, name, *extra):
                            str(repo_root / "configs/demo_cpu.yaml"), *args],
                           cwd=repo_root, env=env, capture_output=True, text=True, timeout=560)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return json.loads(out.read_text()), proc.stdout
+    return json.loads(out.read_text()), proc.stdout + proc.stderr
 
 
 def _weights(path):
@@ -47,8 +47,8 @@ def _weights(path):
 
 @pytest.mark.ray
 @pytest.mark.cluster
-@pytest.mark.timeout(900)
-def test_roles_land_on_their_nodes_and_a_lost_gpu_node_is_survived(repo_root, tmp_path):
+@pytest.mark.timeout(1500)
+def test_roles_land_on_their_nodes_and_lost_gpu_and_cpu_nodes_are_survived(repo_root, tmp_path):
     lost, log = _job(repo_root, tmp_path, "lost", "--lose-gpu-node-after", "grpo_stage1:0")
     nodes, placed, after = lost["nodes"], lost["placement"], lost["placement_after"]
     # Each role on its node type, none on the head (which offers no CPU).
@@ -66,11 +66,25 @@ def test_roles_land_on_their_nodes_and_a_lost_gpu_node_is_survived(repo_root, tm
     with sqlite3.connect(tmp_path / "lost.db") as db:
         steps = [s for (s,) in db.execute("SELECT step FROM metrics WHERE key = 'progress/stage_step' ORDER BY step")]
     assert steps == [1, 2, 3], steps
-    # The same run never interrupted: the same weights and scores.
+    # The CPU node lost in the middle of a GRPO step (after its rollouts, before its rewards): the
+    # reward and decode workers come back on the node that joins, the step's lost media are decoded
+    # again there, and the step completes with every rollout scored.
+    cpu_lost, cpu_log = _job(repo_root, tmp_path, "cpulost", "--lose-cpu-node-at", "grpo_stage1:1")
+    new_cpu = cpu_lost["nodes"]["cpu_after"]
+    assert cpu_lost["lost_at"] == 2 and cpu_lost["global_step"] == 3, cpu_lost
+    assert "decode worker 0 lost" in cpu_log and "reward worker" in cpu_log, cpu_log[-3000:]
+    assert f"is back on node {new_cpu[:8]}" in cpu_log, cpu_log[-3000:]
+    assert f"lost with their decode worker; decoded again on ['{new_cpu[:8]}']" in cpu_log, cpu_log[-3000:]
+    with sqlite3.connect(tmp_path / "cpulost.db") as db:
+        at = dict(db.execute("SELECT key, value FROM metrics WHERE step = 3 AND key IN "
+                             "('grpo/scored_rollouts', 'reward/failed')").fetchall())
+    assert at == {"grpo/scored_rollouts": 4.0, "reward/failed": 0.0}, at
+    # The same run never interrupted: the same weights and scores as both.
     whole, _ = _job(repo_root, tmp_path, "whole")
-    assert whole["evals"] == lost["evals"]
-    a, b = _weights(tmp_path / "runs" / "lost"), _weights(tmp_path / "runs" / "whole")
+    assert whole["evals"] == lost["evals"] == cpu_lost["evals"]
+    a, b, c = (_weights(tmp_path / "runs" / n) for n in ("lost", "whole", "cpulost"))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    assert all((c[k] == b[k]).all() for k in b)
 
 
 @pytest.mark.ray

@@ -166,3 +166,27 @@ def test_empty_response_contributes_nothing():
     without = torch.autograd.grad(loss_of([0, 2]), lp_param)[0]
     assert torch.equal(with_empty, without)
     assert with_empty[1].abs().sum().item() == 0.0
+
+
+def test_group_gate_refills_sets_flat_groups_aside_and_tops_up():
+    from diadem_ray.grpo import GroupGate
+
+    gate = GroupGate(wanted=3, dynamic_sampling=True, max_refill_rounds=2)
+    assert gate.more() and gate.need() == 3
+    gate.add(["a", "b", "c"], [False, True, True])  # two groups without signal: draw two more
+    assert (gate.need(), gate.more(), gate.refills) == (2, True, 0)
+    gate.add(["d", "e"], [True, False])
+    assert (gate.need(), gate.more(), gate.refills) == (1, True, 1)
+    gate.add(["f"], [True])  # the last refill round found nothing: the batch is topped up with flat groups
+    assert not gate.more() and gate.refills == 2 and gate.zero_variance == 4
+    assert gate.batch() == ["a", "e", "b"]
+
+    done = GroupGate(wanted=2, dynamic_sampling=True, max_refill_rounds=5)
+    done.add(["a", "b"], [False, False])
+    assert not done.more() and done.refills == 0 and done.batch() == ["a", "b"]
+
+    off = GroupGate(wanted=2, dynamic_sampling=False, max_refill_rounds=5)  # no gate: one round, all kept
+    off.add(["a", "b"], [True, True])
+    assert not off.more() and off.batch() == ["a", "b"] and off.flat == [] and off.zero_variance == 2
+    with pytest.raises(ValueError, match="2 groups but 1 zero-variance flags"):
+        off.add(["a", "b"], [True])
