@@ -64,14 +64,14 @@ def child(out: str, argv: list) -> None:
 
     def seen(self, enc, tag):
         p = prompt(self, enc, tag)
-        if isinstance(p.get("media"), MediaRef):
+        if isinstance(p.media, MediaRef):
             from ray.core.generated.common_pb2 import Address
 
             a = Address()
-            a.ParseFromString(p["media"].ref.owner_address())
+            a.ParseFromString(p.media.ref.owner_address())
             media["refs"] += 1
             media["owned_by_driver"] += a.worker_id.hex() == ray.get_runtime_context().get_worker_id()
-            media["bytes"].append(p["media"].nbytes)
+            media["bytes"].append(p.media.nbytes)
         return p
 
     Driver._prompt = seen

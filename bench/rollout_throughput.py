@@ -12,6 +12,8 @@ import statistics
 import tempfile
 import time
 
+from diadem_ray.types import Prompt
+
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
@@ -31,7 +33,7 @@ def main() -> None:
     from diadem_ray.models.tiny_lm import build_tiny_lm
 
     model = str(build_tiny_lm(tempfile.mkdtemp(), seed=0))
-    prompts = [{"prompt_id": f"p{i}", "prompt_token_ids": [3 + i % 400, 17, 42, 99]} for i in range(args.prompts)]
+    prompts = [Prompt(f"p{i}", (3 + i % 400, 17, 42, 99)) for i in range(args.prompts)]
     kw = dict(samples_per_prompt=args.samples, max_new_tokens=args.max_new_tokens, seed=0)
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=300_000_000, log_to_driver=False)
     try:

@@ -24,6 +24,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from diadem_ray.serve_limits import BodyLimit, UriRefused, check_uri
+from diadem_ray.types import Prompt
 
 NO_POLICY = "no captioner loaded: start the server with --checkpoint runs/<name> (a run that finished a training stage)"
 
@@ -81,7 +82,7 @@ class Captioner:
 
     def captions(self, evidence: Sequence[str]) -> List[Dict[str, Any]]:
         """One greedy caption per evidence text, with its extracted ``speaker: words`` lines."""
-        prompts = [{"prompt_id": str(i), "prompt_token_ids": self.tokens.prompt(self._prompt_text(e))[: self.meta.max_prompt_tokens]}
+        prompts = [Prompt(str(i), tuple(self.tokens.prompt(self._prompt_text(e))[: self.meta.max_prompt_tokens]))
                    for i, e in enumerate(evidence)]
         out = self.engine.generate(prompts, samples_per_prompt=1, max_new_tokens=self.meta.max_new_tokens, temperature=0.0)
         return [{"caption": ro.text, "dialogue": [t.line() for t in self._extract(ro.text)], "policy_version": ro.policy_version,

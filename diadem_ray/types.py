@@ -1,9 +1,9 @@
 """The wire format every layer speaks: plain frozen dataclasses, stdlib only.
 
 Units are in the field names or documented next to them: seconds (``_s``), sample rates in hertz
-(``_hz``). Media are never embedded in these objects when they travel between actors; a
-:class:`Prompt` carries references (``media``: a mapping of name to an array, a Ray ObjectRef or a
-URI) so that only small objects cross the driver.
+(``_hz``). Media are never embedded in what the driver sends: a :class:`Prompt` carries a
+:class:`MediaRef` to media a decode worker put in the object store, so only small objects cross
+the driver.
 
 Example:
     >>> t = Turn(speaker="the woman in the red coat", text="Where were you?", start_s=0.4, end_s=1.6)
@@ -82,27 +82,24 @@ class Clip:
 
 @dataclass(frozen=True)
 class Prompt:
-    """A model-ready request for one clip, as streamed from the data plane to the rollout group.
+    """One request to the rollout engines: the tokens to continue and, for media families, the clip.
 
     Attributes:
-        prompt_id: unique within a step (``"<clip_id>#<step>"``); rollouts echo it.
-        clip_id: the clip it was built from.
-        text: the chat-formatted prompt text (media placeholders included by the model family).
-        media: name → payload: ``"audio"`` (float32 mono at ``audio_sample_rate_hz``, shape
-            ``[num_samples]``), ``"frames"`` (uint8 ``[num_frames, height, width, 3]``), or Ray
-            ObjectRefs / URIs to them.
-        reference: the reference dialogue the reward workers score against.
-        characters: on-screen people descriptions (speaker judges may use them).
-        audio_sample_rate_hz: sample rate of ``media["audio"]``.
+        prompt_id: unique within a call; the rollouts echo it.
+        prompt_token_ids: the tokens the engine continues (and the learner scores), ``[prompt_len]``;
+            for Qwen2.5-Omni with the media placeholders already expanded.
+        clip_id: the clip it was built from (``""`` when it has none).
+        media: ``None``, a :class:`MediaRef` to the clip's media (what the driver sends: the replica
+            fetches them), or the media mapping itself (tests, the service); fields in
+            ``models/families.py``.
+        multi_modal_data: raw vLLM ``multi_modal_data``, passed to vLLM engines as is.
     """
 
     prompt_id: str
-    clip_id: str
-    text: str
-    media: Mapping[str, Any] = field(default_factory=dict)
-    reference: Tuple[Turn, ...] = ()
-    characters: Tuple[str, ...] = ()
-    audio_sample_rate_hz: int = 16000
+    prompt_token_ids: Tuple[int, ...]
+    clip_id: str = ""
+    media: Any = None
+    multi_modal_data: Any = None
 
 
 @dataclass(frozen=True)
@@ -164,45 +161,6 @@ class ScoredRollout:
     components: Mapping[str, float] = field(default_factory=dict)
     error: Optional[str] = None
     lines: Tuple[LineHit, ...] = ()
-
-
-@dataclass(frozen=True)
-class TrainBatch:
-    """What the driver hands the learner group for one optimizer step.
-
-    Every sequence is a (prompt, response) pair; per-sequence arrays share index ``b``.
-
-    Attributes:
-        prompt_token_ids: ``B`` tuples of prompt tokens.
-        response_token_ids: ``B`` tuples of response tokens.
-        advantages: ``B`` scalars (GRPO group advantages; 0.0 for SFT).
-        old_logprobs: ``B`` tuples of sampling log-probs (nats), ``[response_len]`` each; empty
-            for SFT.
-        prompt_ids: ``B`` prompt ids (for logging and media lookup).
-        media: prompt_id → media mapping (shared by a group's samples).
-        policy_version: the version the rollouts were generated with.
-    """
-
-    prompt_token_ids: Tuple[Tuple[int, ...], ...]
-    response_token_ids: Tuple[Tuple[int, ...], ...]
-    advantages: Tuple[float, ...]
-    old_logprobs: Tuple[Tuple[float, ...], ...]
-    prompt_ids: Tuple[str, ...]
-    media: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    policy_version: int = 0
-
-    def __post_init__(self) -> None:
-        n = len(self.prompt_token_ids)
-        lengths = {
-            "response_token_ids": len(self.response_token_ids),
-            "advantages": len(self.advantages),
-            "prompt_ids": len(self.prompt_ids),
-        }
-        if self.old_logprobs:
-            lengths["old_logprobs"] = len(self.old_logprobs)
-        bad = {k: v for k, v in lengths.items() if v != n}
-        if bad:
-            raise ValueError(f"TrainBatch: {n} prompts but {bad}; every field needs one entry per sequence")
 
 
 @dataclass(frozen=True)

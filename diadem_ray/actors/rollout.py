@@ -8,10 +8,10 @@ at a time), a caller may pin the version it expects, and versions only move forw
 A transformers ``generate`` backend (``backend="hf"``) has the same interface and says so in its
 log line; it is the reference the vLLM path is tested against.
 
-Prompts are mappings ``{"prompt_id": str, "prompt_token_ids": [int, …]}`` plus optional
-``"clip_id"``, ``"multi_modal_data"`` (passed to vLLM as is) or ``"media"`` (a multimodal family's
-clip, :mod:`diadem_ray.models.families`, or a :class:`~diadem_ray.types.MediaRef` to it that the
-replica fetches from the decode worker's node). The transformers backend passes media to the model as the
+Prompts are :class:`~diadem_ray.types.Prompt` records: token ids plus, optionally, raw vLLM
+``multi_modal_data`` or ``media`` (a multimodal family's clip, :mod:`diadem_ray.models.families`,
+or a :class:`~diadem_ray.types.MediaRef` to it that the replica fetches from the decode worker's
+node). The transformers backend passes media to the model as the
 learner does; vLLM engines get the clip through
 :func:`diadem_ray.models.qwen2_5_omni.vllm_prompt` and must expand it to exactly the prompt ids
 given (checked on every prompt), so both backends score the tokens the learner scores.
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from diadem_ray.types import Rollout
+from diadem_ray.types import Prompt, Rollout
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class RolloutWorker:
 
     # ---- generation --------------------------------------------------------------------------
 
-    def generate(self, prompts: Sequence[Mapping[str, Any]], *, samples_per_prompt: int, max_new_tokens: int,
+    def generate(self, prompts: Sequence[Prompt], *, samples_per_prompt: int, max_new_tokens: int,
                  temperature: float = 1.0, top_p: float = 1.0, seed: Optional[int] = None,
                  expected_version: Optional[int] = None) -> List[Rollout]:
         """``samples_per_prompt`` samples per prompt, prompt-major, each with its per-token log-probs
@@ -193,38 +193,38 @@ class RolloutWorker:
                 if ids and ids[-1] in self.suppressed:
                     ids, lps, reason = ids[:-1], lps[:-1], "stop"
                 text = self.tokenizer.decode(ids, skip_special_tokens=True) if self.tokenizer is not None else ""
-                rollouts.append(Rollout(str(p["prompt_id"]), i, tuple(p["prompt_token_ids"]), tuple(ids), tuple(lps), text,
+                rollouts.append(Rollout(p.prompt_id, i, tuple(p.prompt_token_ids), tuple(ids), tuple(lps), text,
                                         reason, version))
         return rollouts
 
-    def _vllm_prompt(self, p: Mapping[str, Any], response: Sequence[int] = ()) -> Any:
+    def _vllm_prompt(self, p: Prompt, response: Sequence[int] = ()) -> Any:
         """One prompt (with ``response`` appended) as a ``vllm.TokensPrompt``."""
         from vllm import TokensPrompt
 
-        if p.get("media"):
+        if p.media:
             if self.family != "qwen2_5_omni":
-                raise ValueError(f"rollout replica {self.replica_id}: prompt {p['prompt_id']} carries 'media', which model "
+                raise ValueError(f"rollout replica {self.replica_id}: prompt {p.prompt_id} carries 'media', which model "
                                  f"family {self.family} does not take; pass raw 'multi_modal_data' instead")
             from diadem_ray.models.qwen2_5_omni import vllm_prompt
 
-            fields = vllm_prompt(p["prompt_token_ids"], p["media"], self.special)
+            fields = vllm_prompt(p.prompt_token_ids, p.media, self.special)
             fields["prompt_token_ids"] = fields["prompt_token_ids"] + [int(t) for t in response]
             return TokensPrompt(**fields)
-        tp = TokensPrompt(prompt_token_ids=[int(t) for t in p["prompt_token_ids"]] + [int(t) for t in response])
-        if p.get("multi_modal_data"):
-            tp["multi_modal_data"] = p["multi_modal_data"]
+        tp = TokensPrompt(prompt_token_ids=[int(t) for t in p.prompt_token_ids] + [int(t) for t in response])
+        if p.multi_modal_data:
+            tp["multi_modal_data"] = p.multi_modal_data
         return tp
 
-    def _check_expanded(self, p: Mapping[str, Any], engine_ids: Sequence[int], response: Sequence[int] = ()) -> None:
+    def _check_expanded(self, p: Prompt, engine_ids: Sequence[int], response: Sequence[int] = ()) -> None:
         """vLLM must expand a clip to the prompt ids the learner scores (``engine_ids``: the
         prompt vLLM ran, ``response`` appended to it, if any)."""
-        if not p.get("media"):
+        if not p.media:
             return
-        want = [int(t) for t in p["prompt_token_ids"]] + [int(t) for t in response]
+        want = [int(t) for t in p.prompt_token_ids] + [int(t) for t in response]
         got = [int(t) for t in engine_ids]
         if got != want:
             at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-            raise ValueError(f"rollout replica {self.replica_id}: vLLM expanded prompt {p['prompt_id']} differently from "
+            raise ValueError(f"rollout replica {self.replica_id}: vLLM expanded prompt {p.prompt_id} differently from "
                              f"build_inputs (first difference at token {at} of {len(want)}); the engine's settings (fps, "
                              "pixel budget) must match the clip cache's")
 
@@ -237,8 +237,8 @@ class RolloutWorker:
         rollouts: List[Rollout] = []
         greedy = temperature <= 0.0  # as vLLM: temperature 0 is greedy, log-probs of the unscaled distribution
         for p in prompts:
-            ids = torch.tensor([list(p["prompt_token_ids"])], device=dev)
-            media = self._media_kwargs(p.get("media"))
+            ids = torch.tensor([list(p.prompt_token_ids)], device=dev)
+            media = self._media_kwargs(p.media)
             # media are not expanded per returned sequence by every model's generate: sample them one at a time
             reps = n if (media and not greedy) else 1
             sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
@@ -267,10 +267,10 @@ class RolloutWorker:
                     reason = "length"
                 else:  # the end-of-sequence token stays (as vLLM returns it), a placeholder goes
                     resp, reason = resp[: end + (resp[end] in eos_ids)], "stop"
-                lps = self._hf_logprobs(list(p["prompt_token_ids"]), resp, 1.0 if greedy else temperature, p.get("media"))
+                lps = self._hf_logprobs(list(p.prompt_token_ids), resp, 1.0 if greedy else temperature, p.media)
                 # the stop token is not part of the text (as in vLLM's output)
                 text = self.tokenizer.decode(resp, skip_special_tokens=True) if self.tokenizer is not None else ""
-                rollouts.append(Rollout(str(p["prompt_id"]), i, tuple(p["prompt_token_ids"]), tuple(resp), tuple(lps), text, reason, version))
+                rollouts.append(Rollout(p.prompt_id, i, tuple(p.prompt_token_ids), tuple(resp), tuple(lps), text, reason, version))
         return rollouts
 
     def _pad_id(self) -> int:
@@ -323,13 +323,13 @@ class RolloutWorker:
         from vllm import SamplingParams
 
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0, detokenize=False)
-        prompts = [{"prompt_id": f"#{i}", "prompt_token_ids": list(p), "media": m} for i, (p, m) in enumerate(zip(prompt_ids, media))]
+        prompts = [Prompt(f"#{i}", tuple(p), media=m) for i, (p, m) in enumerate(zip(prompt_ids, media))]
         inputs = [self._vllm_prompt(p, r) for p, r in zip(prompts, response_ids)]
         outs = self.llm.generate(inputs, params, use_tqdm=False)
         result = []
         for p, r, o in zip(prompts, response_ids, outs):
             self._check_expanded(p, o.prompt_token_ids, r)
-            n = len(p["prompt_token_ids"])
+            n = len(p.prompt_token_ids)
             result.append([float(e[t].logprob) for e, t in zip(o.prompt_logprobs[n:], list(r))])
         return result
 
@@ -435,14 +435,16 @@ class RolloutWorker:
         return self.replica_id
 
 
-def _fetch_media(prompts: Sequence[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
+def _fetch_media(prompts: Sequence[Prompt]) -> Sequence[Prompt]:
     """Prompts whose ``media`` is a reference (:class:`~diadem_ray.types.MediaRef`, put by a decode
     worker) with the media fetched from the object store; other prompts as they are."""
+    from dataclasses import replace
+
     from diadem_ray.types import MediaRef
 
-    if not any(isinstance(p.get("media"), MediaRef) for p in prompts):
+    if not any(isinstance(p.media, MediaRef) for p in prompts):
         return prompts
     from diadem_ray.data.media_refs import resolve
 
-    media = resolve([p.get("media") for p in prompts])
-    return [dict(p, media=m) for p, m in zip(prompts, media or [])]
+    media = resolve([p.media for p in prompts])
+    return [replace(p, media=m) for p, m in zip(prompts, media or [])]

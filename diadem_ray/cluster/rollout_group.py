@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import ray
 
 from diadem_ray.actors.rollout import ReplicaRestarted, RolloutWorker
-from diadem_ray.types import Rollout
+from diadem_ray.types import Prompt, Rollout
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class RolloutGroup:
         if self.sleep_mode:
             ray.get([r.wake_up.remote(tags) for r in self.replicas])
 
-    def generate(self, prompts: Sequence[Mapping[str, Any]], *, samples_per_prompt: int, max_new_tokens: int,
+    def generate(self, prompts: Sequence[Prompt], *, samples_per_prompt: int, max_new_tokens: int,
                  temperature: float = 1.0, top_p: float = 1.0, seed: Optional[int] = None) -> Tuple[List[Rollout], Dict[str, float]]:
         """Rollouts for every prompt (prompt-major, in input order) and dispatch metrics."""
         start = time.perf_counter()

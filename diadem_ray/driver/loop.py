@@ -17,7 +17,7 @@ continues the same MLflow run at the next step.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -26,7 +26,7 @@ from diadem_ray.driver.evaluation import Evaluation
 from diadem_ray.driver.startup import Startup
 from diadem_ray.driver.state import STEP_METRIC, DriverState, hash_name
 from diadem_ray.driver.state import say as _say
-from diadem_ray.types import Clip, EncodedClip
+from diadem_ray.types import Clip, EncodedClip, Prompt
 
 
 class Driver(Startup, Evaluation):
@@ -109,22 +109,21 @@ class Driver(Startup, Evaluation):
     # prompts
     # ------------------------------------------------------------------------------------------
 
-    def _prompt(self, enc: EncodedClip, tag: str) -> Dict[str, Any]:
-        """One decoded clip as an engine prompt: ``prompt_id``, ``clip_id``, ``prompt_token_ids`` and, for media
-        families, ``media``: a :class:`~diadem_ray.types.MediaRef` owned by the decode worker (the
-        replicas and learner ranks fetch the media; the driver never does)."""
+    def _prompt(self, enc: EncodedClip, tag: str) -> Prompt:
+        """One decoded clip as an engine prompt; for media families its ``media`` is a
+        :class:`~diadem_ray.types.MediaRef` owned by the decode worker (the replicas and learner
+        ranks fetch the media; the driver never does)."""
         from diadem_ray.models import tiny_av
 
         cap = self.cfg.model.max_prompt_tokens
         if enc.media is None:
             ids = self.tokens.prompt(tiny_av.prompt_text(enc.evidence))[:cap]
-            return {"prompt_id": f"{enc.clip_id}#{tag}", "clip_id": enc.clip_id, "prompt_token_ids": ids}
+            return Prompt(f"{enc.clip_id}#{tag}", tuple(ids), enc.clip_id)
         if len(enc.prompt_token_ids) > cap:  # cutting would drop video/audio placeholders the media must fill
             raise ValueError(f"clip {enc.clip_id}: its prompt is {len(enc.prompt_token_ids)} tokens (video + audio + "
                              f"instruction), over model.max_prompt_tokens {cap}; raise model.max_prompt_tokens or lower "
                              "model.max_pixels_per_frame / data.frames_per_clip")
-        return {"prompt_id": f"{enc.clip_id}#{tag}", "clip_id": enc.clip_id, "prompt_token_ids": list(enc.prompt_token_ids),
-                "media": enc.media}
+        return Prompt(f"{enc.clip_id}#{tag}", enc.prompt_token_ids, enc.clip_id, enc.media)
 
     def _generate(self, clips: Sequence[Clip], tag: str, seed: Optional[int] = None, **kwargs: Any) -> List[Tuple[Clip, Any]]:
         """``(clip, rollout)`` for a list of clips (profile, eval), decoded as they are reached: groups
@@ -138,7 +137,7 @@ class Driver(Startup, Evaluation):
         out: List[Tuple[Clip, Any]] = []
         for start, taken in feed.groups(group):
             prompts, (ro, _) = self._roll(taken, [tag] * len(taken), seed=None if seed is None else seed + start, **kwargs)
-            clip_of = {p["prompt_id"]: c for (c, _), p in zip(taken, prompts)}
+            clip_of = {p.prompt_id: c for (c, _), p in zip(taken, prompts)}
             out.extend((clip_of[x.prompt_id], x) for x in ro)
         return out
 
@@ -176,7 +175,7 @@ class Driver(Startup, Evaluation):
              f"{sorted({e.node[:8] for e in fresh.values()})}")
         return fresh
 
-    def _learn(self, step: Any, prompts: Sequence[Dict[str, Any]]) -> Dict[str, float]:
+    def _learn(self, step: Any, prompts: Sequence[Prompt]) -> Dict[str, float]:
         """``step(media)``: a learner-group call over ``prompts`` (one per sequence). When media are
         lost before the ranks fetched them (the group checks before any rank starts), the lost clips
         are decoded again and the call is made once more."""
@@ -185,9 +184,9 @@ class Driver(Startup, Evaluation):
         try:
             return step(_media(prompts))
         except MediaLost as exc:
-            names = set(lost_clips(exc)) or {p["clip_id"] for p in prompts if "media" in p}
+            names = set(lost_clips(exc)) or {p.clip_id for p in prompts if p.media is not None}
             fresh = self._decode_again([self.clips[c] for c in sorted(names)])
-            again = [dict(p, media=fresh[p["clip_id"]].media) if p.get("clip_id") in fresh else p for p in prompts]
+            again = [replace(p, media=fresh[p.clip_id].media) if p.clip_id in fresh else p for p in prompts]
             return step(_media(again))
 
     def _stream(self, name: str, root: str, buckets: Optional[Sequence[str]]):
@@ -238,7 +237,7 @@ class Driver(Startup, Evaluation):
             wait = self.feed_stats.take_wait()
             prompts = [self._prompt(enc, "sft") for _, enc in taken]
             targets = [self.tokens.target(tiny_av.target_text(c)) for c, _ in taken]
-            m = self._learn(lambda media: self.learners.sft_step([p["prompt_token_ids"] for p in prompts], targets,
+            m = self._learn(lambda media: self.learners.sft_step([list(p.prompt_token_ids) for p in prompts], targets,
                                                                  media=media), prompts)
             m.update(self.feed_stats.metrics())
             m["time/data_wait_s"] = wait
@@ -333,7 +332,7 @@ class Driver(Startup, Evaluation):
             batch: List[Group] = sampled.gate.batch()  # zero-variance groups fill up (their advantage is 0)
             scored_all = [x for grp in batch for x in grp.scored]
             seq_prompts = [grp.prompt for grp in batch for _ in grp.scored]
-            prompt_ids = [p["prompt_token_ids"] for p in seq_prompts]
+            prompt_ids = [list(p.prompt_token_ids) for p in seq_prompts]
             # A rollout that ended before its first token (vLLM drew a media placeholder, which is dropped) is
             # an empty row: no token is trained, and its reward still counted in its group's baseline.
             responses = [list(x.rollout.token_ids) for x in scored_all]
@@ -474,7 +473,7 @@ class Group:
     """One prompt's group in a GRPO step: the prompt, its scored samples and their advantages (a
     float per sample, or one per token with per-line credit)."""
 
-    prompt: Dict[str, Any]
+    prompt: Prompt
     scored: List[Any]
     advantages: List[Any]
 
@@ -493,9 +492,9 @@ def _nonzero(advantage: Any) -> bool:
     return any(advantage) if isinstance(advantage, list) else bool(advantage)
 
 
-def _media(prompts: Sequence[Dict[str, Any]]) -> Optional[List[Any]]:
+def _media(prompts: Sequence[Prompt]) -> Optional[List[Any]]:
     """Each sequence's media reference for the learner ranks (one entry per sequence, the samples
     of a group share one), or None for text-only families. The ranks fetch the media themselves."""
-    if not prompts or "media" not in prompts[0]:
+    if not any(p.media is not None for p in prompts):
         return None
-    return [p["media"] for p in prompts]
+    return [p.media for p in prompts]

@@ -12,6 +12,7 @@ import ray
 import torch
 
 from diadem_ray.models.tiny_lm import build_tiny_lm
+from diadem_ray.types import Prompt
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def _step_sync_compare(tmp_path, *, rollout_gpus, learner_gpus, mode, sleep_mode
         m = sync.push()
         rollouts.wake_up(["kv_cache"])
         assert m["sync/policy_version"] == 1 and m["sync/bytes"] > 0
-        outs, _ = rollouts.generate([{"prompt_id": str(i), "prompt_token_ids": p} for i, p in enumerate(prompts)],
+        outs, _ = rollouts.generate([Prompt(str(i), tuple(p)) for i, p in enumerate(prompts)],
                                     samples_per_prompt=1, max_new_tokens=8, temperature=1.0)
         mine = learners.compute_logprobs([list(o.prompt_token_ids) for o in outs], [list(o.token_ids) for o in outs])
         for o, lp in zip(outs, mine):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from diadem_ray.models import qwen2_5_omni as q
+from diadem_ray.types import Prompt
 
 SETTINGS = {"max_frames": 8, "max_pixels": 6272, "fps": 2.0, "sample_rate_hz": 16000}
 
@@ -114,14 +115,14 @@ def test_media_owned_by_decode_workers_reach_replica_and_learner(ray_local, thin
         driver = ray.get_runtime_context().get_worker_id()
         assert _owner(enc.media.ref) != driver  # put by the decode worker, not by this process
         inline = ray.get(enc.media.ref)
-        prompt = {"prompt_id": f"{enc.clip_id}#t", "prompt_token_ids": list(enc.prompt_token_ids), "media": enc.media}
+        prompt = Prompt(f"{enc.clip_id}#t", enc.prompt_token_ids, enc.clip_id, enc.media)
 
         # A replica fetches the media from the reference (and an equal inline prompt samples the same).
         replica = ray.remote(RolloutWorker).options(num_cpus=0.25).remote(model_path=str(thinker), backend="hf",
                                                                             family="qwen2_5_omni")
         ray.get(replica.setup.remote())
         by_ref = ray.get(replica.generate.remote([prompt], samples_per_prompt=2, max_new_tokens=4, seed=1))
-        by_value = ray.get(replica.generate.remote([dict(prompt, media=inline)], samples_per_prompt=2, max_new_tokens=4, seed=1))
+        by_value = ray.get(replica.generate.remote([replace(prompt, media=inline)], samples_per_prompt=2, max_new_tokens=4, seed=1))
         assert [r.logprobs for r in by_ref] == [r.logprobs for r in by_value]
         ray.kill(replica)
 
@@ -202,7 +203,7 @@ def test_media_lost_with_their_worker_are_decoded_again(ray_local, thinker, shar
 
         @ray.remote(num_cpus=0)
         def replica(prompts):  # what a rollout replica does first with its prompts
-            return [len(p["media"]["video_frames"]) for p in _fetch_media(prompts)]
+            return [len(p.media["video_frames"]) for p in _fetch_media(prompts)]
 
         class Rollouts:
             calls = 0
@@ -220,17 +221,17 @@ def test_media_lost_with_their_worker_are_decoded_again(ray_local, thinker, shar
         prompts, (frames, _) = bare._roll(taken, ["a", "b"])
         assert Rollouts.calls == 2 and all(n > 0 for n in frames)  # failed once, then ran on media decoded again
         assert "media of 2 clip(s) lost with their decode worker; decoded again" in capsys.readouterr().out
-        assert all(_owner(p["media"].ref) != ray.get_runtime_context().get_worker_id() for p in prompts)
+        assert all(_owner(p.media.ref) != ray.get_runtime_context().get_worker_id() for p in prompts)
 
         from diadem_ray.cluster.learner_group import LearnerGroup
 
         g = LearnerGroup(num_ranks=1, num_cpus_per_rank=0.25, model_path=str(thinker), family="qwen2_5_omni",
                          zero_stage=0, lr=1e-3, micro_batch_size=2, need_reference=False)
         try:
-            _kill_owner(pool, [p["media"].ref for p in prompts])  # the media the prompts refer to are lost again
-            ids, resp = [p["prompt_token_ids"] for p in prompts], [[1, 2], [3]]
+            _kill_owner(pool, [p.media.ref for p in prompts])  # the media the prompts refer to are lost again
+            ids, resp = [list(p.prompt_token_ids) for p in prompts], [[1, 2], [3]]
             with pytest.raises(MediaLost, match=clips[0].clip_id):
-                g.sft_step(ids, resp, media=[p["media"] for p in prompts])
+                g.sft_step(ids, resp, media=[p.media for p in prompts])
             assert g.step == 0  # no rank started the step
             bare.clips = {c.clip_id: c for c in clips}
             m = bare._learn(lambda media: g.sft_step(ids, resp, media=media), prompts)

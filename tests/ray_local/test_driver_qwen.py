@@ -49,7 +49,7 @@ def test_train_runs_every_stage_with_qwen_media_and_resumes_after_a_crash(ray_lo
     db = tmp_path / "mlflow.db"
     argv = ["train", "--config", str(repo_root / "configs/demo_cpu.yaml"),
             "run.name=qwen-tiny", f"run.output_dir={tmp_path / 'runs'}", f"tracking.tracking_uri=sqlite:///{db}",
-            "model.family=qwen2_5_omni", f"model.path={thinker}", "model.max_prompt_tokens=4096",
+            "model.family=qwen2_5_omni", f"model.path={thinker}", "model.max_prompt_tokens=4096", "data.decode_workers=1",
             "model.max_pixels_per_frame=6272", f"data.root={tmp_path / 'data'}", "data.train_clips=3", "data.eval_clips=1",
             "data.frames_per_clip=16", "rollout.backend=hf", "rollout.samples_per_prompt=2", "rollout.max_new_tokens=6",
             "rollout.cpu_threads=1", "rollout.prompts_per_task=1",  # profile and eval then load media clip by clip

@@ -114,7 +114,7 @@ def test_job_submit_runs_and_resumes_a_training_run(repo_root, tmp_path, two_nod
         "stages.sft.steps=1", "stages.sft.prompts_per_step=2", "stages.profile.quantiles=true",
         "stages.grpo_stage1.prompts_per_step=2", "stages.eval.max_new_tokens=4", "run.stages=[sft,profile,grpo_stage1]",
         "learner.custom_resources={diadem_gpu_node: 0.001}", "rollout.custom_resources={diadem_gpu_node: 0.001}",
-        "reward.custom_resources={reward_cpu: 1}", "data.decode_resources={decode_cpu: 1}",
+        "reward.custom_resources={reward_cpu: 1}", "data.decode_resources={decode_cpu: 1}", "data.decode_workers=1",
     ]
     runtime_env = {"working_dir": str(repo_root), "excludes": [".venv", ".git", "runs", ".cache", ".hypothesis",
                                                                 ".pytest_cache", "*.db"],

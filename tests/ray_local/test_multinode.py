@@ -22,7 +22,7 @@ JOB = [
     "stages.grpo_stage1.steps=2", "stages.grpo_stage1.prompts_per_step=2", "stages.eval.max_new_tokens=4",
     "run.stages=[sft,profile,grpo_stage1]", "checkpoint.every_steps=1", "cluster.node_wait_s=120",
     "learner.custom_resources={diadem_gpu_node: 0.001}", "rollout.custom_resources={diadem_gpu_node: 0.001}",
-    "reward.custom_resources={reward_cpu: 1}", "data.decode_resources={decode_cpu: 1}",
+    "reward.custom_resources={reward_cpu: 1}", "data.decode_resources={decode_cpu: 1}", "data.decode_workers=1",
 ]
 
 

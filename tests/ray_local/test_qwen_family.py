@@ -10,6 +10,7 @@ import pytest
 
 from diadem_ray.models import qwen2_5_omni as q
 from diadem_ray.models.families import split_inputs
+from diadem_ray.types import Prompt
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +45,7 @@ def test_thinker_engines_and_learner_agree_before_and_after_training(ray_local, 
     hf.setup()
     vl = RolloutWorker(model_path=str(path), backend="vllm", family="qwen2_5_omni", max_pixels_per_frame=16 * 28 * 28)
     vl.setup()
-    prompts = [{"prompt_id": "a", "prompt_token_ids": ids_a, "media": media_a},
-               {"prompt_id": "b", "prompt_token_ids": ids_b, "media": media_b}]
+    prompts = [Prompt("a", tuple(ids_a), media=media_a), Prompt("b", tuple(ids_b), media=media_b)]
     ro = hf.generate(prompts, samples_per_prompt=2, max_new_tokens=6, temperature=1.0, seed=0)
     rv = vl.generate(prompts, samples_per_prompt=2, max_new_tokens=6, temperature=0.7, seed=0)
     # a sample of either engine that draws a placeholder ends there without it (here: possibly before any token)
@@ -59,7 +59,7 @@ def test_thinker_engines_and_learner_agree_before_and_after_training(ray_local, 
     # an engine that would expand a clip otherwise than build_inputs did (here: another frame rate) says so
     other_rate = dict(media_b, video_second_per_grid=np.asarray([1.0], np.float32))
     with pytest.raises(ValueError, match="expanded prompt b differently"):
-        vl.generate([{"prompt_id": "b", "prompt_token_ids": ids_b, "media": other_rate}], samples_per_prompt=1, max_new_tokens=1)
+        vl.generate([Prompt("b", tuple(ids_b), media=other_rate)], samples_per_prompt=1, max_new_tokens=1)
     p_ids = [list(r.prompt_token_ids) for r in ro]
     r_ids, rv_ids = [list(r.token_ids) for r in ro], [list(r.token_ids) for r in rv]
     media = [media_a, media_a, media_b, media_b]

@@ -6,8 +6,9 @@ import time
 import pytest
 
 from diadem_ray.models.tiny_lm import build_tiny_lm
+from diadem_ray.types import Prompt
 
-PROMPTS = [{"prompt_id": f"p{i}", "prompt_token_ids": [5 + i, 17, 42, 99, 3 + 7 * i]} for i in range(4)]
+PROMPTS = [Prompt(f"p{i}", (5 + i, 17, 42, 99, 3 + 7 * i)) for i in range(4)]
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,7 @@ def test_dead_replica_loses_and_duplicates_no_prompt(ray_local, tmp_path):
     # (and restarts after the kill) in a second where vLLM takes ~15 s per replica.
     group = RolloutGroup(num_replicas=2, num_cpus_per_replica=0.25, model_path=model, backend="hf", chunk_size=2)
     try:
-        prompts = [{"prompt_id": f"q{i}", "prompt_token_ids": [3 + i, 11, 12]} for i in range(24)]
+        prompts = [Prompt(f"q{i}", (3 + i, 11, 12)) for i in range(24)]
         killer = threading.Timer(0.5, lambda: ray.kill(group.replicas[1], no_restart=False))
         killer.start()
         out, metrics = group.generate(prompts, samples_per_prompt=2, max_new_tokens=48)

@@ -6,6 +6,7 @@ import pytest
 
 from diadem_ray.actors.rollout import RolloutWorker
 from diadem_ray.models.tiny_lm import build_tiny_lm
+from diadem_ray.types import Prompt
 
 
 @pytest.fixture(scope="module")
@@ -16,11 +17,11 @@ def worker(tmp_path_factory):
 
 
 def test_greedy_and_sampled(worker):
-    prompt = {"prompt_id": "p", "prompt_token_ids": worker.tokenizer("The man said:")["input_ids"]}
+    prompt = Prompt("p", tuple(worker.tokenizer("The man said:")["input_ids"]))
     greedy = worker.generate([prompt], samples_per_prompt=2, max_new_tokens=12, temperature=0.0)
     assert len(greedy) == 2 and greedy[0].token_ids == greedy[1].token_ids and greedy[0].text == greedy[1].text
     assert "<|im_end|>" not in greedy[0].text
-    want = worker.sequence_logprobs([prompt["prompt_token_ids"]], [list(greedy[0].token_ids)])[0]
+    want = worker.sequence_logprobs([list(prompt.prompt_token_ids)], [list(greedy[0].token_ids)])[0]
     assert greedy[0].logprobs == pytest.approx(want, abs=1e-5)
     sampled = worker.generate([prompt], samples_per_prompt=3, max_new_tokens=12, temperature=1.0, seed=3)
     assert len(sampled) == 3 and all(r.policy_version == 0 and len(r.logprobs) == len(r.token_ids) for r in sampled)
@@ -29,7 +30,7 @@ def test_greedy_and_sampled(worker):
 def test_a_placeholder_ends_the_sample_without_it(worker):
     # as on vLLM: a sample that draws a media placeholder stops there and the placeholder is dropped,
     # so the sampling distribution stays the one whose log-probs are reported (never renormalised)
-    prompt = {"prompt_id": "p", "prompt_token_ids": worker.tokenizer("The man said:")["input_ids"]}
+    prompt = Prompt("p", tuple(worker.tokenizer("The man said:")["input_ids"]))
     free = worker.generate([prompt], samples_per_prompt=1, max_new_tokens=12, temperature=0.0)[0]
     assert len(free.token_ids) >= 4 and free.finish_reason == "length"
     cut = free.token_ids.index(free.token_ids[3])  # its first occurrence

@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from diadem_ray.types import Clip, TrainBatch, Turn
+from diadem_ray.types import Clip, MediaRef, Prompt, Turn
 
 
 def test_turn_line_and_frozen():
@@ -18,8 +18,11 @@ def test_clip_gt_dialogues():
     assert c.gt_dialogues() == ["a man: Hi.", "a woman: Hello."]
 
 
-def test_train_batch_rejects_ragged_fields():
-    with pytest.raises(ValueError, match="one entry per sequence"):
-        TrainBatch(((1,), (2,)), ((3,),), (0.0, 1.0), (), ("p0", "p1"))
-    b = TrainBatch(((1,),), ((3,),), (0.5,), ((-0.1,),), ("p0",))
-    assert b.policy_version == 0
+def test_prompt_travels_whole():
+    import pickle
+
+    p = Prompt("c1#sft", (1, 2, 3), "c1", MediaRef("ref", 1024, "c1"))
+    back = pickle.loads(pickle.dumps(p))
+    assert back == p and back.media.clip_id == "c1" and back.multi_modal_data is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.clip_id = "c2"  # type: ignore[misc]
