@@ -8,8 +8,8 @@ a function of the seed alone, the feed knows which clips the next ``prefetch_ste
 and submits them before they are needed; a resumed run, rebuilt from the saved cursors, takes
 exactly the clips the uninterrupted one would have. A clip that fails to decode is skipped (named
 in the log, counted) and its draw is followed by the next one, so the step is filled from the same
-weighted buckets. What is in flight is bounded: at most the clips of ``prefetch_steps + 1`` steps
-(refill rounds of dynamic sampling are decoded when they are drawn).
+weighted buckets. What is in flight is bounded: the clips of ``prefetch_steps + 1`` steps, plus
+one refill round of dynamic sampling (decoded while the round before it is scored).
 
 :class:`ListFeed` does the same for a fixed list (evaluation, profiling): groups of clips, the next
 ``lookahead`` clips in flight.
@@ -104,11 +104,15 @@ class StageFeed:
         clip = stream.take(1)[0]
         self.ahead[bucket].append((clip, stream.cursor(), self.pool.submit(clip.clip_id, clip.video_uri)))
 
-    def prefetch(self, step: int) -> None:
-        """Submit the clips that steps ``step`` … ``step + prefetch_steps`` take in their first round."""
+    def prefetch(self, step: int, also: Sequence[int] = ()) -> None:
+        """Submit the clips that steps ``step`` … ``step + prefetch_steps`` take in their first round,
+        and ``per_step`` draws for each key in ``also`` (a refill round that may come: its draws are
+        known, only whether it happens is not; clips submitted for it that it does not take are the
+        next ones of their bucket, which later steps take, so nothing is decoded in vain)."""
         need: Dict[str, int] = collections.Counter()
-        for s in range(step, min(step + self.prefetch_steps + 1, self.steps)):
-            draws = bucket_draws(self.seed, self.stage, s * self.key_stride, self.weights)
+        keys = [s * self.key_stride for s in range(step, min(step + self.prefetch_steps + 1, self.steps))]
+        for key in [*keys, *also]:
+            draws = bucket_draws(self.seed, self.stage, key, self.weights)
             need.update(next(draws) for _ in range(self.per_step))
         for b, n in need.items():
             while len(self.ahead[b]) < n:

@@ -387,8 +387,10 @@ class Driver(Startup, Evaluation):
         while gate.more():
             round_ = gate.rounds
             taken = self._take(feed, gate.need(), step * 100 + round_, stage)
-            if round_ == 0:
-                feed.prefetch(step + 1)  # the next steps' clips decode while this one rolls out and trains
+            # The next steps' clips decode while this one rolls out and trains; so do those of the
+            # refill round that may follow (dynamic sampling), while this round is scored.
+            feed.prefetch(step + 1, also=[step * 100 + round_ + 1] if g.dynamic_sampling and
+                          round_ < g.max_refill_rounds else [])
             clips = [c for c, _ in taken]
             ta = time.perf_counter()
             prompts, (rollouts, rm) = self._roll(taken, [f"{stage}.{step}.{round_}.{i}" for i in range(len(taken))],

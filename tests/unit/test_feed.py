@@ -26,8 +26,8 @@ def _clip(cid: str, bucket: str) -> Clip:
 class Pool:
     """Submits nothing anywhere: results are made when asked for; records what was submitted."""
 
-    def __init__(self):
-        self.submitted, self.collected = [], []
+    def __init__(self, broken=BROKEN):
+        self.submitted, self.collected, self.broken = [], [], broken
 
     def submit(self, clip_id, uri):
         self.submitted.append(clip_id)
@@ -35,7 +35,7 @@ class Pool:
 
     def result(self, clip_id):
         self.collected.append(clip_id)
-        return EncodedClip(clip_id, error="cannot decode" if clip_id in BROKEN else "", evidence=f"ev {clip_id}")
+        return EncodedClip(clip_id, error="cannot decode" if clip_id in self.broken else "", evidence=f"ev {clip_id}")
 
 
 @pytest.fixture
@@ -49,9 +49,9 @@ def _streams(root, cursors=None):
     return {b: ClipStream(root, [b], seed=7, cursor=(cursors or {}).get(b)) for b in ("easy", "hard")}
 
 
-def _reference_take(streams, weights, n, seed, stage, key):
+def _reference_take(streams, weights, n, seed, stage, key, skipped=None):
     """The order the driver drew clips in before feeds existed: weighted bucket draws, next clip of
-    the drawn bucket, unreadable clips skipped."""
+    the drawn bucket, unreadable clips skipped (and added to ``skipped``)."""
     rng = random.Random(f"{seed}:{stage}:{key}")
     names = sorted(streams)
     out = []
@@ -60,6 +60,8 @@ def _reference_take(streams, weights, n, seed, stage, key):
         c = streams[b].take(1)[0]
         if c.clip_id not in BROKEN:
             out.append(c.clip_id)
+        elif skipped is not None:
+            skipped.add(c.clip_id)
     return out
 
 
@@ -69,6 +71,7 @@ def test_stage_feed_keeps_the_driver_order_bound_and_resume(root):
     feed = StageFeed(pool, _streams(root), weights, seed=3, stage="grpo_stage1", per_step=3, steps=6,
                      prefetch_steps=1, stats=stats)
     ref = _streams(root)
+    skipped: set = set()
     feed.prefetch(0)
     assert feed.in_flight() == 6 and not pool.collected  # two steps' first rounds, nothing waited for yet
     got = []
@@ -77,11 +80,11 @@ def test_stage_feed_keeps_the_driver_order_bound_and_resume(root):
         feed.prefetch(step + 1)
         assert feed.in_flight() <= 6 + 2  # bounded: the next steps' clips (+ what a failed draw pulled ahead)
         got.append([c.clip_id for c, _ in taken])
-        assert got[-1] == _reference_take(ref, weights, 3, 3, "grpo_stage1", step * 100)
+        assert got[-1] == _reference_take(ref, weights, 3, 3, "grpo_stage1", step * 100, skipped)
         assert all(e.evidence == f"ev {c.clip_id}" for c, e in taken)
     extra = feed.take(2, key=301)  # a refill round takes what its own draws say
-    assert [c.clip_id for c, _ in extra] == _reference_take(ref, weights, 2, 3, "grpo_stage1", 301)
-    assert set(stats.failed) <= BROKEN and stats.failed  # met, named, skipped
+    assert [c.clip_id for c, _ in extra] == _reference_take(ref, weights, 2, 3, "grpo_stage1", 301, skipped)
+    assert set(stats.failed) == skipped  # the unreadable clips drawn: named and skipped
     assert all(len(ids) == 3 for ids in got)  # every step filled
     # A feed rebuilt from the saved cursors (a resumed run) continues exactly.
     resumed = StageFeed(Pool(), _streams(root, dict(feed.cursors)), weights, seed=3, stage="grpo_stage1", per_step=3,
@@ -131,3 +134,19 @@ def test_cache_mode_auto(repo_root):
     q = load_config(str(repo_root / "configs/demo_cpu.yaml"), ["model.family=qwen2_5_omni", "model.path=/m"])
     assert cache_mode(q) == "none"
     assert cache_mode(load_config(str(repo_root / "configs/demo_cpu.yaml"), ["data.cache=local"])) == "local"
+
+
+def test_a_refill_round_is_decoded_ahead_and_nothing_in_vain(root):
+    weights = {"hard": 1.0, "easy": 1.0}
+    pool = Pool(broken=set())  # (a failed clip would pull one draw more than was submitted ahead)
+    feed = StageFeed(pool, _streams(root), weights, seed=1, stage="grpo_stage1", per_step=2, steps=4, prefetch_steps=0,
+                     stats=FeedStats())
+    feed.prefetch(0)
+    first = [c.clip_id for c, _ in feed.take(2, key=0)]
+    feed.prefetch(1, also=[1])  # step 0 may refill (key 1) while step 1's clips decode
+    submitted = list(pool.submitted)
+    refill = feed.take(2, key=1)
+    assert all(c.clip_id in submitted for c, _ in refill)  # the refill round waited for nothing new
+    # whatever was submitted ahead is taken by later steps (each bucket's clips in its order)
+    later = [c.clip_id for k in range(1, 6) for c, _ in feed.take(2, key=k * 100)]
+    assert set(submitted) <= set(first) | {c.clip_id for c, _ in refill} | set(later)
