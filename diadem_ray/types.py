@@ -175,11 +175,14 @@ class MediaRef:
         ref: the Ray ObjectRef of the media mapping (see ``models/families.py`` for its fields).
         nbytes: the mapping's array bytes (for accounting; 0 when unknown).
         clip_id: the clip the media were decoded from (names it when the media are lost).
+        node: the Ray node id of the decode worker that owns them (media owned on a lost node are
+            all lost together).
     """
 
     ref: Any
     nbytes: int = 0
     clip_id: str = ""
+    node: str = ""
 
 
 @dataclass(frozen=True)

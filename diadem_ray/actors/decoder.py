@@ -103,7 +103,7 @@ class ClipDecoder:
             ids, media = split_inputs(inputs)
         import ray
 
-        held = MediaRef(ray.put(media), media_nbytes(media), clip_id)  # owned by this actor, not by the driver
+        held = MediaRef(ray.put(media), media_nbytes(media), clip_id, self.node())  # owned by this actor, not the driver
         return EncodedClip(clip_id, prompt_token_ids=tuple(ids), media=held, cached=hit is not None)
 
 

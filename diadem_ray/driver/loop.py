@@ -144,24 +144,21 @@ class Driver(Startup, Evaluation):
     def _roll(self, taken: List[Tuple[Clip, EncodedClip]], tags: Sequence[str], **kwargs: Any):
         """``(prompts, rollouts.generate(prompts, **kwargs))`` for decoded clips. Media lost with
         their decode worker's node before a replica fetched them (``MediaLost``) are decoded again
-        by the workers that remain or come back, and the call is made once more."""
+        by the workers that remain or come back, and the call is made again (at most
+        ``MEDIA_RETRIES`` times: Ray may report the objects of a lost owner one by one)."""
         from diadem_ray.data.media_refs import MediaLost, lost_clips
 
-        for attempt in (0, 1):
+        for attempt in range(MEDIA_RETRIES + 1):
             prompts = [self._prompt(enc, tag) for (_, enc), tag in zip(taken, tags)]
             try:
                 return prompts, self.rollouts.generate(prompts, **kwargs)
             except MediaLost as exc:
-                if attempt:
+                if attempt == MEDIA_RETRIES:
                     raise
-                taken = self._redecode(taken, lost_clips(exc))
+                media = [e.media for _, e in taken]
+                fresh = self._decode_again([c for c, e in taken if _lost_with(e.media, media, lost_clips(exc))])
+                taken = [(c, fresh.get(c.clip_id, e)) for c, e in taken]
         raise AssertionError("unreachable")
-
-    def _redecode(self, taken: List[Tuple[Clip, EncodedClip]], lost: Sequence[str]) -> List[Tuple[Clip, EncodedClip]]:
-        """``taken`` with the clips named in ``lost`` (all clips with media when none is named) decoded again."""
-        names = set(lost) or {c.clip_id for c, e in taken if e.media is not None}
-        fresh = self._decode_again([c for c, _ in taken if c.clip_id in names])
-        return [(c, fresh.get(c.clip_id, e)) for c, e in taken]
 
     def _decode_again(self, clips: Sequence[Clip]) -> Dict[str, EncodedClip]:
         """Clips whose media were lost with their decode worker, decoded by the workers that remain
@@ -178,16 +175,20 @@ class Driver(Startup, Evaluation):
     def _learn(self, step: Any, prompts: Sequence[Prompt]) -> Dict[str, float]:
         """``step(media)``: a learner-group call over ``prompts`` (one per sequence). When media are
         lost before the ranks fetched them (the group checks before any rank starts), the lost clips
-        are decoded again and the call is made once more."""
+        are decoded again and the call is made again (at most ``MEDIA_RETRIES`` times)."""
         from diadem_ray.data.media_refs import MediaLost, lost_clips
 
-        try:
-            return step(_media(prompts))
-        except MediaLost as exc:
-            names = set(lost_clips(exc)) or {p.clip_id for p in prompts if p.media is not None}
-            fresh = self._decode_again([self.clips[c] for c in sorted(names)])
-            again = [replace(p, media=fresh[p.clip_id].media) if p.clip_id in fresh else p for p in prompts]
-            return step(_media(again))
+        for attempt in range(MEDIA_RETRIES + 1):
+            try:
+                return step(_media(prompts))
+            except MediaLost as exc:
+                if attempt == MEDIA_RETRIES:
+                    raise
+                media = [p.media for p in prompts]
+                names = sorted({p.clip_id for p in prompts if _lost_with(p.media, media, lost_clips(exc))})
+                fresh = self._decode_again([self.clips[c] for c in names])
+                prompts = [replace(p, media=fresh[p.clip_id].media) if p.clip_id in fresh else p for p in prompts]
+        raise AssertionError("unreachable")
 
     def _stream(self, name: str, root: str, buckets: Optional[Sequence[str]]):
         from diadem_ray.data.cursor import ClipStream
@@ -468,6 +469,21 @@ class Driver(Startup, Evaluation):
         path = self.learners.save_checkpoint(str(self.ckpt_dir), {"driver": asdict(self.state)},
                                             keep_last=self.cfg.checkpoint.keep_last)
         _say(f"checkpoint {path}")
+
+
+MEDIA_RETRIES = 3  # calls repeated after media were lost with a decode node
+
+
+def _lost_with(media: Any, every: Sequence[Any], lost: Sequence[str]) -> bool:
+    """Whether ``media`` must be decoded again: it is named lost, it lives on the node of media
+    named lost (a lost node takes all its owner's objects, and Ray may report them one by one), or
+    no clip is named and it is any media at all."""
+    if media is None:
+        return False
+    if not lost:
+        return True
+    nodes = {m.node for m in every if m is not None and m.clip_id in lost and m.node}
+    return media.clip_id in lost or (bool(media.node) and media.node in nodes)
 
 
 @dataclass
