@@ -150,3 +150,16 @@ def test_a_refill_round_is_decoded_ahead_and_nothing_in_vain(root):
     # whatever was submitted ahead is taken by later steps (each bucket's clips in its order)
     later = [c.clip_id for k in range(1, 6) for c, _ in feed.take(2, key=k * 100)]
     assert set(submitted) <= set(first) | {c.clip_id for c, _ in refill} | set(later)
+
+
+def test_local_cache_with_a_005_gb_bound_never_exceeds_it(tmp_path):
+    """data.cache: local with data.cache_max_gb 0.05: 80 entries of 1 MiB written, the directory
+    never holds more than the bound, and the newest entries are the ones kept."""
+    root = cache_root("local", data_root=str(tmp_path), cache_dir=str(tmp_path / "local"))
+    bound = int(0.05 * (1 << 30))
+    cache = ClipCache(root, max_bytes=bound)
+    for i in range(80):
+        assert cache.put(f"c{i:02d}.npz", lambda p: p.write_bytes(b"\0" * (1 << 20)))
+        assert cache.size_bytes() <= bound
+    kept = sorted(p.name for p in (tmp_path / "local").iterdir() if not p.name.startswith("."))
+    assert len(kept) == bound // (1 << 20) and kept[-1] == "c79.npz" and "c00.npz" not in kept
