@@ -14,6 +14,7 @@ A clip that cannot be decoded comes back with ``error`` set (data, not a crash).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any, Dict, Optional
 
 from diadem_ray.types import EncodedClip, MediaRef
@@ -71,8 +72,7 @@ class ClipDecoder:
             out = EncodedClip(clip_id, error=str(exc))
         except Exception as exc:  # a clip that breaks the front-end is data, not a crash
             out = EncodedClip(clip_id, error=f"{uri}: {type(exc).__name__}: {exc}")
-        return EncodedClip(out.clip_id, out.evidence, out.prompt_token_ids, out.media, out.error, out.cached,
-                           self.node(), time.perf_counter() - t0)
+        return replace(out, node=self.node(), seconds=time.perf_counter() - t0)
 
     def _tiny(self, clip_id: str, uri: str, name: str) -> EncodedClip:
         from diadem_ray.data.decode import decode_clip

@@ -41,10 +41,7 @@ def resolve(entries: Optional[Sequence[Any]]) -> Optional[List[Any]]:
     every reference whose owner is gone."""
     if entries is None:
         return None
-    refs: Dict[Any, Any] = {}
-    for e in entries:
-        if isinstance(e, MediaRef):
-            refs.setdefault(e.ref, None)
+    refs = dict.fromkeys(e.ref for e in entries if isinstance(e, MediaRef))  # distinct, in order
     if not refs:
         return list(entries)
     import ray
