@@ -1,5 +1,5 @@
 """Exact speaker matches per reference line, grouped by the cue that fixes the speaker (issue #7's
-analysis of what SFT and GRPO learn; the tables in docs/benchmarks.md, "tiny_av learning").
+analysis of what SFT and GRPO learn; the tables in docs/experiments/2026-11-23-tiny-av-grpo-recipe.md).
 
 On synthetic clips the front-end's evidence decides each on-screen speaker's descriptor by the
 person's hair token (``short`` → "the man", ``long`` → "the woman", ``grey-short`` → "the old
