@@ -1,4 +1,4 @@
-"""A plain pure-Python implementation of the DiaDemBench programme (METRICS.md §1), for parity
+"""A plain pure-Python implementation of the DiaDemBench programme (docs/metrics.md §1), for parity
 tests and as the speed baseline of bench/reward_throughput.py.
 
 Deliberately naive, as the public scorer is: O(len²) Python edit distance, merged strings rebuilt

@@ -26,6 +26,8 @@ from typing import Any, Dict, List, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from diadem_ray.models.families import FAMILIES, get_family
+
 STAGE_NAMES = ("sft", "profile", "grpo_stage1", "grpo_stage2", "eval")
 
 
@@ -456,17 +458,15 @@ def validate(cfg: Any) -> List[str]:
     if known != sorted(known, key=STAGE_NAMES.index):
         p.append(f"run.stages: {list(known)} is out of order; stages run as {' -> '.join(STAGE_NAMES)}")
     _one_of(p, "cluster.layout", cfg.cluster.layout, ("disaggregated", "colocated"))
-    _one_of(p, "model.family", cfg.model.family, ("tiny_av", "qwen2_5_omni"))
+    _one_of(p, "model.family", cfg.model.family, FAMILIES)
     _one_of(p, "model.dtype", cfg.model.dtype, ("float32", "bfloat16", "float16"))
     _one_of(p, "rollout.backend", cfg.rollout.backend, ("vllm", "hf"))
     _one_of(p, "learner.zero_stage", cfg.learner.zero_stage, (0, 1, 2, 3))
     _one_of(p, "learner.comm_backend", cfg.learner.comm_backend, ("auto", "gloo", "nccl"))
     _one_of(p, "learner.lr_schedule", cfg.learner.lr_schedule, ("constant", "linear", "cosine"))
-    if cfg.model.family == "qwen2_5_omni":
-        if not cfg.model.path:
-            p.append("model.path: model.family qwen2_5_omni needs a local checkpoint directory (nothing is downloaded)")
-        if cfg.model.max_pixels_per_frame < 4 * 28 * 28:
-            p.append(f"model.max_pixels_per_frame: at least {4 * 28 * 28} (four 28-pixel patches), got {cfg.model.max_pixels_per_frame}")
+    if cfg.model.family in FAMILIES:
+        p += get_family(cfg.model.family).config_problems(model_path=cfg.model.path,
+                                                          max_pixels_per_frame=cfg.model.max_pixels_per_frame)
     _one_of(p, "grpo.advantage_baseline", cfg.grpo.advantage_baseline, ("mean", "leave_one_out"))
     _one_of(p, "grpo.std_normalization", cfg.grpo.std_normalization, ("group", "batch", "none"))
     _one_of(p, "grpo.kl_estimator", cfg.grpo.kl_estimator, ("k1", "k2", "k3"))
@@ -579,10 +579,11 @@ def weight_transfer_mode(cfg: TrainConfig) -> str:
 
 
 def cache_mode(cfg: TrainConfig) -> str:
-    """``data.cache`` with ``auto`` resolved: ``none`` for qwen2_5_omni (large media), else ``shared``."""
+    """``data.cache`` with ``auto`` resolved by the model family (``none`` for qwen2_5_omni, whose
+    media are large; ``shared`` for tiny_av)."""
     if cfg.data.cache != "auto":
         return cfg.data.cache
-    return "none" if cfg.model.family == "qwen2_5_omni" else "shared"
+    return get_family(cfg.model.family).default_cache
 
 
 def line_credit_problems(line_credit_weight: float, spec: RewardSpec) -> List[str]:

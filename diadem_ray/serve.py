@@ -46,6 +46,7 @@ class Captioner:
         from diadem_ray.models import tiny_av
         from diadem_ray.models.policy import SERVED, read_policy
         from diadem_ray.models.tiny_av_frontend import FRONTEND_VERSION, FrontEnd
+        from diadem_ray.models.tokens import Tokens
         from diadem_ray.rewards.extract import extract_structured
 
         self.dir, self.meta = read_policy(policy, SERVED)
@@ -60,7 +61,7 @@ class Captioner:
         self.engine.policy_version = m.policy_version
         self.frontend = FrontEnd(cpu_threads=cpu_threads)
         self._frontend_lock = threading.Lock()  # one Whisper model: one clip at a time (also outside Serve)
-        self.tokens = tiny_av.Tokens(self.dir)
+        self.tokens = Tokens(self.dir)
         self._prompt_text = tiny_av.prompt_text
         self._extract = extract_structured
 

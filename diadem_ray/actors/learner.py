@@ -1,7 +1,7 @@
 """Learner: one DeepSpeed data-parallel rank, owning the policy (and its frozen reference).
 
 A plain class; :mod:`diadem_ray.cluster.learner_group` makes it a Ray actor and creates the ranks
-in one placement group. ``deepspeed`` and ``peft`` are imported inside methods (STYLE.md §11).
+in one placement group. ``deepspeed`` and ``peft`` are imported inside methods (docs/style.md §11).
 
 Gradient bookkeeping: DeepSpeed runs with ``managed_gradient_accumulation: false``, so
 ``backward`` only accumulates locally and the single ``step()`` per optimizer step reduces and
@@ -30,18 +30,13 @@ import torch
 from diadem_ray import grpo
 from diadem_ray.actors.learner_reference import ReferenceMixin
 from diadem_ray.actors.learner_weights import WeightsMixin
+from diadem_ray.actors.net import free_port
 
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _skip_shm_build() -> None:
     """DeepSpeed JIT-compiles a shared-memory comm op on CPU (30–40 s per venv) that gloo does not
-    need; skipping it gives identical results (FEASIBILITY.md §2)."""
+    need; skipping it gives identical results (the learner tests compare both)."""
     import sys
 
     import deepspeed.comm.torch  # noqa: F401  (module object taken from sys.modules on purpose)
@@ -74,11 +69,11 @@ class Learner(WeightsMixin, ReferenceMixin):
                  grad_clip_norm: float = 1.0, micro_batch_size: int = 4, collective_timeout_s: float = 120.0,
                  lora: Optional[Mapping[str, Any]] = None, optimizer: str = "adamw", need_reference: bool = True,
                  seed: int = 0, family: str = "tiny_av"):
-        from diadem_ray.models.families import check_family
+        from diadem_ray.models.families import get_family
 
         self.rank, self.world_size = rank, world_size
         self.model_path = model_path
-        self.family = check_family(family)
+        self.family = get_family(family)
         self.zero_stage = zero_stage
         self.comm_backend = comm_backend
         self.bf16 = bf16
@@ -149,10 +144,8 @@ class Learner(WeightsMixin, ReferenceMixin):
         return {"rank": self.rank, "backend": backend, "params": n_params, "trainable_params": n_train}
 
     def _load_model(self, trainable: bool = True):
-        from diadem_ray.models.families import load_causal_lm
-
         dtype = torch.bfloat16 if self.bf16 else torch.float32
-        model = load_causal_lm(self.family, self.model_path, dtype=dtype)
+        model = self.family.load_causal_lm(self.model_path, dtype=dtype)
         if not trainable:
             model.requires_grad_(False)
             return model.eval().to(self.device)
@@ -178,7 +171,7 @@ class Learner(WeightsMixin, ReferenceMixin):
         mask = packed["attention_mask"].to(self.device)
         if media is None or not any(media):
             return model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]
-        from diadem_ray.models.families import media_kwargs
+        from diadem_ray.models.media import media_kwargs
 
         float_dtype = torch.bfloat16 if self.bf16 else torch.float32
         rows = []
@@ -219,7 +212,7 @@ class Learner(WeightsMixin, ReferenceMixin):
         if len(media) != n:
             raise ValueError(f"{n} prompts but {len(media)} media entries (give one per prompt, None for text-only)")
         from diadem_ray.data.media_refs import resolve
-        from diadem_ray.models.families import expand_media, learner_media
+        from diadem_ray.models.media import expand_media, learner_media
 
         # References are fetched from the decode workers' nodes here; fields only the engines take
         # are dropped once per clip (the samples of a group share one mapping).

@@ -18,7 +18,7 @@ class WeightsMixin:
     def _export_plan(self) -> List[Tuple[str, Any]]:
         """(engine name, parameter) in export order: LoRA adapters skipped (they are merged into
         the base weights during an export), PEFT prefixes stripped, and a tied ``lm_head.weight``
-        added explicitly (engines that repack lm_head need it; FEASIBILITY.md)."""
+        added explicitly (engines that repack lm_head need it)."""
         module = self.engine.module
         plan: List[Tuple[str, Any]] = []
         for name, param in module.named_parameters():
@@ -80,6 +80,8 @@ class WeightsMixin:
         """(this node's IP, a free port) for the transfer group's rendezvous (rank 0 opens it)."""
         import ray
 
+        from diadem_ray.actors.net import free_port
+
         return ray.util.get_node_ip_address(), free_port()
 
     def export_metadata(self, verify: bool = False) -> List[Tuple[str, str, Tuple[int, ...]]]:
@@ -139,7 +141,7 @@ class WeightsMixin:
             return ""
         tensors = [item for bucket in buckets for item in bucket]
         config = None
-        if self.family != "tiny_av":  # the trained module's own config (e.g. the thinker's, not the whole Omni model's)
+        if self.family.exports_module_config:  # e.g. the thinker's config, not the whole Omni model's
             module = self.engine.module
             config = (module.get_base_model() if hasattr(module, "get_base_model") else module).config.to_dict()
         return str(write_policy(directory, tensors, source_model_path=self.model_path, meta=PolicyMeta(**meta), config=config))

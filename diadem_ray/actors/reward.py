@@ -1,7 +1,7 @@
 """RewardWorker: a CPU actor that scores batches of rollouts against reference dialogues.
 
 A plain class (made remote in :mod:`diadem_ray.cluster.reward_pool`), so tests can build one
-without Ray. This is the actor boundary of STYLE.md §8: the pure scorer raises, the worker turns
+without Ray. This is the actor boundary of docs/style.md §8: the pure scorer raises, the worker turns
 every failure — an exception, a judge that cannot answer, a caption over the per-caption time
 limit — into ``reward 0.0`` with a reason. It never raises into the driver and never drops a
 sample: one result per input, in order.

@@ -50,10 +50,10 @@ class RolloutWorker:
                  max_model_len: int = 1024, max_num_seqs: int = 64, gpu_memory_utilization: float = 0.5,
                  cpu_kv_cache_gib: float = 1.0, seed: int = 0, weight_transfer: str = "object_store",
                  sleep_mode: bool = False, family: str = "tiny_av", max_pixels_per_frame: int = 0):
-        from diadem_ray.models.families import check_family
+        from diadem_ray.models.families import get_family
 
         self.model_path = model_path
-        self.family = check_family(family)
+        self.family = get_family(family)
         self.replica_id = replica_id
         self.backend = backend
         self.dtype = dtype
@@ -114,19 +114,12 @@ class RolloutWorker:
                 if self.weight_transfer == "nccl" or self.sleep_mode:
                     raise ValueError(f"rollout replica {self.replica_id}: weight_transfer='nccl' and sleep mode need CUDA; "
                                      "on CPU use the object-store sync and the disaggregated layout")
-            if self.family == "qwen2_5_omni":
-                from diadem_ray.models import qwen2_5_omni
-
-                qwen2_5_omni.register_vllm()
-                s = qwen2_5_omni.Settings(**({"max_pixels": self.max_pixels_per_frame} if self.max_pixels_per_frame else {}))
-                kwargs.update(qwen2_5_omni.vllm_engine_kwargs(s))
+            kwargs.update(self.family.vllm_engine_kwargs(self.max_pixels_per_frame))
             self.llm = LLM(**kwargs)
         elif self.backend == "hf":
-            from diadem_ray.models.families import load_causal_lm
-
             log.warning("replica %d: transformers generate backend (rollout.backend=hf; slower than vLLM)", self.replica_id)
             dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.dtype]
-            self.hf = load_causal_lm(self.family, self.model_path, dtype=dt).eval()
+            self.hf = self.family.load_causal_lm(self.model_path, dtype=dt).eval()
             if torch.cuda.is_available():
                 self.hf = self.hf.cuda()
         else:
@@ -135,13 +128,8 @@ class RolloutWorker:
             from transformers import AutoTokenizer
 
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
-        from diadem_ray.models.families import media_token_ids
-
-        self.suppressed = media_token_ids(self.family, self.tokenizer)
-        if self.family == "qwen2_5_omni" and self.tokenizer is not None:
-            from diadem_ray.models.qwen2_5_omni import special_token_ids
-
-            self.special = special_token_ids(self.tokenizer)
+        self.suppressed = self.family.media_token_ids(self.tokenizer)
+        self.special = self.family.special_token_ids(self.tokenizer)
         return {"replica": self.replica_id, "backend": self.backend, "seconds": time.perf_counter() - start}
 
     # ---- generation --------------------------------------------------------------------------
@@ -202,12 +190,10 @@ class RolloutWorker:
         from vllm import TokensPrompt
 
         if p.media:
-            if self.family != "qwen2_5_omni":
+            if not self.family.takes_media:
                 raise ValueError(f"rollout replica {self.replica_id}: prompt {p.prompt_id} carries 'media', which model "
-                                 f"family {self.family} does not take; pass raw 'multi_modal_data' instead")
-            from diadem_ray.models.qwen2_5_omni import vllm_prompt
-
-            fields = vllm_prompt(p.prompt_token_ids, p.media, self.special)
+                                 f"family {self.family.name} does not take; pass raw 'multi_modal_data' instead")
+            fields = self.family.vllm_prompt(p.prompt_token_ids, p.media, self.special)
             fields["prompt_token_ids"] = fields["prompt_token_ids"] + [int(t) for t in response]
             return TokensPrompt(**fields)
         tp = TokensPrompt(prompt_token_ids=[int(t) for t in p.prompt_token_ids] + [int(t) for t in response])
@@ -287,7 +273,7 @@ class RolloutWorker:
         return sorted(set(ids))
 
     def _media_kwargs(self, media: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
-        from diadem_ray.models.families import media_kwargs
+        from diadem_ray.models.media import media_kwargs
 
         p = next(self.hf.parameters())
         return media_kwargs(media, device=p.device, float_dtype=p.dtype)
@@ -315,8 +301,9 @@ class RolloutWorker:
         from diadem_ray.data.media_refs import resolve
 
         media = resolve(media) if media is not None else [None] * len(prompt_ids)
-        if any(m for m in media) and self.family != "qwen2_5_omni":
-            raise ValueError(f"rollout replica {self.replica_id}: 'media' given, which model family {self.family} does not take")
+        if any(m for m in media) and not self.family.takes_media:
+            raise ValueError(f"rollout replica {self.replica_id}: 'media' given, which model family {self.family.name} "
+                             "does not take")
         self.setup()  # no-op unless the actor was restarted
         if self.backend == "hf":
             return [self._hf_logprobs(list(p), list(r), 1.0, m) for p, r, m in zip(prompt_ids, response_ids, media)]

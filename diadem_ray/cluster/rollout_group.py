@@ -53,10 +53,24 @@ class RolloutGroup:
         self.sleep_mode = bool(worker_kwargs.get("sleep_mode", False))
         self.chunk_size = chunk_size
         self.max_chunk_retries = max_chunk_retries
-        self.version = 0
+        self._version = 0  # written only by loaded(), which WeightSync calls
         self.last_buckets: Optional[Any] = None  # ObjectRef of the last pushed weights (a list of buckets)
         if wait:
             self.ready()
+
+    @property
+    def version(self) -> int:
+        """The policy_version every replica holds (0: the base weights)."""
+        return self._version
+
+    def loaded(self, version: int, buckets: Optional[Any] = None) -> None:
+        """Record that every replica confirmed ``version`` (and, for object-store pushes, the
+        buckets a restarted replica is given). Versions only increase."""
+        if version <= self._version:
+            raise ValueError(f"policy_version {version} after {self._version}: versions only increase")
+        self._version = version
+        if buckets is not None:
+            self.last_buckets = buckets
 
     def ready(self) -> List[Any]:
         """Wait until every engine has loaded; raises the first engine's setup error."""

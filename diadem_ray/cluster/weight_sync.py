@@ -96,16 +96,17 @@ class WeightSync:
         self.learners.run_all("nccl_init", address, port, world, client, timeout=self.timeout_s)
         self._ready = True
 
-    def push(self) -> Dict[str, float]:
-        """Export, publish and load the learner's weights as version ``rollouts.version + 1``."""
-        version = self.rollouts.version + 1
+    def push(self, version: Optional[int] = None) -> Dict[str, float]:
+        """Export, publish and load the learner's weights as ``version`` (default: the engines'
+        version + 1; a resumed run gives its checkpoint's). The one place a policy_version is made."""
+        version = self.rollouts.version + 1 if version is None else version
         start = time.perf_counter()
         if self.mode == "nccl":
             self.setup()
             # Every learner rank runs send (ZeRO-3 gathers are collectives); rank 0 broadcasts and
             # drives the replicas, each of whose calls has its own timeout (ReplicaSyncClient).
             res = self.learners.run_all("nccl_send", version, timeout=4 * self.timeout_s)[0]
-            self.rollouts.version = version
+            self.rollouts.loaded(version)
             seconds = time.perf_counter() - start
             return {"sync/seconds": seconds, "sync/bytes": res["bytes"], "sync/gb_per_s": res["bytes"] / seconds / 1e9,
                     "sync/buckets": 0.0, "sync/policy_version": float(version)}
@@ -118,8 +119,7 @@ class WeightSync:
                            timeout_s=self.timeout_s, what=f"load policy_version {version}")
         nbytes = float(results[0]["bytes"]) if results else 0.0
         nbuckets = float(results[0].get("buckets", 0.0)) if results else 0.0
-        self.rollouts.version = version
-        self.rollouts.last_buckets = ref
+        self.rollouts.loaded(version, ref)
         seconds = time.perf_counter() - start
         return {"sync/seconds": seconds, "sync/bytes": nbytes, "sync/gb_per_s": nbytes / seconds / 1e9 if seconds > 0 else 0.0,
                 "sync/buckets": nbuckets, "sync/policy_version": float(version)}

@@ -35,8 +35,8 @@ def cache_key(uri: str, version: str) -> str:
     return hashlib.sha1(f"{version}|{uri}|{stamp}".encode()).hexdigest()[:16]
 
 
-def entry_name(clip_id: str, uri: str, version: str, family: str) -> str:
-    ext = "npz" if family == "qwen2_5_omni" else "txt"
+def entry_name(clip_id: str, uri: str, version: str, ext: str) -> str:
+    """The cache file of one clip: ``ext`` is the model family's (``txt``, ``npz``)."""
     return f"{clip_id}.{cache_key(uri, version)}.{ext}"
 
 

@@ -1,9 +1,10 @@
 """Drawing the people of a synthetic clip (numpy only): shared by the renderer and its detector.
 
 A person is a shirt-coloured body, a skin-coloured head, hair (short or long, dark or — for the
-old — grey) and a mouth whose opening follows the loudness of that person's own speech. Colours are fixed
-palette entries so that the tiny captioner's visual pathway (``models/tiny_av_vision.py``) can
-read them back from decoded frames; it never sees anything but the pixels.
+old — grey) and a mouth whose opening follows the loudness of that person's own speech. Colours come
+from the scene vocabulary (:mod:`diadem_ray.scene`), which ``tiny_av``'s front-end
+(:mod:`diadem_ray.models.tiny_av_frontend`) reads too, so it can find people in decoded frames; it
+never sees anything but the pixels.
 
 Units: frames are ``uint8 [height, width, 3]``; positions and sizes in pixels.
 """
@@ -11,20 +12,9 @@ Units: frames are ``uint8 [height, width, 3]``; positions and sizes in pixels.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Tuple
-
 import numpy as np
 
-PALETTE: Dict[str, Tuple[int, int, int]] = {
-    "red": (205, 40, 40), "blue": (40, 70, 210), "green": (40, 165, 60), "yellow": (225, 205, 40),
-    "purple": (135, 50, 170), "orange": (245, 135, 30), "white": (240, 240, 240), "pink": (245, 140, 185),
-}
-SKIN = (226, 180, 140)
-MOUTH = (110, 10, 30)
-HAIR_DARK = (45, 32, 25)
-HAIR_GREY = (230, 230, 230)  # far (L1 > 110) from every wall colour of synth.WALLS
-EYE = (20, 20, 20)
-
+from diadem_ray.scene import SCENE
 
 @dataclass(frozen=True)
 class Figure:
@@ -54,16 +44,16 @@ def draw_person(img: np.ndarray, fig: Figure, *, cx: float, ground_y: float, sca
     r = 9.0 * scale
     body_h, body_w = 30.0 * scale, 26.0 * scale
     head_cy = ground_y - body_h - r * 0.9
-    _rect(img, ground_y - body_h, ground_y, cx - body_w / 2, cx + body_w / 2, PALETTE[fig.color])
-    hair = HAIR_GREY if fig.hair.startswith("grey") else HAIR_DARK
+    _rect(img, ground_y - body_h, ground_y, cx - body_w / 2, cx + body_w / 2, SCENE.shirts[fig.color])
+    hair = SCENE.hair_grey if fig.hair.startswith("grey") else SCENE.hair_dark
     if fig.hair.endswith("long"):
         _rect(img, head_cy - r * 0.2, head_cy + r * 1.5, cx - r * 1.25, cx + r * 1.25, hair)
     _disc(img, head_cy - r * 0.35, cx, r * 0.95, hair)
-    _disc(img, head_cy, cx, r, SKIN)
-    _disc(img, head_cy - r * 0.15, cx - r * 0.38, max(1.0, r * 0.12), EYE)
-    _disc(img, head_cy - r * 0.15, cx + r * 0.38, max(1.0, r * 0.12), EYE)
+    _disc(img, head_cy, cx, r, SCENE.skin)
+    _disc(img, head_cy - r * 0.15, cx - r * 0.38, max(1.0, r * 0.12), SCENE.eye)
+    _disc(img, head_cy - r * 0.15, cx + r * 0.38, max(1.0, r * 0.12), SCENE.eye)
     mh = max(1.0, r * (0.08 + 0.45 * float(np.clip(mouth_open, 0.0, 1.0))))
-    _rect(img, head_cy + r * 0.45 - mh / 2, head_cy + r * 0.45 + mh / 2 + 1, cx - r * 0.35, cx + r * 0.35, MOUTH)
+    _rect(img, head_cy + r * 0.45 - mh / 2, head_cy + r * 0.45 + mh / 2 + 1, cx - r * 0.35, cx + r * 0.35, SCENE.mouth)
 
 
 def background(height: int, width: int, wall: Tuple[int, int, int]) -> np.ndarray:

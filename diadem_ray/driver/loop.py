@@ -35,7 +35,10 @@ class Driver(Startup, Evaluation):
     ``annotations``, ``tokens``, ``rollouts``, ``learners``, ``sync``, ``tracker``, ``pools``."""
 
     def __init__(self, cfg: TrainConfig, *, config_dir: str = "configs", resume: bool = False):
+        from diadem_ray.models.families import get_family
+
         self.cfg = cfg
+        self.family = get_family(cfg.model.family)
         self.config_dir = Path(config_dir)
         self.resume = resume
         self.out = Path(cfg.run.output_dir) / cfg.run.name
@@ -113,17 +116,8 @@ class Driver(Startup, Evaluation):
         """One decoded clip as an engine prompt; for media families its ``media`` is a
         :class:`~diadem_ray.types.MediaRef` owned by the decode worker (the replicas and learner
         ranks fetch the media; the driver never does)."""
-        from diadem_ray.models import tiny_av
-
-        cap = self.cfg.model.max_prompt_tokens
-        if enc.media is None:
-            ids = self.tokens.prompt(tiny_av.prompt_text(enc.evidence))[:cap]
-            return Prompt(f"{enc.clip_id}#{tag}", tuple(ids), enc.clip_id)
-        if len(enc.prompt_token_ids) > cap:  # cutting would drop video/audio placeholders the media must fill
-            raise ValueError(f"clip {enc.clip_id}: its prompt is {len(enc.prompt_token_ids)} tokens (video + audio + "
-                             f"instruction), over model.max_prompt_tokens {cap}; raise model.max_prompt_tokens or lower "
-                             "model.max_pixels_per_frame / data.frames_per_clip")
-        return Prompt(f"{enc.clip_id}#{tag}", enc.prompt_token_ids, enc.clip_id, enc.media)
+        ids = self.family.prompt_ids(enc, self.tokens, max_prompt_tokens=self.cfg.model.max_prompt_tokens)
+        return Prompt(f"{enc.clip_id}#{tag}", ids, enc.clip_id, enc.media)
 
     def _generate(self, clips: Sequence[Clip], tag: str, seed: Optional[int] = None, **kwargs: Any) -> List[Tuple[Clip, Any]]:
         """``(clip, rollout)`` for a list of clips (profile, eval), decoded as they are reached: groups
@@ -220,8 +214,6 @@ class Driver(Startup, Evaluation):
     # ------------------------------------------------------------------------------------------
 
     def _sft(self) -> None:
-        from diadem_ray.models import tiny_av
-
         s = self.cfg.stages.sft
         self.learners.set_lr(s.lr or self.cfg.learner.lr)
         buckets = sorted(s.buckets) or None
@@ -237,7 +229,7 @@ class Driver(Startup, Evaluation):
             feed.prefetch(step + 1)  # the next steps' clips decode while this one trains
             wait = self.feed_stats.take_wait()
             prompts = [self._prompt(enc, "sft") for _, enc in taken]
-            targets = [self.tokens.target(tiny_av.target_text(c)) for c, _ in taken]
+            targets = [self.tokens.target(self.family.sft_target(c)) for c, _ in taken]
             m = self._learn(lambda media: self.learners.sft_step([list(p.prompt_token_ids) for p in prompts], targets,
                                                                  media=media), prompts)
             m.update(self.feed_stats.metrics())

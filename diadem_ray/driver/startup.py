@@ -72,12 +72,12 @@ class Startup:
         d, m = self.cfg.data, self.cfg.model
         mode = cache_mode(self.cfg)
         root = cache_root(mode, data_root=str(Path(d.root).resolve()), cache_dir=d.cache_dir)
-        qwen = {"max_frames": d.frames_per_clip, "max_pixels": m.max_pixels_per_frame, "fps": m.video_fps,
-                "sample_rate_hz": d.audio_sample_rate_hz} if m.family == "qwen2_5_omni" else None
+        options = self.family.decode_options(frames_per_clip=d.frames_per_clip, max_pixels_per_frame=m.max_pixels_per_frame,
+                                             video_fps=m.video_fps, sample_rate_hz=d.audio_sample_rate_hz)
         self.decoders = DecodePool(num_workers=d.decode_workers, num_cpus_per_worker=d.decode_num_cpus,
                                    resources=dict(d.decode_resources) or None, node_wait_s=self.cfg.cluster.node_wait_s,
                                    family=m.family, model_path=m.path, max_frames=d.frames_per_clip,
-                                   sample_rate_hz=d.audio_sample_rate_hz, qwen=qwen, cache_dir=root,
+                                   sample_rate_hz=d.audio_sample_rate_hz, options=options, cache_dir=root,
                                    cache_max_bytes=int(d.cache_max_gb * (1 << 30)))
         self.feed_stats = FeedStats()
         where = {"none": "no cache", "local": f"cache on each node's disk ({root})",
@@ -92,12 +92,8 @@ class Startup:
     def _start_actors(self) -> None:
         from diadem_ray.cluster.learner_group import LearnerGroup
         from diadem_ray.cluster.weight_sync import WeightSync
-        from diadem_ray.models import tiny_av
-
         cfg = self.cfg
-        # The converted backbone is cached per user (DIADEM_CACHE or ~/.cache/diadem-ray), so jobs
-        # submitted from another working directory reuse it.
-        model_path = str(Path(cfg.model.path) if cfg.model.path else tiny_av.checkpoint())
+        model_path = self.family.checkpoint(cfg.model.path)
         r, lr = cfg.rollout, cfg.learner
         _say(f"starting {r.num_replicas} rollout replica(s) ({r.backend}) and {lr.num_ranks} learner rank(s) (ZeRO-{lr.zero_stage})")
         # Disaggregated: the engines load while the learners start. Colocated (shared GPUs): one after
@@ -140,9 +136,9 @@ class Startup:
             self.learners.load_reference(str(self.ckpt_dir / self.state.reference))
             _say(f"KL reference restored from {self.ckpt_dir / self.state.reference}")
         # Fresh engines hold the base weights as version 0; restored weights are never that (a
-        # checkpoint taken during SFT has learner weights ahead of the engines' version 0).
-        self.rollouts.version = max(1, self.state.policy_version) - 1
-        m = self.sync.push()  # the engines get the restored weights before anything is generated
+        # checkpoint taken during SFT has learner weights ahead of the engines' version 0). The
+        # engines get the restored weights before anything is generated.
+        m = self.sync.push(version=max(1, self.state.policy_version))
         st = self.state
         todo = [s for s in cfg.run.stages if s not in st.done_stages]
         done_steps = st.stage_step if todo and todo[0] == st.stage else 0
@@ -157,10 +153,8 @@ class Startup:
 
     def _start_rollouts(self, model_path: str, wait: bool = True) -> None:
         from diadem_ray.cluster.rollout_group import RolloutGroup
-        from diadem_ray.models import tiny_av
-
         cfg, r = self.cfg, self.cfg.rollout
-        self.tokens = tiny_av.Tokens(model_path)
+        self.tokens = self.family.tokens(model_path)
         max_len = cfg.model.max_prompt_tokens + max(r.max_new_tokens, cfg.stages.eval.max_new_tokens)
         self.rollouts = RolloutGroup(num_replicas=r.num_replicas, num_cpus_per_replica=r.num_cpus_per_replica,
                                      num_gpus_per_replica=r.num_gpus_per_replica, cpu_threads=r.cpu_threads,
@@ -171,7 +165,7 @@ class Startup:
                                      gpu_memory_utilization=r.gpu_memory_utilization, cpu_kv_cache_gib=r.cpu_kv_cache_gib,
                                      seed=cfg.run.seed, weight_transfer=weight_transfer_mode(cfg),
                                      sleep_mode=cfg.cluster.layout == "colocated", wait=wait,
-                                     max_pixels_per_frame=cfg.model.max_pixels_per_frame if cfg.model.family == "qwen2_5_omni" else 0)
+                                     max_pixels_per_frame=self.family.engine_pixels(cfg.model.max_pixels_per_frame))
 
     def _start_tracking(self) -> None:
         from omegaconf import OmegaConf

@@ -1,120 +1,246 @@
-"""What the learner and the rollout engines need to know about a model family, in one place.
+"""Model families: everything the rest of the system asks of a model, one registered implementation
+per family (:class:`ModelFamily`; :func:`get_family` looks one up by ``model.family``).
 
-* ``tiny_av``: a plain causal LM (the SmolLM2 backbone); prompts are token ids only.
-* ``qwen2_5_omni``: the thinker of Qwen2.5-Omni; a prompt is token ids (with the video and audio
-  placeholders already expanded by :func:`diadem_ray.models.qwen2_5_omni.build_inputs`) plus the
-  clip's *media*: ``video_frames [T, h, w, 3]`` (the resized frames, uint8; turned into the
-  thinker's ``pixel_values_videos [P, 1176]`` float32 only where the model runs, so the object
-  store and the cache carry a quarter of the bytes), ``video_grid_thw [1, 3]``,
-  ``video_second_per_grid [1]``, ``input_features [1, 128, 3000]``, ``feature_attention_mask
-  [1, 3000]`` (numpy arrays), ``use_audio_in_video`` and ``audio_waveform [N]`` (the audio the
-  features came from, for vLLM engines; not a forward argument). The learner and the
-  transformers engine pass the media to every forward, so both score exactly the tokens
-  ``build_inputs`` made; vLLM engines rebuild the same tokens and features from the frames and
-  the waveform (:func:`diadem_ray.models.qwen2_5_omni.vllm_prompt`).
+* ``tiny_av`` (:class:`TinyAV`): a frozen perception front-end writes evidence text; a plain causal
+  LM (the SmolLM2 backbone) turns it into a caption. Prompts are token ids only.
+* ``qwen2_5_omni`` (:class:`QwenOmni`): the thinker of Qwen2.5-Omni. A prompt is token ids (video
+  and audio placeholders already expanded) plus the clip's media, which travel by reference
+  (:class:`~diadem_ray.types.MediaRef`); :mod:`diadem_ray.models.media` turns media into forward
+  arguments.
+
+Nothing outside ``models/`` branches on a family name: the driver, actors, decode workers, config
+validation and serving call these methods. This module imports only the standard library at its
+top (config validation reads it); each method imports its family's code when called.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional, Tuple
 
-FAMILIES = ("tiny_av", "qwen2_5_omni")
-MEDIA_KEYS = ("video_frames", "pixel_values_videos", "video_grid_thw", "video_second_per_grid", "input_features",
-              "feature_attention_mask", "use_audio_in_video", "audio_waveform")
-ENGINE_ONLY_KEYS = ("audio_waveform",)  # media fields no forward takes
-
-
-def check_family(family: str) -> str:
-    if family not in FAMILIES:
-        raise ValueError(f"model family must be one of {', '.join(FAMILIES)}; got {family!r}")
-    return family
+if TYPE_CHECKING:
+    from diadem_ray.models.encoder import ClipEncoder
+    from diadem_ray.models.tokens import Tokens
+    from diadem_ray.types import Clip, EncodedClip
 
 
-def load_causal_lm(family: str, path: str, *, dtype: Any):
-    """The trainable text-generating model of ``family`` from a local directory (nothing downloaded)."""
-    check_family(family)
-    if family == "qwen2_5_omni":
+class ModelFamily(ABC):
+    """What a model family provides. Class attributes are facts; methods load code lazily."""
+
+    name: ClassVar[str]
+    takes_media: ClassVar[bool]  # prompts carry media besides token ids
+    default_cache: ClassVar[str]  # ``data.cache: auto`` resolves to this
+    cache_ext: ClassVar[str]  # file suffix of one cached clip
+    exports_module_config: ClassVar[bool]  # a policy holds the trained module's own config, not the source's
+
+    # ---- configuration -------------------------------------------------------------------------
+
+    def config_problems(self, *, model_path: str, max_pixels_per_frame: int) -> List[str]:
+        """What is wrong with the ``model`` section for this family (config validation)."""
+        return []
+
+    def checkpoint(self, model_path: str) -> str:
+        """The local checkpoint directory to train and serve (``model.path``, or the family's own
+        default when it has one)."""
+        return model_path
+
+    def decode_options(self, *, frames_per_clip: int, max_pixels_per_frame: int, video_fps: float,
+                       sample_rate_hz: int) -> Optional[Dict[str, Any]]:
+        """Keyword arguments the family's clip encoder takes besides the checkpoint (``None``: none)."""
+        return None
+
+    def engine_pixels(self, max_pixels_per_frame: int) -> int:
+        """The per-frame pixel budget a rollout engine sizes its encoder cache for (0: no media)."""
+        return 0
+
+    # ---- data ------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def input_version(self, model_path: str = "", options: Optional[Dict[str, Any]] = None) -> str:
+        """What an encoded clip depends on besides the video: the cache version of a decode worker."""
+
+    @abstractmethod
+    def policy_input_version(self) -> str:
+        """The input version written into an exported policy (:class:`~diadem_ray.models.policy.PolicyMeta`)."""
+
+    @abstractmethod
+    def clip_encoder(self, *, model_path: str, options: Optional[Dict[str, Any]], cpu_threads: int) -> "ClipEncoder":
+        """The decode worker's encoder for this family (loads its front-end or processors)."""
+
+    # ---- prompts and targets ---------------------------------------------------------------------
+
+    def tokens(self, model_path: str) -> "Tokens":
+        """Prompt and target tokenisation with the checkpoint's tokenizer."""
+        from diadem_ray.models.tokens import Tokens
+
+        return Tokens(model_path)
+
+    @abstractmethod
+    def prompt_ids(self, enc: "EncodedClip", tokens: "Tokens", *, max_prompt_tokens: int) -> Tuple[int, ...]:
+        """One encoded clip's prompt token ids, at most ``max_prompt_tokens``; raises ``ValueError``
+        naming the clip and the setting when the prompt cannot be cut."""
+
+    def sft_target(self, clip: "Clip") -> str:
+        """The SFT target of a clip: its reference dialogue as a caption."""
+        from diadem_ray.models.captions import caption_of
+
+        return caption_of(clip.dialogue)
+
+    # ---- model and engines -----------------------------------------------------------------------
+
+    @abstractmethod
+    def load_causal_lm(self, path: str, *, dtype: Any) -> Any:
+        """The trainable text-generating model from a local directory (nothing downloaded)."""
+
+    def media_token_ids(self, tokenizer: Any) -> List[int]:
+        """Token ids no response may contain (media placeholders and markers)."""
+        return []
+
+    def special_token_ids(self, tokenizer: Any) -> Dict[str, int]:
+        """Placeholder ids a vLLM prompt of this family is built with."""
+        return {}
+
+    def vllm_engine_kwargs(self, max_pixels_per_frame: int) -> Dict[str, Any]:
+        """Extra ``vllm.LLM`` arguments (registering the family's vLLM model first if it needs one)."""
+        return {}
+
+    def vllm_prompt(self, prompt_ids: Any, media: Any, special: Dict[str, int]) -> Dict[str, Any]:
+        """``vllm.TokensPrompt`` fields of a prompt with media."""
+        raise ValueError(f"model family {self.name} does not take media; pass raw 'multi_modal_data' instead")
+
+
+class TinyAV(ModelFamily):
+    """``tiny_av``: evidence text from the frozen front-end, the SmolLM2 backbone (:mod:`.tiny_av`)."""
+
+    name = "tiny_av"
+    takes_media = False
+    default_cache = "shared"
+    cache_ext = "txt"
+    exports_module_config = False
+
+    def checkpoint(self, model_path: str) -> str:
+        # The converted backbone is cached per user (DIADEM_CACHE or ~/.cache/diadem-ray), so jobs
+        # submitted from another working directory reuse it.
+        if model_path:
+            return model_path
+        from diadem_ray.models.tiny_av import checkpoint
+
+        return str(checkpoint())
+
+    def input_version(self, model_path: str = "", options: Optional[Dict[str, Any]] = None) -> str:
+        from diadem_ray.models.tiny_av_frontend import FRONTEND_VERSION
+
+        return FRONTEND_VERSION
+
+    def policy_input_version(self) -> str:
+        return self.input_version()
+
+    def clip_encoder(self, *, model_path: str, options: Optional[Dict[str, Any]], cpu_threads: int) -> "ClipEncoder":
+        from diadem_ray.models.tiny_av import EvidenceEncoder
+
+        return EvidenceEncoder(cpu_threads=cpu_threads)
+
+    def prompt_ids(self, enc: "EncodedClip", tokens: "Tokens", *, max_prompt_tokens: int) -> Tuple[int, ...]:
+        from diadem_ray.models.tiny_av import prompt_text
+
+        return tuple(tokens.prompt(prompt_text(enc.evidence))[:max_prompt_tokens])
+
+    def load_causal_lm(self, path: str, *, dtype: Any) -> Any:
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+
+
+class QwenOmni(ModelFamily):
+    """``qwen2_5_omni``: the Qwen2.5-Omni thinker with video and audio (:mod:`.qwen2_5_omni`)."""
+
+    name = "qwen2_5_omni"
+    takes_media = True
+    default_cache = "none"  # media are large: decode again rather than store them
+    cache_ext = "npz"
+    exports_module_config = True  # the thinker's own config, not the whole Omni model's
+
+    def config_problems(self, *, model_path: str, max_pixels_per_frame: int) -> List[str]:
+        p = []
+        if not model_path:
+            p.append(f"model.path: model.family {self.name} needs a local checkpoint directory (nothing is downloaded)")
+        if max_pixels_per_frame < 4 * 28 * 28:
+            p.append(f"model.max_pixels_per_frame: at least {4 * 28 * 28} (four 28-pixel patches), got {max_pixels_per_frame}")
+        return p
+
+    def decode_options(self, *, frames_per_clip: int, max_pixels_per_frame: int, video_fps: float,
+                       sample_rate_hz: int) -> Optional[Dict[str, Any]]:
+        return {"max_frames": frames_per_clip, "max_pixels": max_pixels_per_frame, "fps": video_fps,
+                "sample_rate_hz": sample_rate_hz}
+
+    def engine_pixels(self, max_pixels_per_frame: int) -> int:
+        return max_pixels_per_frame
+
+    def input_version(self, model_path: str = "", options: Optional[Dict[str, Any]] = None) -> str:
+        from diadem_ray.models import qwen2_5_omni as q
+
+        return q.inputs_version(model_path, q.Settings(**(options or {})))
+
+    def policy_input_version(self) -> str:
+        from diadem_ray.models.qwen2_5_omni import INPUTS_VERSION
+
+        return INPUTS_VERSION
+
+    def clip_encoder(self, *, model_path: str, options: Optional[Dict[str, Any]], cpu_threads: int) -> "ClipEncoder":
+        from diadem_ray.models.qwen2_5_omni import MediaEncoder
+
+        return MediaEncoder(model_path, options)
+
+    def prompt_ids(self, enc: "EncodedClip", tokens: "Tokens", *, max_prompt_tokens: int) -> Tuple[int, ...]:
+        if len(enc.prompt_token_ids) > max_prompt_tokens:  # cutting would drop placeholders the media must fill
+            raise ValueError(f"clip {enc.clip_id}: its prompt is {len(enc.prompt_token_ids)} tokens (video + audio + "
+                             f"instruction), over model.max_prompt_tokens {max_prompt_tokens}; raise "
+                             "model.max_prompt_tokens or lower model.max_pixels_per_frame / data.frames_per_clip")
+        return enc.prompt_token_ids
+
+    def load_causal_lm(self, path: str, *, dtype: Any) -> Any:
         from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
         return Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(path, dtype=dtype, local_files_only=True)
-    from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+    def media_token_ids(self, tokenizer: Any) -> List[int]:
+        """A sampled ``<|audio_bos|>`` would make Qwen2.5-Omni look for another audio segment when
+        it computes positions for the response (a crash, or silently wrong positions). A sample of
+        either engine that draws one ends there, without it; masking them instead would renormalise
+        the sampling distribution away from the one whose log-probs the engines report and the
+        learner scores."""
+        if tokenizer is None:
+            return []
+        from diadem_ray.models.qwen2_5_omni import TOKENS
 
+        ids = [tokenizer.convert_tokens_to_ids(t) for t in TOKENS.values()]
+        return sorted({int(i) for i in ids if i is not None and i != tokenizer.unk_token_id})
 
-def media_token_ids(family: str, tokenizer: Any) -> List[int]:
-    """Token ids no response may contain: the family's media placeholders and markers. A sampled
-    ``<|audio_bos|>`` would make Qwen2.5-Omni look for another audio segment when it computes
-    positions for the response (a crash, or silently wrong positions). A sample of either engine
-    that draws one ends there, without it; masking them instead would renormalise the sampling
-    distribution away from the one whose log-probs the engines report and the learner scores."""
-    check_family(family)
-    if family != "qwen2_5_omni" or tokenizer is None:
-        return []
-    from diadem_ray.models.qwen2_5_omni import TOKENS
+    def special_token_ids(self, tokenizer: Any) -> Dict[str, int]:
+        if tokenizer is None:
+            return {}
+        from diadem_ray.models.qwen2_5_omni import special_token_ids
 
-    ids = [tokenizer.convert_tokens_to_ids(t) for t in TOKENS.values()]
-    return sorted({int(i) for i in ids if i is not None and i != tokenizer.unk_token_id})
+        return special_token_ids(tokenizer)
 
+    def vllm_engine_kwargs(self, max_pixels_per_frame: int) -> Dict[str, Any]:
+        from diadem_ray.models import qwen2_5_omni as q
 
-def split_inputs(inputs: Mapping[str, Any]) -> tuple[list[int], Dict[str, Any]]:
-    """``build_inputs`` output → (prompt token ids, media) as prompts carry them."""
-    ids = inputs["input_ids"]
-    ids = ids[0] if getattr(ids, "ndim", 1) == 2 else ids
-    return [int(t) for t in ids], {k: inputs[k] for k in MEDIA_KEYS if k in inputs}
+        q.register_vllm()
+        return q.vllm_engine_kwargs(q.Settings(**({"max_pixels": max_pixels_per_frame} if max_pixels_per_frame else {})))
 
+    def vllm_prompt(self, prompt_ids: Any, media: Any, special: Dict[str, int]) -> Dict[str, Any]:
+        from diadem_ray.models.qwen2_5_omni import vllm_prompt
 
-def learner_media(media: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
-    """One prompt's media without the fields no forward takes (:data:`ENGINE_ONLY_KEYS`), for the learners."""
-    return None if media is None else {k: v for k, v in media.items() if k not in ENGINE_ONLY_KEYS}
-
-
-def media_kwargs(media: Optional[Mapping[str, Any]], *, device: Any, float_dtype: Any) -> Dict[str, Any]:
-    """One prompt's media as forward/generate keyword arguments (tensors on ``device``; floating
-    arrays in ``float_dtype`` except the per-grid seconds, which position ids are computed from;
-    ``video_frames`` patchified first, see :func:`expand_media` to do that once for many forwards)."""
-    if not media:
-        return {}
-    import numpy as np
-    import torch
-
-    unknown = set(media) - set(MEDIA_KEYS)
-    if unknown:
-        raise KeyError(f"unknown media fields {sorted(unknown)}; expected some of {MEDIA_KEYS}")
-    out: Dict[str, Any] = {}
-    for k, v in _expanded(media).items():
-        if k in ENGINE_ONLY_KEYS:
-            continue
-        if isinstance(v, (np.ndarray, torch.Tensor)):
-            t = torch.as_tensor(v)
-            if t.is_floating_point() and k != "video_second_per_grid":
-                t = t.to(float_dtype)
-            out[k] = t.to(device)
-        else:
-            out[k] = v
-    return out
+        return vllm_prompt(prompt_ids, media, special)
 
 
-def _expanded(media: Mapping[str, Any]) -> Dict[str, Any]:
-    if "video_frames" not in media:
-        return dict(media)
-    from diadem_ray.models.qwen2_5_omni import model_inputs
-
-    return model_inputs(dict(media))
+REGISTRY: Dict[str, ModelFamily] = {f.name: f for f in (TinyAV(), QwenOmni())}
+FAMILIES: Tuple[str, ...] = tuple(REGISTRY)
 
 
-def expand_media(media: Optional[Sequence[Any]]) -> Optional[List[Any]]:
-    """Per-sequence media with ``video_frames`` patchified once per distinct clip (the G samples of
-    a group share one media object), for a learner call that runs several forwards over them."""
-    if media is None:
-        return None
-    done: Dict[int, Any] = {}
-    out: List[Any] = []
-    for m in media:
-        if m and "video_frames" in m:
-            if id(m) not in done:
-                done[id(m)] = _expanded(m)
-            out.append(done[id(m)])
-        else:
-            out.append(m)
-    return out
+def get_family(name: str) -> ModelFamily:
+    """The registered family called ``name``; ``ValueError`` naming the known ones otherwise."""
+    if name not in REGISTRY:
+        raise ValueError(f"model family must be one of {', '.join(FAMILIES)}; got {name!r}")
+    return REGISTRY[name]

@@ -19,9 +19,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+from diadem_ray.models.families import FAMILIES
+
 META_FILE = "diadem_policy.json"
 WEIGHTS_FILE = "model.safetensors"
-FAMILIES = ("tiny_av", "qwen2_5_omni")  # families the training driver runs (and `diadem-ray profile` reads)
 SERVED = ("tiny_av",)  # families `diadem-ray serve` has a captioning pipeline for (decode → front-end → engine)
 
 

@@ -16,10 +16,10 @@ tokens. It needs no torchvision (CPU machines run without it):
   audio tokens by transformers' own ``Qwen2_5OmniProcessor.replace_multimodal_special_tokens``.
 
 Loading the thinker (``load_thinker``) reads a local path or a cluster's model store; nothing is
-downloaded. In a run, the Ray Data pipeline calls :class:`ClipInputs` on each decoded clip and
-caches the result as one ``.npz`` per clip (``save_inputs`` / ``load_inputs``); the driver hands
-those token ids and media to the transformers rollout engine and to the learner
-(:mod:`diadem_ray.models.families`; tested on CPU with ``build_tiny_thinker``, a tiny random
+downloaded. In a run, a decode worker calls :class:`MediaEncoder` (:class:`ClipInputs`) on each
+decoded clip, optionally caching the result as one ``.npz`` per clip (``save_inputs`` /
+``load_inputs``); the token ids and a reference to the media go to the transformers rollout
+engine and to the learner (:mod:`diadem_ray.models.media`; tested on CPU with ``build_tiny_thinker``, a tiny random
 checkpoint of the same architecture in the published layout). vLLM engines get the same clip
 through :func:`vllm_prompt` — the prompt with its single ``<|VIDEO|>`` placeholder, the resized
 frames and the audio track — and expand and encode it with :mod:`.qwen2_5_omni_vllm`, which
@@ -30,9 +30,13 @@ from __future__ import annotations
 
 import types
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+
+from diadem_ray.models.encoder import ClipEncoder
+from diadem_ray.types import EncodedClip
 
 FAMILY = "qwen2_5_omni"
 SYSTEM_PROMPT = ("You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving "
@@ -46,12 +50,15 @@ CLIP_STD = np.asarray([0.26862954, 0.26130258, 0.27577711], np.float32)
 INSTRUCTION = ("Describe the video in detail. Quote every spoken line word for word in double quotes, and say who "
                "speaks it by describing the speaker as a viewer sees or hears them.")
 INPUTS_VERSION = "qwen2_5_omni-inputs-3"  # bump when build_inputs changes what it makes (invalidates caches)
+MEDIA_KEYS = ("video_frames", "pixel_values_videos", "video_grid_thw", "video_second_per_grid", "input_features",
+              "feature_attention_mask", "use_audio_in_video", "audio_waveform")
+ENGINE_ONLY_KEYS = ("audio_waveform",)  # media fields no forward takes
 VLLM_ARCH = "DiademQwen2_5OmniThinker"  # the architecture name vLLM loads qwen2_5_omni_vllm's thinker under
 
 
 @dataclass(frozen=True)
 class Settings:
-    """DiaDem's inference settings for Qwen2.5-Omni (PAPERS.md): audio in video, 2 fps, a
+    """DiaDem's inference settings for Qwen2.5-Omni (the DiaDem paper): audio in video, 2 fps, a
     per-frame pixel budget, greedy evaluation with up to 2,048 new tokens."""
 
     use_audio_in_video: bool = True
@@ -169,7 +176,7 @@ def build_inputs(frames: np.ndarray, times_s: np.ndarray, audio: np.ndarray, pro
     """The thinker's inputs for one clip (numpy arrays; ``input_ids`` ``[1, L]``), as both the
     rollout engines and the learner consume them. ``audio`` float32 mono at ``s.sample_rate_hz``.
     The video travels compact, as the resized uint8 frames ``video_frames`` ``[T, h, w, 3]``;
-    :func:`model_inputs` (called by :func:`to_torch` and :func:`families.media_kwargs`) makes the
+    :func:`model_inputs` (called by :func:`to_torch` and :func:`diadem_ray.models.media.media_kwargs`) makes the
     float32 patches where the model runs. ``audio_waveform`` is the audio the features were
     computed from (vLLM engines take audio, not features)."""
     resized = resize_frames(sample_frames(frames, times_s, fps=s.fps, max_frames=s.max_frames), s)
@@ -348,6 +355,36 @@ class ClipInputs:
                             feature_extractor=self.feature_extractor, s=self.s)
 
 
+def split_inputs(inputs: Mapping[str, Any]) -> Tuple[List[int], Dict[str, Any]]:
+    """``build_inputs`` output → (prompt token ids, media) as prompts carry them."""
+    ids = inputs["input_ids"]
+    ids = ids[0] if getattr(ids, "ndim", 1) == 2 else ids
+    return [int(t) for t in ids], {k: inputs[k] for k in MEDIA_KEYS if k in inputs}
+
+
+class MediaEncoder(ClipEncoder):
+    """The decode worker's encoder for ``qwen2_5_omni``: decoded media → (prompt token ids, media)
+    with :class:`ClipInputs`; cached as one uncompressed ``.npz`` per clip."""
+
+    def __init__(self, model_path: str, options: Optional[Dict[str, Any]] = None):
+        self.inputs = ClipInputs(model_path, Settings(**(options or {})))
+
+    def encode(self, clip_id: str, frames: Any, times_s: Any, audio: Any, sample_rate_hz: int) -> Tuple[EncodedClip, Any]:
+        ids, media = split_inputs(self.inputs(frames, times_s, audio, sample_rate_hz))
+        return EncodedClip(clip_id, prompt_token_ids=tuple(ids)), media
+
+    def write(self, path: Path, enc: EncodedClip, media: Any) -> None:
+        import os
+
+        # numpy appends ``.npz`` to any other suffix: write under that name, then rename exactly
+        save_inputs(str(path) + ".npz", {"input_ids": np.asarray(enc.prompt_token_ids, np.int64), **media})
+        os.replace(str(path) + ".npz", path)
+
+    def read(self, clip_id: str, path: Path) -> Tuple[EncodedClip, Any]:
+        ids, media = load_inputs(path)
+        return EncodedClip(clip_id, prompt_token_ids=tuple(ids)), media
+
+
 def save_inputs(path: Any, inputs: Dict[str, Any]) -> None:
     """One clip's ``build_inputs`` as an uncompressed ``.npz`` (written to a temporary name, then
     renamed: a reader never sees half a file)."""
@@ -363,8 +400,6 @@ def save_inputs(path: Any, inputs: Dict[str, Any]) -> None:
 
 def load_inputs(path: Any) -> Tuple[list, Dict[str, Any]]:
     """(prompt token ids, media) of a clip saved by ``save_inputs``, as prompts carry them."""
-    from diadem_ray.models.families import split_inputs
-
     with np.load(path) as z:
         inputs: Dict[str, Any] = {k: z[k] for k in z.files}
     inputs["use_audio_in_video"] = bool(inputs.get("use_audio_in_video", True))

@@ -13,18 +13,18 @@ Costs, stated plainly: the words can only be as right as Whisper tiny.en's; a sp
 cannot show (off screen, out of shot) must be inferred from pitch and context. Those are exactly
 the cases REF measures, and where GRPO has something to learn.
 
-``build_inputs`` is the one function both the rollout engines and the learner use, so they see
-the same tokens: the engines receive ``prompt_token_ids``, the learner re-uses those ids.
+The driver tokenises :func:`prompt_text` once per clip; the engines receive those
+``prompt_token_ids`` and the learner re-uses them, so both see the same tokens.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, Optional, Tuple
 
-from diadem_ray.types import Clip, Turn
+from diadem_ray.models.encoder import ClipEncoder
+from diadem_ray.types import EncodedClip
 
-FAMILY = "tiny_av"
 INSTRUCTION = "Write the dialogue as lines 'speaker: \"words\"'. Name speakers as a viewer would."
 
 
@@ -40,30 +40,20 @@ def prompt_text(evidence_text: str) -> str:
     return f"{INSTRUCTION}\n{evidence_text}\nDialogue:\n"
 
 
-def caption_of(turns: Sequence[Turn]) -> str:
-    """The caption form the model writes (and the structured extractor parses)."""
-    return "\n".join(f'{t.speaker}: "{t.text}"' for t in turns)
+class EvidenceEncoder(ClipEncoder):
+    """The decode worker's encoder for ``tiny_av``: decoded media → the front-end's evidence text
+    (small: returned inline, cached as one UTF-8 text file)."""
 
+    def __init__(self, *, cpu_threads: int = 1):
+        from diadem_ray.models.tiny_av_frontend import FrontEnd
 
-def target_text(clip: Clip) -> str:
-    """The SFT target of a clip: its reference dialogue as a caption."""
-    return caption_of(clip.dialogue)
+        self.frontend = FrontEnd(cpu_threads=cpu_threads)
 
+    def encode(self, clip_id: str, frames: Any, times_s: Any, audio: Any, sample_rate_hz: int) -> Tuple[EncodedClip, Any]:
+        return EncodedClip(clip_id, evidence=self.frontend.evidence(frames, times_s, audio, sample_rate_hz).text()), None
 
-class Tokens:
-    """Token ids of prompts and targets with the backbone's tokenizer (the EOS ends a target)."""
+    def write(self, path: Path, enc: EncodedClip, media: Any) -> None:
+        path.write_text(enc.evidence, encoding="utf-8")
 
-    def __init__(self, model_path: str | Path):
-        from transformers import AutoTokenizer
-
-        self.tok = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
-        self.eos_id = int(self.tok.eos_token_id)
-
-    def prompt(self, text: str) -> List[int]:
-        return list(self.tok(text, add_special_tokens=False)["input_ids"])
-
-    def target(self, text: str) -> List[int]:
-        return list(self.tok(text, add_special_tokens=False)["input_ids"]) + [self.eos_id]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tok.decode(list(ids), skip_special_tokens=True)
+    def read(self, clip_id: str, path: Path) -> Tuple[EncodedClip, Any]:
+        return EncodedClip(clip_id, evidence=path.read_text(encoding="utf-8")), None

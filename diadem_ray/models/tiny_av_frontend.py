@@ -1,5 +1,9 @@
 """The perception front-end of ``tiny_av``: pixels and samples in, compact evidence text out.
 
+A perception for the synthetic world only: it finds people by the colours and shapes the
+synthesiser draws (:mod:`diadem_ray.scene`, the vocabulary both read) and recognises nothing else;
+on real footage it sees no one. Its audio pathway is general (Whisper), its visual pathway is not.
+
 * Visual pathway (hand-written: no library detects these figures): skin-coloured heads are found
   as connected components (``scipy.ndimage.label``); each person's identity is read from the
   shirt colour under the head and the hair around it; the mouth's opening is measured per frame.
@@ -26,7 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from diadem_ray.data.render import HAIR_DARK, HAIR_GREY, MOUTH, PALETTE, SKIN
+from diadem_ray.scene import SCENE
 
 FRONTEND_VERSION = "2"  # bump when the evidence text changes: feature caches are keyed by it
 
@@ -60,7 +64,7 @@ def _near(pixel: np.ndarray, color, tol: float) -> bool:
 
 def _nearest_palette(pixel: np.ndarray) -> Optional[str]:
     best, name = 1e9, None
-    for n, c in PALETTE.items():
+    for n, c in SCENE.shirts.items():
         d = float(np.abs(pixel.astype(np.float32) - np.asarray(c, np.float32)).sum())
         if d < best:
             best, name = d, n
@@ -72,7 +76,7 @@ def people_in_frame(frame: np.ndarray) -> List[Tuple[str, float, float]]:
     from scipy import ndimage
 
     f = frame.astype(np.int16)
-    skin = np.abs(f - np.asarray(SKIN, np.int16)).sum(axis=2) < 60
+    skin = np.abs(f - np.asarray(SCENE.skin, np.int16)).sum(axis=2) < 60
     labels, n = ndimage.label(skin)
     out = []
     h, w = frame.shape[:2]
@@ -87,12 +91,12 @@ def people_in_frame(frame: np.ndarray) -> List[Tuple[str, float, float]]:
         if shirt is None:
             continue
         top = frame[max(0, y0 - 2):y0 + 1, cx]
-        grey = len(top) > 0 and _near(np.median(top, axis=0), HAIR_GREY, 60)
+        grey = len(top) > 0 and _near(np.median(top, axis=0), SCENE.hair_grey, 60)
         side_y, side_x = int(y0 + 0.75 * (y1 - y0)), int(x0 - max(1, 0.12 * wd))
-        long_ = 0 <= side_x and _near(frame[side_y, side_x], HAIR_GREY if grey else HAIR_DARK, 60 if grey else 90)
+        long_ = 0 <= side_x and _near(frame[side_y, side_x], SCENE.hair_grey if grey else SCENE.hair_dark, 60 if grey else 90)
         hair = ("grey-" if grey else "") + ("long" if long_ else "short")
         head = f[y0:y1, x0:x1]
-        mouth = (np.abs(head - np.asarray(MOUTH, np.int16)).sum(axis=2) < 110).sum() / float(wd * wd)
+        mouth = (np.abs(head - np.asarray(SCENE.mouth, np.int16)).sum(axis=2) < 110).sum() / float(wd * wd)
         out.append((f"{shirt}/{hair}", float(mouth), cx / w))
     return out
 

@@ -1,4 +1,4 @@
-"""Adaptive-merge monotonic alignment of hypothesis to reference utterances (METRICS.md §1.3).
+"""Adaptive-merge monotonic alignment of hypothesis to reference utterances (docs/metrics.md §1.3).
 
 Written by hand (no library implements DiaDemBench's merge DP). It returns exactly the groups and
 scores of the public scorer, only faster:

@@ -1,4 +1,4 @@
-"""Reward components beyond DiaDemBench's ASR/REF (METRICS.md §4).
+"""Reward components beyond DiaDemBench's ASR/REF (docs/metrics.md §4).
 
 Each component is a plain function ``(ctx: Context, **params) -> float``. Accuracy-like components
 are in [0, 1] (higher is better); penalties are in [-1, 0]. cpWER/tcpWER come from meeteval

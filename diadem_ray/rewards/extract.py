@@ -1,4 +1,4 @@
-"""From a caption to dialogue turns (METRICS.md §3).
+"""From a caption to dialogue turns (docs/metrics.md §3).
 
 * ``structured``: deterministic parse of the D-ORCA line form ``0:01 - 0:05, <speaker> said: "…"``
   and the DiaDemBench form ``<speaker>: "…"``.

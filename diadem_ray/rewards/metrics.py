@@ -1,4 +1,4 @@
-"""DiaDemBench ASR/REF scores as small frozen objects that add up (METRICS.md §1.4–1.7).
+"""DiaDemBench ASR/REF scores as small frozen objects that add up (docs/metrics.md §1.4–1.7).
 
 A :class:`ClipScore` carries the counts of one clip (groups, ``dt_num``, ``gt_num``, similarity
 sum, speaker hits); :class:`Totals` sums clips so benchmark figures come from counts without

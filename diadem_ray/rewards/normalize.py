@@ -1,4 +1,4 @@
-"""DiaDemBench text cleaning and utterance similarity (METRICS.md §1.1–1.2).
+"""DiaDemBench text cleaning and utterance similarity (docs/metrics.md §1.1–1.2).
 
 Written by hand because no library implements DiaDemBench's cleaning; OpenCC does the
 Traditional→Simplified conversion and rapidfuzz the (C-backed) Levenshtein distance.

@@ -2,7 +2,7 @@
 
 Every judge maps a sequence of (hypothesis speaker, reference speaker) pairs to one boolean per
 pair, or raises :class:`JudgeError` — a judge never guesses. Callers at the actor boundary turn
-that error into a counted, reasoned failure (METRICS.md §2).
+that error into a counted, reasoned failure (docs/metrics.md §2).
 
 * ``exact``: normalised strings equal (synthetic data, character-bank names).
 * ``embedding``: cosine similarity of all-MiniLM-L6-v2 sentence embeddings ≥ threshold; the model

@@ -43,7 +43,7 @@ def _pool(thinker, cache_dir="", cache_max_bytes=0):
     from diadem_ray.cluster.decode_pool import DecodePool
 
     return DecodePool(num_workers=1, num_cpus_per_worker=0.25, node_wait_s=60, family="qwen2_5_omni",
-                      model_path=str(thinker), max_frames=8, sample_rate_hz=16000, qwen=SETTINGS,
+                      model_path=str(thinker), max_frames=8, sample_rate_hz=16000, options=SETTINGS,
                       cache_dir=cache_dir, cache_max_bytes=cache_max_bytes)
 
 
@@ -191,6 +191,7 @@ def test_media_lost_with_their_worker_are_decoded_again(ray_local, thinker, shar
     from diadem_ray.data.cursor import ClipStream
     from diadem_ray.data.media_refs import MediaLost, resolve
     from diadem_ray.driver import Driver
+    from diadem_ray.models.families import get_family
 
     clips = [c for c in ClipStream(shards, ["easy"], seed=0).take(2)]
     pool = _pool(thinker)
@@ -215,6 +216,7 @@ def test_media_lost_with_their_worker_are_decoded_again(ray_local, thinker, shar
         class Bare(Driver):
             def __init__(self):
                 self.cfg = type("C", (), {"model": type("M", (), {"max_prompt_tokens": 100_000})})()
+                self.family, self.tokens = get_family("qwen2_5_omni"), None
                 self.decoders, self.rollouts = pool, Rollouts()
 
         bare = Bare()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from diadem_ray.models import qwen2_5_omni as q
-from diadem_ray.models.families import split_inputs
+from diadem_ray.models.qwen2_5_omni import split_inputs
 from diadem_ray.types import Prompt
 
 

@@ -130,9 +130,9 @@ def test_dead_replica_loses_and_duplicates_no_prompt(ray_local, tmp_path):
 
         sd = AutoModelForCausalLM.from_pretrained(model).state_dict()
         buckets = [[(k, torch.full_like(v, 0.01) if k.endswith("norm.weight") else v) for k, v in sd.items()]]
-        group.last_buckets = ray.put(buckets)
-        group.version = 1
-        ray.get([r.load_weight_buckets.remote(1, group.last_buckets) for r in group.replicas])
+        ref = ray.put(buckets)
+        ray.get([r.load_weight_buckets.remote(1, ref) for r in group.replicas])
+        group.loaded(1, ref)
         ray.kill(group.replicas[0], no_restart=False)
         out, metrics = group.generate(prompts[:8], samples_per_prompt=1, max_new_tokens=4)
         assert [r.prompt_id for r in out] == [f"q{i}" for i in range(8)] and {r.policy_version for r in out} == {1}

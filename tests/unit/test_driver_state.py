@@ -100,10 +100,11 @@ class _Sync:
     def __init__(self, rollouts):
         self.rollouts, self.pushed_over = rollouts, []
 
-    def push(self):
+    def push(self, version=None):
+        version = self.rollouts.version + 1 if version is None else version
         self.pushed_over.append(self.rollouts.version)
-        self.rollouts.version += 1
-        return {"sync/policy_version": float(self.rollouts.version)}
+        self.rollouts.version = version
+        return {"sync/policy_version": float(version)}
 
 
 def _restored(repo_root, state, *overrides):
@@ -131,7 +132,7 @@ def test_restore_fits_the_checkpoint_to_the_config_reloads_the_reference_and_say
     out = capsys.readouterr().out
     assert d.learners.calls == [("load_checkpoint", "/r/n/checkpoints"),
                                 ("load_reference", "/r/n/checkpoints/kl_reference.safetensors")]
-    assert d.sync.pushed_over == [1]  # the engines' weights become policy_version 2 again
+    assert d.sync.pushed_over == [0] and d.rollouts.version == 2  # the engines' weights become policy_version 2 again
     assert d.state.done_stages == ["sft", "profile", "grpo_stage1"] and "final" not in d.state.evals
     assert "resume: eval ran before grpo_stage2, which run.stages now puts first: it runs again" in out
     assert "KL reference restored from /r/n/checkpoints/kl_reference.safetensors" in out

@@ -1,4 +1,4 @@
-"""ARCHITECTURE.md's dependency direction: pure modules never load ray, vllm or deepspeed."""
+"""docs/architecture.md's dependency direction: pure modules never load ray, vllm or deepspeed."""
 
 import json
 import subprocess

@@ -60,7 +60,8 @@ def test_build_inputs_drive_a_tiny_thinker(tiny_thinker):
 
 
 def test_media_split_and_kwargs(tiny_thinker):
-    from diadem_ray.models.families import MEDIA_KEYS, media_kwargs, split_inputs
+    from diadem_ray.models.media import media_kwargs
+    from diadem_ray.models.qwen2_5_omni import MEDIA_KEYS, split_inputs
 
     _, tok, fe, _ = tiny_thinker
     rng = np.random.default_rng(2)
@@ -81,7 +82,7 @@ def test_media_split_and_kwargs(tiny_thinker):
 def test_compact_frames_become_the_same_patches(tiny_thinker):
     """Media carry resized uint8 frames; the patches made from them where the model runs are the
     ones the one-step patchifier makes, at a quarter of the bytes in transit."""
-    from diadem_ray.models.families import expand_media
+    from diadem_ray.models.media import expand_media
 
     _, tok, fe, _ = tiny_thinker
     rng = np.random.default_rng(4)
@@ -103,7 +104,7 @@ def test_compact_frames_become_the_same_patches(tiny_thinker):
 
 
 def test_clip_inputs_cache_round_trip(tiny_thinker, tmp_path):
-    from diadem_ray.models.families import split_inputs
+    from diadem_ray.models.qwen2_5_omni import split_inputs
 
     _, _, _, path = tiny_thinker
     s = q.Settings(max_pixels=16 * 28 * 28)
@@ -129,16 +130,16 @@ def test_clip_inputs_cache_round_trip(tiny_thinker, tmp_path):
 
 
 def test_media_tokens_are_never_sampled(tiny_thinker):
-    from diadem_ray.models.families import media_token_ids
+    from diadem_ray.models.families import get_family
 
     _, tok, _, _ = tiny_thinker
-    banned = media_token_ids("qwen2_5_omni", tok)
+    banned = get_family("qwen2_5_omni").media_token_ids(tok)
     assert banned == sorted(tok.convert_tokens_to_ids(t) for t in q.TOKENS.values()) and len(banned) == 7
-    assert media_token_ids("tiny_av", tok) == []
+    assert get_family("tiny_av").media_token_ids(tok) == []
 
 
 def test_vllm_prompt_collapses_the_clip_and_carries_frames_and_audio(tiny_thinker):
-    from diadem_ray.models.families import split_inputs
+    from diadem_ray.models.qwen2_5_omni import split_inputs
 
     _, tok, fe, _ = tiny_thinker
     rng = np.random.default_rng(2)
@@ -162,7 +163,7 @@ def test_vllm_prompt_collapses_the_clip_and_carries_frames_and_audio(tiny_thinke
     with pytest.raises(ValueError, match="one clip"):
         q.vllm_prompt(ids + ids, media, special)
     # the learners get every field a forward takes, the same arrays, and not the raw audio
-    from diadem_ray.models.families import learner_media
+    from diadem_ray.models.media import learner_media
 
     kept = learner_media(media)
     assert set(kept) == set(media) - {"audio_waveform"} and all(kept[k] is media[k] for k in kept)

@@ -44,9 +44,9 @@ def test_timeout_that_python_swallows_still_fails_the_caption():
     def stubborn(*args, **kwargs):
         end = time.perf_counter() + 0.4
         while True:
-            # Every call in the spin loop is inside the try, so a tick cannot escape from it (an
-            # earlier version checked the clock outside the try, and the tick that landed there
-            # escaped as an ordinary timeout); only the handler runs outside, for microseconds.
+            # Every call in the spin loop is inside the try, so a tick cannot escape from it (a
+            # clock check outside the try would let a tick that lands there escape as an ordinary
+            # timeout); only the handler runs outside, for microseconds.
             try:
                 while time.perf_counter() < end:
                     sum(range(1000))

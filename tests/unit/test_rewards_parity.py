@@ -1,4 +1,4 @@
-"""Parity with a straightforward implementation of METRICS.md (bench/reference_diadembench.py)."""
+"""Parity with a straightforward implementation of docs/metrics.md (bench/reference_diadembench.py)."""
 
 import random
 

@@ -8,6 +8,7 @@ from diadem_ray.data.decode import decode_clip
 from diadem_ray.data.render import Figure, background, draw_person
 from diadem_ray.data.synth import Voice, make_clip
 from diadem_ray.models import tiny_av
+from diadem_ray.models.families import get_family
 from diadem_ray.models.tiny_av_frontend import FrontEnd, people_in_frame, pitch_hz, speech_segments
 
 
@@ -52,5 +53,5 @@ def test_target_caption_round_trips_through_the_structured_extractor(tmp_path):
     from diadem_ray.rewards.extract import extract_structured
 
     clip = make_clip(2, seed=11, out_dir=tmp_path, voice=Voice())
-    turns = extract_structured(tiny_av.target_text(clip))
+    turns = extract_structured(get_family("tiny_av").sft_target(clip))
     assert [(t.speaker, t.text) for t in turns] == [(t.speaker, t.text) for t in clip.dialogue]
