@@ -44,6 +44,7 @@ def child(out: str, argv: list) -> None:
 
     from diadem_ray.cli import main
     from diadem_ray.driver import Driver
+    from diadem_ray.driver.calls import ClipCalls
     from diadem_ray.types import MediaRef
 
     puts = {"count": 0, "bytes": 0}
@@ -60,7 +61,7 @@ def child(out: str, argv: list) -> None:
 
     ray.put = counting_put
     media = {"refs": 0, "owned_by_driver": 0, "bytes": []}
-    prompt = Driver._prompt
+    prompt = ClipCalls.prompt
 
     def seen(self, enc, tag):
         p = prompt(self, enc, tag)
@@ -74,7 +75,7 @@ def child(out: str, argv: list) -> None:
             media["bytes"].append(p.media.nbytes)
         return p
 
-    Driver._prompt = seen
+    ClipCalls.prompt = seen
     steps = []
     end_step = Driver._end_step
 

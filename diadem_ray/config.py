@@ -21,7 +21,7 @@ import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, cast
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -334,7 +334,7 @@ def _check_keys(schema: type, data: Any, prefix: str, origin: str, problems: Lis
     return clean
 
 
-def _leaves(schema: type, data: Dict[str, Any], prefix: str = ""):
+def _leaves(schema: type, data: Dict[str, Any], prefix: str = "") -> Iterator[Tuple[str, Any, Any]]:
     """Yield (dotted key, value, type) per leaf; dataclass fields recurse, others are leaves."""
     hints = typing.get_type_hints(schema)
     for key, value in data.items():
@@ -382,20 +382,26 @@ def _read_yaml(path: Path, problems: List[str]) -> Dict[str, Any]:
     if not isinstance(data, dict):
         problems.append(f"{path}: the top level must be a mapping, got {type(data).__name__}")
         return {}
-    return data
+    return cast(Dict[str, Any], data)
 
 
 def _parse_overrides(overrides: Sequence[str], problems: List[str]) -> List[tuple[str, Dict[str, Any]]]:
-    parsed = []
+    parsed: List[tuple[str, Dict[str, Any]]] = []
     for item in overrides:
         if "=" not in item or item.startswith("="):
             problems.append(f"override '{item}': expected KEY=VALUE, e.g. learner.zero_stage=3")
             continue
         try:
-            parsed.append((item, OmegaConf.to_container(OmegaConf.from_dotlist([item]))))
+            parsed.append((item, cast(Dict[str, Any], OmegaConf.to_container(OmegaConf.from_dotlist([item])))))
         except Exception as exc:
             problems.append(f"override '{item}': {str(exc).splitlines()[0]}")
     return parsed
+
+
+def plain(cfg: Any) -> Dict[str, Any]:
+    """A structured config, ``DictConfig`` or config dataclass as a plain, resolved ``dict``."""
+    node = cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg)
+    return cast(Dict[str, Any], OmegaConf.to_container(node, resolve=True))
 
 
 def load_structured(schema: type, sources: Sequence[tuple[str, Dict[str, Any]]], problems: List[str]) -> DictConfig:
@@ -404,14 +410,14 @@ def load_structured(schema: type, sources: Sequence[tuple[str, Dict[str, Any]]],
     Sources whose label starts with `` (from override`` set single keys inside mappings; YAML
     sources replace whole mappings and lists.
     """
-    cfg = OmegaConf.structured(schema)
+    cfg: DictConfig = OmegaConf.structured(schema)
     for origin, data in sources:
         clean = _check_keys(schema, data, "", origin, problems)
         _apply(cfg, schema, clean, origin, problems, replace_mappings=not origin.startswith(" (from override"))
     return cfg
 
 
-def load_config(path: Optional[str | os.PathLike], overrides: Sequence[str] = ()) -> TrainConfig:
+def load_config(path: Optional[str | os.PathLike[str]], overrides: Sequence[str] = ()) -> TrainConfig:
     """Load a :class:`TrainConfig`; raise :class:`ConfigError` listing every problem.
 
     Args:
@@ -595,7 +601,7 @@ def line_credit_problems(line_credit_weight: float, spec: RewardSpec) -> List[st
     return []
 
 
-def load_reward_spec(name_or_path: str, search_dirs: Sequence[str | os.PathLike] = ("configs/rewards",)) -> RewardSpec:
+def load_reward_spec(name_or_path: str, search_dirs: Sequence[str | os.PathLike[str]] = ("configs/rewards",)) -> RewardSpec:
     """Load a reward composition by name (``diadem_f1`` → ``<dir>/diadem_f1.yaml``) or path.
 
     Structural problems (unknown keys, wrong types) raise :class:`ConfigError`; whether the
@@ -619,7 +625,7 @@ def to_yaml(cfg: Any) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)
 
 
-def save_resolved(cfg: Any, path: str | os.PathLike) -> Path:
+def save_resolved(cfg: Any, path: str | os.PathLike[str]) -> Path:
     """Write the resolved config to ``path`` (parents created) and return the path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -88,13 +88,7 @@ def recover(driver: Any, exc: BaseException, restarts: int) -> None:
     t0 = time.perf_counter()
     say(f"lost the learner/rollout group ({describe_loss(exc)}); restart {restarts} of run.max_restarts "
         f"{cfg.run.max_restarts}: stopping both groups")
-    for name in ("rollouts", "learners"):
-        group = getattr(driver, name, None)
-        if group is not None:
-            try:
-                group.shutdown()
-            except Exception:  # already gone with its node
-                pass
+    driver.res.stop_groups()
     waited = wait_for_capacity(group_needs(cfg), wait_s=cfg.cluster.node_wait_s, available=ray.available_resources,
                                say=say)
     if (driver.ckpt_dir / "latest").is_file():
@@ -102,8 +96,8 @@ def recover(driver: Any, exc: BaseException, restarts: int) -> None:
     else:  # nothing saved yet: start over (same seeds, so the same steps), in the same MLflow run
         driver.state = DriverState(mlflow_run_id=driver.state.mlflow_run_id)
         driver.resume = False
-    if driver.tracker is not None:  # steps MLflow already holds are replayed, not logged again
-        driver._logged_through = max(driver._logged_through, driver.tracker.last_step(STEP_METRIC))
+    if driver.res.tracker is not None:  # steps MLflow already holds are replayed, not logged again
+        driver._logged_through = max(driver._logged_through, driver.res.tracker.last_step(STEP_METRIC))
     driver._start_actors()
     driver._restored_profile()
     say(f"recovered in {time.perf_counter() - t0:.0f} s (waited {waited:.0f} s for resources); going on from "

@@ -62,7 +62,7 @@ def main(out: str, workdir: str, config: str, args) -> int:
             def end_and_lose(self, stage, step, total, metrics, summary):
                 end_step(self, stage, step, total, metrics, summary)
                 if (stage, step) == lose and not first:
-                    first.update(placement={k: list(v) for k, v in self.placement.items()}, lost_at=self.state.global_step)
+                    first.update(placement={k: list(v) for k, v in self.res.placement.items()}, lost_at=self.state.global_step)
                     print(f"removing the GPU-like node {gpu.node_id[:8]} after {stage} step {step + 1}", flush=True)
                     swap_node()  # here, on the main thread: the harness starts processes with signal handlers
 
@@ -74,7 +74,7 @@ def main(out: str, workdir: str, config: str, args) -> int:
 
             def lose_then_score(pool, items, *, step, **kwargs):
                 if (driver.state.stage, step) == lose_cpu and "cpu_after" not in nodes:
-                    first.update(placement={k: list(v) for k, v in driver.placement.items()}, lost_at=driver.state.global_step)
+                    first.update(placement={k: list(v) for k, v in driver.res.placement.items()}, lost_at=driver.state.global_step)
                     print(f"removing the CPU node {cpu.node_id[:8]} in {driver.state.stage} step {step + 1}", flush=True)
                     cluster.remove_node(cpu, allow_graceful=False)  # on the main thread, as the harness needs
                     time.sleep(3.0)
@@ -84,7 +84,7 @@ def main(out: str, workdir: str, config: str, args) -> int:
 
             RewardPool.score = lose_then_score
         driver.run()
-        result = {"nodes": nodes, "placement": first.get("placement", driver.placement), "placement_after": driver.placement,
+        result = {"nodes": nodes, "placement": first.get("placement", driver.res.placement), "placement_after": driver.res.placement,
                   "lost_at": first.get("lost_at"), "evals": driver.state.evals, "global_step": driver.state.global_step}
         Path(out).write_text(json.dumps(result))
         return 0

@@ -8,6 +8,7 @@ off (``none``: nothing written) or bounded."""
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -190,7 +191,7 @@ def test_media_lost_with_their_worker_are_decoded_again(ray_local, thinker, shar
     from diadem_ray.actors.rollout import _fetch_media
     from diadem_ray.data.cursor import ClipStream
     from diadem_ray.data.media_refs import MediaLost, resolve
-    from diadem_ray.driver import Driver
+    from diadem_ray.driver.calls import ClipCalls
     from diadem_ray.models.families import get_family
 
     clips = [c for c in ClipStream(shards, ["easy"], seed=0).take(2)]
@@ -213,14 +214,10 @@ def test_media_lost_with_their_worker_are_decoded_again(ray_local, thinker, shar
                 Rollouts.calls += 1
                 return ray.get(replica.remote(prompts)), {}
 
-        class Bare(Driver):
-            def __init__(self):
-                self.cfg = type("C", (), {"model": type("M", (), {"max_prompt_tokens": 100_000})})()
-                self.family, self.tokens = get_family("qwen2_5_omni"), None
-                self.decoders, self.rollouts = pool, Rollouts()
-
-        bare = Bare()
-        prompts, (frames, _) = bare._roll(taken, ["a", "b"])
+        res = SimpleNamespace(family=get_family("qwen2_5_omni"), tokens=None, decoders=pool, rollouts=Rollouts())
+        calls = ClipCalls(SimpleNamespace(model=SimpleNamespace(max_prompt_tokens=100_000)), res,
+                          {c.clip_id: c for c in clips})
+        prompts, (frames, _) = calls.roll(taken, ["a", "b"])
         assert Rollouts.calls == 2 and all(n > 0 for n in frames)  # failed once, then ran on media decoded again
         assert "media of 2 clip(s) lost with their decode worker; decoded again" in capsys.readouterr().out
         assert all(_owner(p.media.ref) != ray.get_runtime_context().get_worker_id() for p in prompts)
@@ -235,8 +232,7 @@ def test_media_lost_with_their_worker_are_decoded_again(ray_local, thinker, shar
             with pytest.raises(MediaLost, match=clips[0].clip_id):
                 g.sft_step(ids, resp, media=[p.media for p in prompts])
             assert g.step == 0  # no rank started the step
-            bare.clips = {c.clip_id: c for c in clips}
-            m = bare._learn(lambda media: g.sft_step(ids, resp, media=media), prompts)
+            m = calls.learn(lambda media: g.sft_step(ids, resp, media=media), prompts)
             assert np.isfinite(m["learner/sft_loss"]) and g.step == 1
             assert "media of 2 clip(s) lost with their decode worker; decoded again" in capsys.readouterr().out
         finally:

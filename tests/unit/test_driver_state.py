@@ -115,8 +115,8 @@ def _restored(repo_root, state, *overrides):
 
     base = ["run.output_dir=/r", "run.name=n", "stages.sft.steps=2", "stages.grpo_stage1.steps=1"]
     d = Driver(load_config(repo_root / "configs/demo_cpu.yaml", base + list(overrides)), resume=True)
-    d.learners, d.rollouts = _Learners(state), SimpleNamespace(version=0)
-    d.sync = _Sync(d.rollouts)
+    d.res.learners, d.res.rollouts = _Learners(state), SimpleNamespace(version=0)
+    d.res.sync = _Sync(d.res.rollouts)
     d._restore()
     return d
 
@@ -130,9 +130,9 @@ def test_restore_fits_the_checkpoint_to_the_config_reloads_the_reference_and_say
                        evals={"untrained": {}, "sft": {}, "grpo_stage1": {}, "final": {}})
     d = _restored(repo_root, done, "grpo.kl_coef=0.05")
     out = capsys.readouterr().out
-    assert d.learners.calls == [("load_checkpoint", "/r/n/checkpoints"),
+    assert d.res.learners.calls == [("load_checkpoint", "/r/n/checkpoints"),
                                 ("load_reference", "/r/n/checkpoints/kl_reference.safetensors")]
-    assert d.sync.pushed_over == [0] and d.rollouts.version == 2  # the engines' weights become policy_version 2 again
+    assert d.res.sync.pushed_over == [0] and d.res.rollouts.version == 2  # the engines' weights become policy_version 2 again
     assert d.state.done_stages == ["sft", "profile", "grpo_stage1"] and "final" not in d.state.evals
     assert "resume: eval ran before grpo_stage2, which run.stages now puts first: it runs again" in out
     assert "KL reference restored from /r/n/checkpoints/kl_reference.safetensors" in out
@@ -141,7 +141,7 @@ def test_restore_fits_the_checkpoint_to_the_config_reloads_the_reference_and_say
     # Without a KL term the reference is not loaded; a run with nothing left says so.
     d = _restored(repo_root, done, "grpo.kl_coef=0.0", "run.stages=[sft,profile,grpo_stage1,eval]")
     out = capsys.readouterr().out
-    assert [c[0] for c in d.learners.calls] == ["load_checkpoint"] and "KL reference" not in out and "resume:" not in out
+    assert [c[0] for c in d.res.learners.calls] == ["load_checkpoint"] and "KL reference" not in out and "resume:" not in out
     assert "stages done: sft, profile, grpo_stage1, eval; nothing left to run" in out
     # A checkpoint taken at the end of a stage's steps, before its evaluation ran.
     mid = DriverState(stage="sft", stage_step=2, global_step=2, policy_version=3, steps_done={"sft": 2})

@@ -7,7 +7,7 @@ import torch
 
 from diadem_ray import grpo
 from diadem_ray.config import RewardComponentConfig, RewardSpec, line_credit_problems
-from diadem_ray.driver.loop import _nonzero
+from diadem_ray.driver.grpo_step import _nonzero
 from diadem_ray.rewards.compose import Composition
 from diadem_ray.rewards.extract import extract_structured, extract_structured_spans
 from diadem_ray.rewards.lines import line_hits

@@ -1,6 +1,8 @@
 """Recovery decisions without Ray: what the groups need, waiting for capacity, and the bound on
 restarts (run.max_restarts) with the count and the last failure named."""
 
+from types import SimpleNamespace
+
 import pytest
 
 from diadem_ray.config import load_config
@@ -42,7 +44,8 @@ def _driver(repo_root, monkeypatch, losses, max_restarts):
 
     cfg = load_config(str(repo_root / "configs/demo_cpu.yaml"), [f"run.max_restarts={max_restarts}"])
     d = Driver(cfg)
-    d.tracker = _Tracker()
+    d.res.tracker = _Tracker()
+    d.evaluator = SimpleNamespace(report=lambda state: None)
     calls = {"stages": 0, "recovered": []}
 
     def stages():
@@ -50,8 +53,10 @@ def _driver(repo_root, monkeypatch, losses, max_restarts):
         if calls["stages"] <= losses:
             raise LearnerDied(0, calls["stages"], ConnectionError(f"node gone #{calls['stages']}"))
 
-    for name in ("_start_ray", "_prepare_data", "_start_actors", "_restored_profile", "_start_tracking", "_report", "_stop"):
+    for name in ("_prepare_data", "_start_actors", "_restored_profile", "_start_tracking"):
         monkeypatch.setattr(d, name, lambda: None)
+    for name in ("start_ray", "stop"):
+        monkeypatch.setattr(d.res, name, lambda: None)
     monkeypatch.setattr(d, "_run_stages", stages)
     monkeypatch.setattr(recovery, "recover", lambda drv, exc, n: calls["recovered"].append(n))
     return d, calls
@@ -60,11 +65,11 @@ def _driver(repo_root, monkeypatch, losses, max_restarts):
 def test_losses_within_max_restarts_are_recovered(repo_root, monkeypatch):
     d, calls = _driver(repo_root, monkeypatch, losses=2, max_restarts=2)
     d.run()
-    assert calls["recovered"] == [1, 2] and calls["stages"] == 3 and d.tracker.ended == "FINISHED"
+    assert calls["recovered"] == [1, 2] and calls["stages"] == 3 and d.res.tracker.ended == "FINISHED"
 
 
 def test_one_loss_more_than_max_restarts_stops_with_the_count_and_last_failure(repo_root, monkeypatch):
     d, calls = _driver(repo_root, monkeypatch, losses=3, max_restarts=2)
     with pytest.raises(RunFailed, match=r"lost 3 times, more than run.max_restarts 2; last: LearnerDied: .*node gone #3"):
         d.run()
-    assert calls["recovered"] == [1, 2] and d.tracker.ended == "KILLED"
+    assert calls["recovered"] == [1, 2] and d.res.tracker.ended == "KILLED"

@@ -1,29 +1,45 @@
-"""Starting and stopping what a run needs: Ray, the clips (synthesised once) and the decode pool, the
-rollout engines and learner ranks (restored from a checkpoint on resume), the MLflow run and the
-reward pools. A part of :class:`diadem_ray.driver.Driver`; the attributes it sets are listed there."""
+"""What a run holds on the cluster, started and stopped in one place: Ray, the decode pool, the
+rollout engines, the learner ranks and the weight sync between them, and the reward pools. The
+driver (:class:`~diadem_ray.driver.Driver`) owns one :class:`Resources` and calls into it; nothing
+here reads or writes the driver's state."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Dict, List
 
-from diadem_ray.config import line_credit_problems, load_reward_spec, to_yaml, weight_transfer_mode
-from diadem_ray.driver.state import STEP_METRIC, TRAIN_STAGES, DriverState, reconcile_with
+from diadem_ray.config import TrainConfig, line_credit_problems, load_reward_spec, plain, to_yaml, weight_transfer_mode
+from diadem_ray.driver.state import TRAIN_STAGES
 from diadem_ray.driver.state import say as _say
-from diadem_ray.types import Clip
+from diadem_ray.models.families import ModelFamily
 
 
-class Startup:
-    """Setup and teardown of the driver's resources (mixed into ``Driver``)."""
+class Resources:
+    """The run's actors and pools. Set by the ``start_*`` methods: ``decoders`` and ``feed_stats``
+    (decode pool), ``tokens``, ``rollouts``, ``learners``, ``sync``; ``pools`` fill on first use;
+    ``placement`` maps each role to the nodes it runs on."""
 
-    def _start_ray(self) -> None:
+    def __init__(self, cfg: TrainConfig, family: ModelFamily, *, out: Path, config_dir: Path):
+        self.cfg, self.family, self.out, self.config_dir = cfg, family, out, config_dir
+        self.own_ray = False
+        self.decoders: Any = None
+        self.feed_stats: Any = None
+        self.tokens: Any = None
+        self.rollouts: Any = None
+        self.learners: Any = None
+        self.sync: Any = None
+        self.tracker: Any = None
+        self.pools: Dict[str, Any] = {}
+        self.reward_specs: Dict[str, Any] = {}
+        self.placement: Dict[str, List[str]] = {}  # role (decode, learner, rollout, reward) -> node id per actor
+
+    def start_ray(self) -> None:
         import ray
 
         c = self.cfg.cluster
-        self._own_ray = not ray.is_initialized()
-        if self._own_ray:
+        self.own_ray = not ray.is_initialized()
+        if self.own_ray:
             kwargs: Dict[str, Any] = {"log_to_driver": False}
             if c.ray_address == "local" and os.environ.get("RAY_ADDRESS"):
                 # Inside `ray job submit`: run on the job's cluster, not a private one.
@@ -36,32 +52,7 @@ class Startup:
                 kwargs["address"] = c.ray_address
             ray.init(**{k: v for k, v in kwargs.items() if v is not None})
 
-    def _prepare_data(self) -> None:
-        from diadem_ray.data.shards import list_shards, read_shard
-        from diadem_ray.data.synth import describe, synthesize
-
-        d = self.cfg.data
-        root = Path(d.root)
-        for split, n, seed in (("train", d.train_clips, self.cfg.run.seed), ("eval", d.eval_clips, self.cfg.run.seed + 1000)):
-            if not (root / split / "annotations.jsonl").is_file():
-                _say(f"synthesising {n} {split} clips into {root / split}")
-                clips = synthesize(root / split, n, seed=seed, prefix=f"{split}", workers=max(1, int(self.cfg.cluster.local_num_cpus or 2)))
-                _say(describe(clips))
-        self.train_root = str(root / "train" / "shards")
-        self.eval_root = str(root / "eval" / "shards")
-        self.clips: Dict[str, Clip] = {}
-        self.split_ids: Dict[str, List[str]] = {}  # shard order, read once here
-        for split, r in (("train", self.train_root), ("eval", self.eval_root)):
-            ids = self.split_ids[split] = []
-            for path in list_shards(r):
-                for c in read_shard(path, r):
-                    self.clips[c.clip_id] = c
-                    ids.append(c.clip_id)
-        self.eval_ids = sorted(self.split_ids["eval"])
-        self.annotations = [json.loads(line) for line in (root / "eval" / "annotations.jsonl").read_text().splitlines() if line]
-        self._start_decoders()
-
-    def _start_decoders(self) -> None:
+    def start_decoders(self) -> None:
         """The decode pool (data plane): long-lived workers that decode clips as the stages draw
         them, a bounded number of steps ahead (:mod:`diadem_ray.data.feed`); nothing is decoded here."""
         from diadem_ray.cluster.decode_pool import DecodePool
@@ -89,16 +80,17 @@ class Startup:
         self.placement["decode"] = self.decoders.nodes()
         _say("placement: " + placement.summary({"decode workers": self.placement["decode"]}))
 
-    def _start_actors(self) -> None:
+    def start_actors(self) -> None:
         from diadem_ray.cluster.learner_group import LearnerGroup
         from diadem_ray.cluster.weight_sync import WeightSync
+
         cfg = self.cfg
         model_path = self.family.checkpoint(cfg.model.path)
         r, lr = cfg.rollout, cfg.learner
         _say(f"starting {r.num_replicas} rollout replica(s) ({r.backend}) and {lr.num_ranks} learner rank(s) (ZeRO-{lr.zero_stage})")
         # Disaggregated: the engines load while the learners start. Colocated (shared GPUs): one after
         # the other, so vLLM's memory profiling does not see the learners' allocations mid-way.
-        self._start_rollouts(model_path, wait=cfg.cluster.layout == "colocated")
+        self.start_rollouts(model_path, wait=cfg.cluster.layout == "colocated")
         total = sum(getattr(cfg.stages, s).steps for s in TRAIN_STAGES if s in cfg.run.stages)
         lora = dict(enabled=lr.lora.enabled, rank=lr.lora.rank, alpha=lr.lora.alpha, dropout=lr.lora.dropout,
                     target_modules=list(lr.lora.target_modules))
@@ -119,40 +111,10 @@ class Startup:
                                                 "rollout replicas": self.placement["rollout"]}))
         self.sync = WeightSync(self.learners, self.rollouts, bucket_bytes=r.weight_sync_bucket_mb << 20,
                                timeout_s=r.weight_sync_timeout_s, mode=weight_transfer_mode(cfg))
-        if self.resume:
-            self._restore()
 
-    def _restore(self) -> None:
-        """Resume from the latest checkpoint under ``ckpt_dir``: the learners load it, the driver
-        state it holds is fitted to this run's config (:func:`~diadem_ray.driver.state.reconcile`),
-        the anchored KL reference is reloaded, and the engines get the restored weights. Prints what
-        changed and where the run goes on."""
-        cfg = self.cfg
-        meta = self.learners.load_checkpoint(str(self.ckpt_dir))
-        self.state = DriverState(**meta["driver"])
-        for note in reconcile_with(self.state, cfg):
-            _say(f"resume: {note}")
-        if self.state.reference and cfg.grpo.kl_coef != 0.0:
-            self.learners.load_reference(str(self.ckpt_dir / self.state.reference))
-            _say(f"KL reference restored from {self.ckpt_dir / self.state.reference}")
-        # Fresh engines hold the base weights as version 0; restored weights are never that (a
-        # checkpoint taken during SFT has learner weights ahead of the engines' version 0). The
-        # engines get the restored weights before anything is generated.
-        m = self.sync.push(version=max(1, self.state.policy_version))
-        st = self.state
-        todo = [s for s in cfg.run.stages if s not in st.done_stages]
-        done_steps = st.stage_step if todo and todo[0] == st.stage else 0
-        if not todo:
-            at = "nothing left to run"
-        elif todo[0] in TRAIN_STAGES and done_steps >= getattr(cfg.stages, todo[0]).steps:
-            at = f"next: the evaluation after {todo[0]}"
-        else:
-            at = f"next: {todo[0]}" + (f" step {done_steps + 1}" if todo[0] in TRAIN_STAGES else "")
-        _say(f"resumed at global step {st.global_step}, policy_version {int(m['sync/policy_version'])}; "
-             f"stages done: {', '.join(st.done_stages) or 'none'}; {at}")
-
-    def _start_rollouts(self, model_path: str, wait: bool = True) -> None:
+    def start_rollouts(self, model_path: str, wait: bool = True) -> None:
         from diadem_ray.cluster.rollout_group import RolloutGroup
+
         cfg, r = self.cfg, self.cfg.rollout
         self.tokens = self.family.tokens(model_path)
         max_len = cfg.model.max_prompt_tokens + max(r.max_new_tokens, cfg.stages.eval.max_new_tokens)
@@ -167,35 +129,39 @@ class Startup:
                                      sleep_mode=cfg.cluster.layout == "colocated", wait=wait,
                                      max_pixels_per_frame=self.family.engine_pixels(cfg.model.max_pixels_per_frame))
 
-    def _start_tracking(self) -> None:
+    def push_weights(self) -> Dict[str, float]:
+        """Weights to the engines. Colocated layout: wake the engines' weights, sync, then give
+        them back their KV cache (vLLM's recommended order for RL; no-ops when disaggregated)."""
+        self.rollouts.wake_up(["weights"])
+        m: Dict[str, float] = self.sync.push()
+        self.rollouts.wake_up(["kv_cache"])
+        return m
+
+    def start_tracking(self, resume_run_id: str = "") -> Any:
+        """The run's MLflow tracker (``resume_run_id``: continue that run), with the resolved config,
+        the reward names and hashes as tags, and ``runs/<name>/config.yaml`` logged."""
         from omegaconf import OmegaConf
 
         from diadem_ray.actors.tracker import Tracker
 
         t = self.cfg.tracking
         self.tracker = Tracker(tracking_uri=t.tracking_uri, experiment=t.experiment, run_name=self.cfg.run.name,
-                               resume_run_id=self.state.mlflow_run_id or None)
-        self.state.mlflow_run_id = self.tracker.run_id
-        resolved = OmegaConf.to_container(OmegaConf.structured(self.cfg), resolve=True)
-        self.tracker.log_config(resolved)
+                               resume_run_id=resume_run_id or None)
+        self.tracker.log_config(plain(self.cfg))
         tags = {"run_name": self.cfg.run.name, "model_family": self.cfg.model.family}
         for stage in ("grpo_stage1", "grpo_stage2"):
             name = getattr(self.cfg.stages, stage).reward
             tags[f"reward.{stage}"] = name
-            tags[f"reward_hash.{stage}"] = self._pool(name, grpo=True).reward_hash
+            tags[f"reward_hash.{stage}"] = self.pool(name, grpo=True).reward_hash
         tags["reward_hash"] = "+".join(sorted({tags["reward_hash.grpo_stage1"], tags["reward_hash.grpo_stage2"]}))
         self.tracker.set_tags(tags)
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.yaml").write_text(to_yaml(self.cfg))
         self.tracker.log_artifact(self.out / "config.yaml")
-        if self.resume and self.state.mlflow_run_id:
-            self._logged_through = self.tracker.last_step(STEP_METRIC)
-            if self._logged_through > self.state.global_step:
-                _say(f"MLflow holds steps {self.state.global_step + 1}-{self._logged_through} from the attempt that "
-                     "stopped after the last checkpoint: they are replayed and not logged again")
         _say(f"MLflow run {self.tracker.run_id} in {t.tracking_uri} (experiment {t.experiment!r})")
+        return self.tracker
 
-    def _pool(self, name: str, *, grpo: bool = False):
+    def pool(self, name: str, *, grpo: bool = False):
         """The reward pool of reward ``name`` (started once); ``grpo``: a GRPO stage's reward, checked
         against ``grpo.line_credit_weight`` (at start-up, where the tags are written)."""
         if name not in self.pools:
@@ -215,7 +181,7 @@ class Startup:
                 kept.mkdir(parents=True, exist_ok=True)
                 (kept / f"{name}.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(spec)))
             w = self.cfg.reward
-            self.pools[name] = RewardPool(OmegaConf.to_container(OmegaConf.structured(spec), resolve=True),
+            self.pools[name] = RewardPool(plain(spec),
                                           num_workers=w.num_workers, num_cpus_per_worker=w.num_cpus_per_worker,
                                           batch_size=w.batch_size, reward_timeout_s=w.reward_timeout_s,
                                           max_task_retries=w.max_task_retries, resources=dict(w.custom_resources) or None,
@@ -231,19 +197,23 @@ class Startup:
             raise ValueError("; ".join(problems))
         return self.pools[name]
 
-    def _stop(self) -> None:
+    def stop(self) -> None:
         import ray
 
-        for name in ("rollouts", "learners"):
-            obj = getattr(self, name, None)
-            if obj is not None:
-                try:
-                    obj.shutdown()
-                except Exception:  # already dead: nothing to stop
-                    pass
+        self.stop_groups()
         for pool in self.pools.values():
             pool.shutdown()
-        if getattr(self, "decoders", None) is not None:
+        if self.decoders is not None:
             self.decoders.shutdown()
         if getattr(self, "_own_ray", False):
             ray.shutdown()
+
+    def stop_groups(self) -> None:
+        """Stop the rollout and learner groups (either may already be gone with its node)."""
+        for group in (self.rollouts, self.learners):
+            if group is not None:
+                try:
+                    group.shutdown()
+                except Exception:  # already dead: nothing to stop
+                    pass
+        self.rollouts = self.learners = self.sync = None
