@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -382,7 +383,8 @@ def grpo_loss(
     float metrics (``pg_loss``, ``kl``, ``entropy``, ``clip_frac``, ``ratio_mean``), every metric
     aggregated with the same normaliser.
     """
-    agg = dict(mode=loss_aggregation, num_tokens=num_tokens, num_sequences=num_sequences, max_response_len=max_response_len)
+    agg = partial(aggregate, mode=loss_aggregation, num_tokens=num_tokens, num_sequences=num_sequences,
+                  max_response_len=max_response_len)
     # Padded positions are selected away before any arithmetic, so a NaN there reaches neither the
     # loss nor the gradient of these inputs (both are exactly 0 at masked positions).
     on = mask > 0
@@ -396,7 +398,7 @@ def grpo_loss(
         advantages = keep(advantages)  # type: ignore[assignment]
     pg, was_clipped = clipped_policy_loss(logprobs, old_logprobs, advantages, clip_eps_low=clip_eps_low,
                                           clip_eps_high=clip_eps_high, dual_clip_c=dual_clip_c)
-    loss = aggregate(pg, mask, **agg)
+    loss = agg(pg, mask)
     m = mask.to(logprobs.dtype)
     n = m.sum().clamp(min=1.0)
     on = m > 0
@@ -407,11 +409,11 @@ def grpo_loss(
         "ratio_mean": float(torch.where(on, ratio * m, torch.zeros_like(ratio)).sum() / n),
     }
     if ref_logprobs is not None and kl_coef != 0.0:
-        kl = aggregate(kl_per_token(logprobs, ref_logprobs, estimator=kl_estimator), mask, **agg)
+        kl = agg(kl_per_token(logprobs, ref_logprobs, estimator=kl_estimator), mask)
         loss = loss + kl_coef * kl
         metrics["kl"] = float(kl.detach())
     if entropy is not None and entropy_coef != 0.0:
-        ent = aggregate(entropy, mask, **agg)
+        ent = agg(entropy, mask)
         loss = loss - entropy_coef * ent
         metrics["entropy"] = float(ent.detach())
     return loss, metrics
@@ -435,11 +437,11 @@ def sft_loss(logits: Tensor, labels: Tensor, loss_mask: Tensor, *, num_tokens: O
 
 
 def pack_sequences(
-    prompt_ids: "list[list[int]] | tuple",
-    response_ids: "list[list[int]] | tuple",
+    prompt_ids: Sequence[Sequence[int]],
+    response_ids: Sequence[Sequence[int]],
     *,
-    old_logprobs: "Optional[list] | tuple" = None,
-    advantages: "Optional[list] | tuple" = None,
+    old_logprobs: Optional[Sequence[Sequence[float]]] = None,
+    advantages: Optional[Sequence[Any]] = None,
     pad_id: int = 0,
     first_index: int = 0,
 ) -> Dict[str, Tensor]:

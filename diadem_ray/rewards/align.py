@@ -195,10 +195,12 @@ def _single_similarities(d1: List[str], g1: List[str], threshold: float) -> List
     with np.errstate(divide="ignore", invalid="ignore"):
         sim = 1.0 - dist / longest
     sim[longest == 0] = 1.0
-    return np.where(sim > threshold, sim, -1.0).tolist()
+    out: List[List[float]] = np.where(sim > threshold, sim, -1.0).tolist()
+    return out
 
 
-def _merge_candidates(dp, i, j, drow, grow, best, best_step, threshold):
+def _merge_candidates(dp: List[List[float]], i: int, j: int, drow: Sequence[str], grow: Sequence[str], best: float,
+                      best_step: Tuple[int, int], threshold: float) -> Tuple[float, Tuple[int, int], int]:
     """Candidates with a merge on either side, in the reference's order, after 1-against-1.
     Returns ``(best, best_step, work units of the edit distances computed)``."""
     used = 0

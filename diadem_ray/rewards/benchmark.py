@@ -28,8 +28,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from diadem_ray.rewards.extract import turns_to_lines
 from diadem_ray.rewards.metrics import ClipScore, SpeakerJudge, Totals, score_dialogue
+from diadem_ray.types import Turn
 
-ANNOTATION_FIELDS: Dict[str, tuple] = {
+ANNOTATION_FIELDS: Dict[str, Tuple[type, ...]] = {
     "video_id": (str,),
     "gt_dialogues": (list,),
     "speaker_num": (int,),
@@ -190,7 +191,7 @@ class OverLimit(ValueError):
         self.limit = limit
 
 
-def score_prediction(pred: Dict[str, Any], ann: Dict[str, Any], *, extract: Callable[[str], list],
+def score_prediction(pred: Dict[str, Any], ann: Dict[str, Any], *, extract: Callable[[str], List[Turn]],
                      judge: Optional[SpeakerJudge], max_caption_chars: int, max_lines: int,
                      max_align_work: Optional[int] = None) -> ClipScore:
     """Score one prediction against its annotation; raises ``ValueError`` with the reason
@@ -210,7 +211,7 @@ def score_prediction(pred: Dict[str, Any], ann: Dict[str, Any], *, extract: Call
 
 
 def evaluate(annotations: Sequence[Dict[str, Any]] | Dict[str, Dict[str, Any]], predictions: Sequence[Dict[str, Any]] | Dict[str, Dict[str, Any]],
-             *, extract: Optional[Callable[[str], list]] = None, judge: Optional[SpeakerJudge] = None,
+             *, extract: Optional[Callable[[str], List[Turn]]] = None, judge: Optional[SpeakerJudge] = None,
              max_caption_chars: int = 200_000, max_lines: int = 2_000,
              input_problems: Optional[List[str]] = None) -> EvalResult:
     """Score predictions against annotations (lists, or dicts keyed by video_id)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, TypeGuard
 
 from diadem_ray.rewards.metrics import ClipScore, SpeakerJudge, score_dialogue
 from diadem_ray.types import Turn
@@ -92,16 +92,23 @@ def cpwer_accuracy(ctx: Context) -> float:
     return max(0.0, 1.0 - float(er.error_rate))
 
 
-def _seglst(turns: Sequence[Turn]):
+def _all_set(values: Sequence[Optional[float]]) -> TypeGuard[Sequence[float]]:
+    return all(v is not None for v in values)
+
+
+def _seglst(turns: Sequence[Turn]) -> Any:
     from meeteval.io import SegLST
 
     from diadem_ray.rewards.speakers import normalize_speaker
 
-    return SegLST([
-        {"session_id": "clip", "speaker": normalize_speaker(t.speaker) or "?", "words": _normalize_words(t.text),
-         "start_time": float(t.start_s), "end_time": float(max(t.end_s, t.start_s))}
-        for t in turns
-    ])
+    rows = []
+    for t in turns:
+        if t.start_s is None or t.end_s is None:
+            raise ValueError(f"turn {t.speaker!r}: tcpWER needs start_s and end_s on every turn")
+        rows.append({"session_id": "clip", "speaker": normalize_speaker(t.speaker) or "?",
+                     "words": _normalize_words(t.text), "start_time": float(t.start_s),
+                     "end_time": float(max(t.end_s, t.start_s))})
+    return SegLST(rows)
 
 
 def tcpwer_accuracy(ctx: Context, collar_s: float = 5.0) -> float:
@@ -150,10 +157,12 @@ def temporal_iou(ctx: Context) -> float:
     for g in score.groups:
         hyp = [ctx.hyp[i] for i in g.dt_indices]
         ref = [ctx.ref[j] for j in g.gt_indices]
-        if any(t.start_s is None or t.end_s is None for t in hyp + ref):
+        h_start, h_end = [t.start_s for t in hyp], [t.end_s for t in hyp]
+        r_start, r_end = [t.start_s for t in ref], [t.end_s for t in ref]
+        if not (_all_set(h_start) and _all_set(h_end) and _all_set(r_start) and _all_set(r_end)):
             continue
-        span_h = Turn("", "", min(t.start_s for t in hyp), max(t.end_s for t in hyp))
-        span_r = Turn("", "", min(t.start_s for t in ref), max(t.end_s for t in ref))
+        span_h = Turn("", "", min(h_start), max(h_end))
+        span_r = Turn("", "", min(r_start), max(r_end))
         total += _iou(span_h, span_r) * len(ref)
     return total / len(ctx.ref)
 

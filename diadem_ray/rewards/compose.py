@@ -123,7 +123,7 @@ class Composition:
         self.extract_prompt = extract_prompt
         self.parts = tuple(parts)
         self._extract: Optional[Callable[[str], List[Turn]]] = None
-        self._judge: Optional[Callable] = None
+        self._judge: Optional[Callable[..., Any]] = None
 
     @classmethod
     def from_spec(cls, spec: Any) -> "Composition":
@@ -162,7 +162,7 @@ class Composition:
         blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
-    def bind(self, *, generate: Optional[Callable] = None) -> "Composition":
+    def bind(self, *, generate: Optional[Callable[[List[str]], List[str]]] = None) -> "Composition":
         """Attach the extractor and judge (``generate`` serves the ``llm`` ones)."""
         self._extract = make_extractor(self.extractor_name, generate=generate, prompt=self.extract_prompt)
         self._judge = make_judge(self.judge_name, threshold=self.judge_threshold, generate=generate, prompt=self.judge_prompt)
@@ -175,7 +175,7 @@ class Composition:
         return self._extract(caption)
 
     def score(self, caption: str, reference: Sequence[Turn], *, step: int, response_tokens: int = 0,
-              judge: Optional[Callable] = None, lines: bool = False) -> Scored:
+              judge: Optional[Callable[..., Any]] = None, lines: bool = False) -> Scored:
         """Score one caption at GRPO ``step``; raises on any failure (callers decide what to do).
 
         ``lines=True`` also returns which lines got their speaker right (:func:`line_hits`, the

@@ -438,7 +438,7 @@ def extract_llm(caption: str, generate: Callable[[List[str]], List[str]], *, pro
     return extract_structured(answers[0])
 
 
-def make_extractor(name: str, *, generate: Optional[Callable] = None, prompt: str = "") -> Callable[[str], List[Turn]]:
+def make_extractor(name: str, *, generate: Optional[Callable[[List[str]], List[str]]] = None, prompt: str = "") -> Callable[[str], List[Turn]]:
     """``structured`` | ``prose`` | ``llm`` (needs ``generate``; ``prompt`` with ``{caption}``
     replaces the built-in one) → ``caption -> turns``."""
     if name == "structured":

@@ -117,14 +117,14 @@ class Totals:
     def __add__(self, other: "Totals") -> "Totals":
         if not isinstance(other, Totals):
             return NotImplemented
-        return Totals(*(a + b for a, b in zip(self._values(), other._values())))
+        return Totals(*(a + b for a, b in zip(self._values(), other._values())))  # type: ignore[arg-type]
 
     def __radd__(self, other: object) -> "Totals":
         if other == 0:  # lets sum() start from 0
             return self
-        return NotImplemented  # type: ignore[return-value]
+        return NotImplemented
 
-    def _values(self) -> tuple:
+    def _values(self) -> Tuple[float, ...]:
         return (self.clips, self.asr_recall_sum, self.asr_precision_sum, self.ref_recall_sum,
                 self.ref_precision_sum, self.similarity_sum, self.ref_hits, self.dt_num, self.gt_num)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Iterable, List, Optional, Tuple
+from typing import Any, Iterable, List, Optional, Tuple
 
 from rapidfuzz.distance import Levenshtein
 
@@ -31,7 +31,7 @@ CleanItem = Tuple[str, str]  # (speaker, content)
 
 
 @lru_cache(maxsize=1)
-def _t2s():
+def _t2s() -> Any:
     from opencc import OpenCC
 
     return OpenCC("t2s")
@@ -42,7 +42,7 @@ def to_simplified(text: str) -> str:
     """OpenCC ``t2s``; ASCII text is returned as is (t2s maps only CJK characters)."""
     if text.isascii():
         return text
-    return _t2s().convert(text)
+    return str(_t2s().convert(text))
 
 
 @lru_cache(maxsize=1 << 16)  # references repeat for every sample of a group and every step

@@ -22,7 +22,7 @@ import importlib.util
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 Pair = Tuple[str, str]
 
@@ -62,7 +62,7 @@ def minilm_path() -> Path:
 
 
 @lru_cache(maxsize=2)
-def _load_encoder(path: str):
+def _load_encoder(path: str) -> Any:
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(path, device="cpu")
@@ -163,7 +163,7 @@ class MLLMJudge(LLMJudge):
         return LLMJudge(lambda prompts: self._generate_with_video(prompts, video_uri), prompt=self.prompt)
 
 
-def make_judge(name: str, *, threshold: float = 0.7, generate: Optional[Callable] = None,
+def make_judge(name: str, *, threshold: float = 0.7, generate: Optional[Callable[..., List[str]]] = None,
                prompt: str = "", max_texts: Optional[int] = None) -> Callable[[Sequence[Pair]], List[bool]]:
     """Build a judge by name: ``exact`` | ``embedding`` | ``llm`` | ``mllm`` (the last two need
     ``generate``; ``prompt`` replaces the built-in pair prompt when given; ``max_texts`` bounds
