@@ -15,7 +15,7 @@ export VLLM_CPU_KVCACHE_SPACE ?= 1
 export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
-.PHONY: venv test test-heavy test-cluster test-unit test-ray demo bench clean-venv
+.PHONY: venv lint test test-heavy test-cluster test-unit test-ray demo bench clean-venv
 
 venv: $(STAMP)
 
@@ -30,7 +30,13 @@ $(STAMP): requirements/cpu.txt pyproject.toml cluster/install.sh
 	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null 2>&1 || true
 	touch $(STAMP)
 
-test: $(STAMP)
+# Lint, format and type gates (seconds); `make test` runs them first, so CI fails on a violation.
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+test: lint
 	$(PY) -m pytest tests -q --durations=15 -m "not heavy and not cluster"
 
 # Multi-node tier (about 5 minutes): CI runs it after `make test`.

@@ -26,14 +26,32 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-STEPS = ["data.train_clips=4", "data.eval_clips=2", "rollout.backend=hf", "rollout.samples_per_prompt=2",
-         "rollout.max_new_tokens=6", "rollout.cpu_threads=1", "rollout.prompts_per_task=2", "learner.num_ranks=1",
-         "learner.micro_batch_size=2", "stages.sft.steps=4", "stages.sft.prompts_per_step=2",
-         "stages.profile.quantiles=true", "stages.grpo_stage1.steps=4", "stages.grpo_stage1.prompts_per_step=2",
-         "stages.eval.max_new_tokens=6", "checkpoint.every_steps=100", "run.stages=[sft,profile,grpo_stage1]",
-         "model.family=qwen2_5_omni", "model.max_prompt_tokens=8192", "data.cache=none"]
-SCALES = {"1x": ["data.frames_per_clip=16", "model.video_fps=2.0", "model.max_pixels_per_frame=12288"],
-          "10x": ["data.frames_per_clip=64", "model.video_fps=8.0", "model.max_pixels_per_frame=110592"]}
+STEPS = [
+    "data.train_clips=4",
+    "data.eval_clips=2",
+    "rollout.backend=hf",
+    "rollout.samples_per_prompt=2",
+    "rollout.max_new_tokens=6",
+    "rollout.cpu_threads=1",
+    "rollout.prompts_per_task=2",
+    "learner.num_ranks=1",
+    "learner.micro_batch_size=2",
+    "stages.sft.steps=4",
+    "stages.sft.prompts_per_step=2",
+    "stages.profile.quantiles=true",
+    "stages.grpo_stage1.steps=4",
+    "stages.grpo_stage1.prompts_per_step=2",
+    "stages.eval.max_new_tokens=6",
+    "checkpoint.every_steps=100",
+    "run.stages=[sft,profile,grpo_stage1]",
+    "model.family=qwen2_5_omni",
+    "model.max_prompt_tokens=8192",
+    "data.cache=none",
+]
+SCALES = {
+    "1x": ["data.frames_per_clip=16", "model.video_fps=2.0", "model.max_pixels_per_frame=12288"],
+    "10x": ["data.frames_per_clip=64", "model.video_fps=8.0", "model.max_pixels_per_frame=110592"],
+}
 
 
 def child(out: str, argv: list) -> None:
@@ -80,13 +98,24 @@ def child(out: str, argv: list) -> None:
     end_step = Driver._end_step
 
     def record(self, stage, step, total, metrics, summary):
-        steps.append({"stage": stage, "step": step, "wait": metrics.get("time/data_wait_s"), "total": metrics["time/step_s"]})
+        steps.append(
+            {"stage": stage, "step": step, "wait": metrics.get("time/data_wait_s"), "total": metrics["time/step_s"]}
+        )
         end_step(self, stage, step, total, metrics, summary)
 
     Driver._end_step = record
     rc = main(argv)
-    Path(out).write_text(json.dumps({"rc": rc, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                                     "puts": puts, "media": media, "steps": steps}))
+    Path(out).write_text(
+        json.dumps(
+            {
+                "rc": rc,
+                "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                "puts": puts,
+                "media": media,
+                "steps": steps,
+            }
+        )
+    )
 
 
 def upscale(root: Path, factor: int) -> None:
@@ -117,8 +146,10 @@ def from_mlflow(db: str, run: str) -> None:
     stage = {m.step: m.value for m in client.get_metric_history(r.info.run_id, "progress/stage_step")}
     steps = [{"stage": "", "step": int(stage[k]) - 1, "wait": wait[k], "total": total[k]} for k in sorted(wait)]
     w, t, share = steady(steps)
-    print(f"run {run}: {len(steps)} steps; steady state (not the first step of a stage): median data wait {w:.3f} s, "
-          f"median step {t:.1f} s; data wait / step time {100 * share:.2f}%")
+    print(
+        f"run {run}: {len(steps)} steps; steady state (not the first step of a stage): median data wait {w:.3f} s, "
+        f"median step {t:.1f} s; data wait / step time {100 * share:.2f}%"
+    )
     print("per step (wait s / step s): " + ", ".join(f"{s['wait']:.2f}/{s['total']:.1f}" for s in steps))
 
 
@@ -147,18 +178,32 @@ def main() -> None:
     for split in ("train", "eval"):  # the copies' shards point at the copies' videos
         root = str(tmp / "data10x" / split / "shards")
         clips = [c for p in list_shards(root) for c in read_shard(p, root)]
-        write_shards([replace(c, video_uri=c.video_uri.replace("/data1x/", "/data10x/")) for c in clips], root, replace=True)
+        write_shards(
+            [replace(c, video_uri=c.video_uri.replace("/data1x/", "/data10x/")) for c in clips], root, replace=True
+        )
     results = {}
     for k in range(args.repeats):
         for scale, extra in SCALES.items():
             out = tmp / f"{scale}-{k}.json"
-            argv = ["train", "--config", str(repo / "configs/demo_cpu.yaml"), f"run.name=dp-{scale}-{k}",
-                    f"run.output_dir={tmp / 'runs'}", f"tracking.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
-                    f"model.path={thinker}", f"data.root={tmp / ('data' + scale)}", *STEPS, *extra]
+            argv = [
+                "train",
+                "--config",
+                str(repo / "configs/demo_cpu.yaml"),
+                f"run.name=dp-{scale}-{k}",
+                f"run.output_dir={tmp / 'runs'}",
+                f"tracking.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
+                f"model.path={thinker}",
+                f"data.root={tmp / ('data' + scale)}",
+                *STEPS,
+                *extra,
+            ]
             subprocess.run([sys.executable, __file__, "--child", str(out), *argv], check=True, capture_output=True)
             results.setdefault(scale, []).append(json.loads(out.read_text()))
-    print("| clips | media per clip (median) | driver peak RSS (median of runs) | driver ray.put calls / bytes | media refs "
-          "passed on / owned by the driver | steady data wait / step time |")
+    print(
+        "| clips | media per clip (median) | driver peak RSS (median of runs) | driver ray.put calls / bytes | "
+        "media refs "
+        "passed on / owned by the driver | steady data wait / step time |"
+    )
     print("|---|---|---|---|---|---|")
     med = {}
     for scale, runs in results.items():
@@ -168,8 +213,10 @@ def main() -> None:
         med[scale] = rss
         puts = max(r["puts"]["count"] for r in runs), max(r["puts"]["bytes"] for r in runs)
         refs = sum(r["media"]["refs"] for r in runs), sum(r["media"]["owned_by_driver"] for r in runs)
-        print(f"| {scale} | {per_clip / 2**20:.2f} MiB | {rss / 2**20:.0f} MiB | {puts[0]} / {puts[1] / 2**20:.2f} MiB | "
-              f"{refs[0]} / {refs[1]} | {100 * statistics.median(shares):.2f}% |")
+        print(
+            f"| {scale} | {per_clip / 2**20:.2f} MiB | {rss / 2**20:.0f} MiB | {puts[0]} / {puts[1] / 2**20:.2f} MiB | "
+            f"{refs[0]} / {refs[1]} | {100 * statistics.median(shares):.2f}% |"
+        )
     print(f"\ndriver peak RSS 10x / 1x: {med['10x'] / med['1x']:.3f}")
 
 

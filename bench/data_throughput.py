@@ -90,7 +90,10 @@ def main() -> None:
     driver_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     pool.shutdown()
     ray.shutdown()
-    print(f"| dataset | clips | clips/s per CPU (median of {args.repeats} for 1x) | peak RSS of Ray workers | peak RSS of the driver |")
+    print(
+        f"| dataset | clips | clips/s per CPU (median of {args.repeats} for 1x) | peak RSS of Ray workers | peak RSS "
+        "of the driver |"
+    )
     print("|---|---|---|---|---|")
     for name, (n, rate, peak, drv) in rows.items():
         print(f"| {name} | {n} | {rate:.2f} | {peak / 2**20:.0f} MiB | {drv / 2**20:.0f} MiB |")

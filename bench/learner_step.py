@@ -44,15 +44,24 @@ def main() -> None:
         model, vocab = str(build_tiny_lm(tempfile.mkdtemp(), hidden_size=256, num_layers=4, vocab_size=8192)), 8192
     rng = random.Random(0)
     prompts = [[rng.randrange(10, vocab) for _ in range(args.prompt)] for _ in range(args.sequences)]
-    responses = [[rng.randrange(10, vocab) for _ in range(args.response - rng.randrange(0, args.response // 4))]
-                 for _ in range(args.sequences)]
+    responses = [
+        [rng.randrange(10, vocab) for _ in range(args.response - rng.randrange(0, args.response // 4))]
+        for _ in range(args.sequences)
+    ]
     advantages = [rng.uniform(-1.0, 1.0) for _ in range(args.sequences)]
     loss = {"loss_aggregation": "token_mean", "clip_eps_low": 0.2, "clip_eps_high": 0.28}
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=500_000_000, log_to_driver=False)
     now, before = [], []
     try:
-        learners = LearnerGroup(num_ranks=2, num_cpus_per_rank=0.5, model_path=model, zero_stage=2, micro_batch_size=4,
-                                need_reference=False, lr=1e-7)
+        learners = LearnerGroup(
+            num_ranks=2,
+            num_cpus_per_rank=0.5,
+            model_path=model,
+            zero_stage=2,
+            micro_batch_size=4,
+            need_reference=False,
+            lr=1e-7,
+        )
         learners.grpo_step(prompts, responses, advantages, **loss)  # warm-up (first-step allocations)
         for _ in range(args.repeats):  # interleaved, so drift on the machine hits both alike
             t0 = time.perf_counter()
@@ -66,8 +75,11 @@ def main() -> None:
     finally:
         ray.shutdown()
     med_now, med_before = statistics.median(now), statistics.median(before)
-    print(f"model {args.model}, {args.sequences} sequences x ({args.prompt} prompt + <= {args.response} response) tokens, "
-          f"2 ZeRO-2 ranks, {args.repeats} repeats")
+    print(
+        f"model {args.model}, {args.sequences} sequences x ({args.prompt} prompt + <= {args.response} response) "
+        "tokens, "
+        f"2 ZeRO-2 ranks, {args.repeats} repeats"
+    )
     print("| step | seconds (median) | runs (s) |\n|---|---|---|")
     print(f"| before: recompute old log-probs, then update | {med_before:.2f} | {[round(x, 2) for x in before]} |")
     print(f"| now: old log-probs from the training forward | {med_now:.2f} | {[round(x, 2) for x in now]} |")

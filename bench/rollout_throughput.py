@@ -37,8 +37,14 @@ def main() -> None:
     kw = dict(samples_per_prompt=args.samples, max_new_tokens=args.max_new_tokens, seed=0)
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=300_000_000, log_to_driver=False)
     try:
-        group = RolloutGroup(num_replicas=1, num_cpus_per_replica=1, model_path=model, max_model_len=256,
-                             max_num_seqs=args.prompts * args.samples, chunk_size=args.prompts)
+        group = RolloutGroup(
+            num_replicas=1,
+            num_cpus_per_replica=1,
+            model_path=model,
+            max_model_len=256,
+            max_num_seqs=args.prompts * args.samples,
+            chunk_size=args.prompts,
+        )
         direct = RolloutWorker(model_path=model, max_model_len=256, max_num_seqs=args.prompts * args.samples)
         direct.setup()
         group.generate(prompts, **kw)  # warm-up both

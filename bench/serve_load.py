@@ -20,6 +20,8 @@ import random
 import socket
 import threading
 import time
+from functools import partial
+from typing import Any
 
 
 def main() -> None:
@@ -101,13 +103,18 @@ def main() -> None:
     prober.join()
     serve.shutdown()
     ray.shutdown()
-    print("| requests | clients | seconds | requests | errors | requests/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|---|")
+    print(
+        "| requests | clients | seconds | requests | errors | requests/s | p50 ms | p99 ms "
+        "|\n|---|---|---|---|---|---|---|---|"
+    )
     print(_row("well-formed", args.clients, elapsed, latencies, len(errors)))
     if args.adversarial > 0:
         print(_row("hostile", args.clients, elapsed, hostile_lat, 0))
         print(f"hostile answers by status: {dict(sorted(hostile_status.items(), key=str))}")
-    print(f"GET /healthz while loaded: {len(health)} probes, max {max(health) * 1000:.1f} ms, "
-          f"median {sorted(health)[len(health) // 2] * 1000:.1f} ms")
+    print(
+        f"GET /healthz while loaded: {len(health)} probes, max {max(health) * 1000:.1f} ms, "
+        f"median {sorted(health)[len(health) // 2] * 1000:.1f} ms"
+    )
     if errors:
         print("errors:", sorted(set(errors))[:5])
 
@@ -115,8 +122,10 @@ def main() -> None:
 def _row(label: str, clients: int, elapsed: float, latencies: list, errors: int) -> str:
     lat = sorted(latencies)
     p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")  # noqa: E731
-    return (f"| {label} | {clients} | {elapsed:.1f} | {len(lat)} | {errors} | {len(lat) / elapsed:.1f} | {p(0.5):.1f} "
-            f"| {p(0.99):.1f} |")
+    return (
+        f"| {label} | {clients} | {elapsed:.1f} | {len(lat)} | {errors} | {len(lat) / elapsed:.1f} | {p(0.5):.1f} "
+        f"| {p(0.99):.1f} |"
+    )
 
 
 def hostile_bodies() -> list:
@@ -124,14 +133,17 @@ def hostile_bodies() -> list:
     rng = random.Random(1)
     unrelated = lambda n, k: ["A: " + "".join(rng.choice("abcdefghij") for _ in range(k)) for _ in range(n)]  # noqa: E731
     ref = ["A: where were you", "B: at the office"]
-    return [json.dumps(b).encode() for b in (
-        {"dialogue": unrelated(160, 40), "reference": unrelated(160, 40)},  # the largest alignment allowed (~1 s)
-        {"dialogue": unrelated(60, 1000), "reference": unrelated(60, 1000)},  # over the work limit: 413
-        {"caption": "0:01 - 0:02" + " " * 99_980 + "x", "reference": ref},  # cubic for a backtracking parser
-        {"caption": 'A: "x' + " " * 99_990 + 'y"', "reference": ref},
-        {"caption": "“" * 50_000 + 'He says "a". ' * 3_800, "reference": ref, "extractor": "prose"},
-        {"dialogue": ["\ud800: hi"], "reference": ref},  # a lone surrogate: 422
-    )]
+    return [
+        json.dumps(b).encode()
+        for b in (
+            {"dialogue": unrelated(160, 40), "reference": unrelated(160, 40)},  # the largest alignment allowed (~1 s)
+            {"dialogue": unrelated(60, 1000), "reference": unrelated(60, 1000)},  # over the work limit: 413
+            {"caption": "0:01 - 0:02" + " " * 99_980 + "x", "reference": ref},  # cubic for a backtracking parser
+            {"caption": 'A: "x' + " " * 99_990 + 'y"', "reference": ref},
+            {"caption": "“" * 50_000 + 'He says "a". ' * 3_800, "reference": ref, "extractor": "prose"},
+            {"dialogue": ["\ud800: hi"], "reference": ref},  # a lone surrogate: 422
+        )
+    ]
 
 
 def run_clients(client, n: int) -> float:
@@ -162,8 +174,15 @@ def caption_bench(args) -> None:
         port = s.getsockname()[1]
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     t0 = time.perf_counter()
-    deploy(host="127.0.0.1", port=port, policy=args.caption, engine=args.engine, num_cpus=2, max_batch_size=8,
-           batch_wait_timeout_s=0.2)
+    deploy(
+        host="127.0.0.1",
+        port=port,
+        policy=args.caption,
+        engine=args.engine,
+        num_cpus=2,
+        max_batch_size=8,
+        batch_wait_timeout_s=0.2,
+    )
     ready = time.perf_counter() - t0
 
     def one(path: str):
@@ -176,26 +195,29 @@ def caption_bench(args) -> None:
 
     one(clips[0])  # warm-up: first request compiles / allocates
     rows = []
+
+    def client(_i: int, *, queue: list, lock: Any, lat: list, statuses: list, sizes: list) -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                path = queue.pop()
+            status, seconds, body = one(path)
+            with lock:
+                lat.append(seconds)
+                statuses.append(status)
+                sizes.append(body.get("batch_size", 0))
+
     for label, clients in (("sequential", 1), (f"{args.clients} at once", args.clients)):
-        lat, statuses, sizes, lock = [], [], [], threading.Lock()
-        queue = list(clips)
-
-        def client() -> None:
-            while True:
-                with lock:
-                    if not queue:
-                        return
-                    path = queue.pop()
-                status, seconds, body = one(path)
-                with lock:
-                    lat.append(seconds)
-                    statuses.append(status)
-                    sizes.append(body.get("batch_size", 0))
-
-        wall = run_clients(lambda _i: client(), clients)
+        lat: list = []
+        statuses: list = []
+        sizes: list = []
+        work = partial(client, queue=list(clips), lock=threading.Lock(), lat=lat, statuses=statuses, sizes=sizes)
+        wall = run_clients(work, clients)
         lat.sort()
-        rows.append((label, len(lat), sum(s != 200 for s in statuses), len(lat) / wall, lat[len(lat) // 2], lat[-1],
-                     max(sizes)))
+        rows.append(
+            (label, len(lat), sum(s != 200 for s in statuses), len(lat) / wall, lat[len(lat) // 2], lat[-1], max(sizes))
+        )
     serve.shutdown()
     ray.shutdown()
     print(f"replica ready in {ready:.0f} s ({args.engine} engine + Whisper + policy load)")

@@ -44,7 +44,7 @@ def hair_by_colour(features_dir: Path) -> Dict[str, Dict[str, str]]:
     for path in sorted(features_dir.glob("*.txt")):
         video_id = path.name.split(".")[0]
         first = path.read_text().split("\n", 1)[0].strip()
-        people = first[len("People:"):].split(",") if first.startswith("People:") else []
+        people = first[len("People:") :].split(",") if first.startswith("People:") else []
         out[video_id] = dict(p.strip().split("/", 1) for p in people if "/" in p)
     return out
 
@@ -62,7 +62,7 @@ def _caption_lines(caption: str) -> List[Tuple[str, List[str]]]:
 def _split_colour(speaker: str) -> Tuple[str, Optional[str]]:
     """``"the woman in red"`` → ``("the woman", "red")``; ``(speaker, None)`` without " in <colour>"."""
     m = re.search(r" in (\w+)$", speaker)
-    return (speaker[:m.start()], m.group(1)) if m else (speaker, None)
+    return (speaker[: m.start()], m.group(1)) if m else (speaker, None)
 
 
 def _reference(ref: str, hair: Dict[str, str]) -> Tuple[str, List[str], Optional[str], Optional[str]]:
@@ -76,8 +76,13 @@ def _reference(ref: str, hair: Dict[str, str]) -> Tuple[str, List[str], Optional
     return speaker, _words(words), (cue if cue in CUES else None), colour
 
 
-def _matches(annotations: Dict[str, List[str]], predictions: Dict[str, str], hair: Dict[str, Dict[str, str]], *,
-             same_speaker: bool) -> Iterator[Tuple[str, Optional[str], Optional[str]]]:
+def _matches(
+    annotations: Dict[str, List[str]],
+    predictions: Dict[str, str],
+    hair: Dict[str, Dict[str, str]],
+    *,
+    same_speaker: bool,
+) -> Iterator[Tuple[str, Optional[str], Optional[str]]]:
     """``(cue, reference colour, matched caption speaker or None)`` for every reference line whose
     cue is known. A reference line takes the first unused caption line with the same words (and,
     with ``same_speaker``, exactly the same speaker); each caption line answers one reference line."""
@@ -88,15 +93,22 @@ def _matches(annotations: Dict[str, List[str]], predictions: Dict[str, str], hai
             speaker, words, cue, colour = _reference(ref, hair.get(video_id, {}))
             if cue is None:
                 continue
-            j = next((i for i, (s, w) in enumerate(lines)
-                      if i not in used and w == words and (s == speaker or not same_speaker)), None)
+            j = next(
+                (
+                    i
+                    for i, (s, w) in enumerate(lines)
+                    if i not in used and w == words and (s == speaker or not same_speaker)
+                ),
+                None,
+            )
             if j is not None:
                 used.add(j)
             yield cue, colour, (lines[j][0] if j is not None else None)
 
 
-def cue_hits(annotations: Dict[str, List[str]], predictions: Dict[str, str],
-             hair: Dict[str, Dict[str, str]]) -> Tuple[Dict[str, int], Dict[str, int]]:
+def cue_hits(
+    annotations: Dict[str, List[str]], predictions: Dict[str, str], hair: Dict[str, Dict[str, str]]
+) -> Tuple[Dict[str, int], Dict[str, int]]:
     """(hits, totals) per cue over every reference line whose cue is known."""
     hits = {c: 0 for c in CUES}
     totals = {c: 0 for c in CUES}
@@ -106,8 +118,9 @@ def cue_hits(annotations: Dict[str, List[str]], predictions: Dict[str, str],
     return hits, totals
 
 
-def cue_confusion(annotations: Dict[str, List[str]], predictions: Dict[str, str],
-                  hair: Dict[str, Dict[str, str]]) -> Dict[str, Counter]:
+def cue_confusion(
+    annotations: Dict[str, List[str]], predictions: Dict[str, str], hair: Dict[str, Dict[str, str]]
+) -> Dict[str, Counter]:
     """Per cue, a count of the descriptors written for its reference lines.
 
     Each reference line takes the first unused caption line with the same words, whatever its
@@ -130,15 +143,23 @@ def cue_confusion(annotations: Dict[str, List[str]], predictions: Dict[str, str]
 def main(argv: List[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("predictions", nargs="+", type=Path, help="predictions.jsonl files (video_id, pred)")
-    ap.add_argument("--data-root", type=Path, default=Path("runs/bench_data"),
-                    help="the run's data.root (holds eval/annotations.jsonl and features/)")
-    ap.add_argument("--confusion", action="store_true",
-                    help="also print, per cue, the descriptors the captions wrote for its lines")
+    ap.add_argument(
+        "--data-root",
+        type=Path,
+        default=Path("runs/bench_data"),
+        help="the run's data.root (holds eval/annotations.jsonl and features/)",
+    )
+    ap.add_argument(
+        "--confusion", action="store_true", help="also print, per cue, the descriptors the captions wrote for its lines"
+    )
     args = ap.parse_args(argv)
     ann_path, feat_dir = args.data_root / "eval" / "annotations.jsonl", args.data_root / "features"
     for path in [ann_path, feat_dir, *args.predictions]:
         if not path.exists():
-            sys.exit(f"speaker_cues: {path} does not exist (pass --data-root <the run's data.root> and existing predictions files)")
+            sys.exit(
+                f"speaker_cues: {path} does not exist (pass --data-root <the run's data.root> and existing "
+                "predictions files)"
+            )
     annotations = {}
     for line in ann_path.read_text().splitlines():
         if line.strip():

@@ -31,9 +31,19 @@ def main() -> None:
     rows = []
     try:
         for hidden in args.hidden:
-            model = str(build_tiny_lm(tempfile.mkdtemp(), hidden_size=hidden, num_heads=max(2, hidden // 32),
-                                      num_kv_heads=max(1, hidden // 64), num_layers=4, vocab_size=8192))
-            learners = LearnerGroup(num_ranks=2, num_cpus_per_rank=0.5, model_path=model, zero_stage=2, need_reference=False)
+            model = str(
+                build_tiny_lm(
+                    tempfile.mkdtemp(),
+                    hidden_size=hidden,
+                    num_heads=max(2, hidden // 32),
+                    num_kv_heads=max(1, hidden // 64),
+                    num_layers=4,
+                    vocab_size=8192,
+                )
+            )
+            learners = LearnerGroup(
+                num_ranks=2, num_cpus_per_rank=0.5, model_path=model, zero_stage=2, need_reference=False
+            )
             rollouts = RolloutGroup(num_replicas=1, num_cpus_per_replica=0.5, model_path=model, max_model_len=256)
             sync = WeightSync(learners, rollouts, bucket_bytes=16 << 20)
             results = [sync.push() for _ in range(args.pushes)]

@@ -89,7 +89,12 @@ def _cmd_config(args: argparse.Namespace) -> int:
     # Reward compositions the stages name are part of the config: check them too.
     reward_dir = Path(args.config).parent / "rewards"
     problems: List[str] = []
-    names = {cfg.stages.profile.reward, cfg.stages.grpo_stage1.reward, cfg.stages.grpo_stage2.reward, cfg.stages.eval.reward}
+    names = {
+        cfg.stages.profile.reward,
+        cfg.stages.grpo_stage1.reward,
+        cfg.stages.grpo_stage2.reward,
+        cfg.stages.eval.reward,
+    }
     grpo_rewards = {cfg.stages.grpo_stage1.reward, cfg.stages.grpo_stage2.reward}
     for name in sorted(names):
         try:
@@ -137,8 +142,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print(f"error: --resume: {exc}", file=sys.stderr)
             return 1
     if not args.resume and ckpt.is_file():
-        print(f"error: {ckpt.parent} already holds a run's checkpoints; pass --resume to continue it, or choose "
-              f"another run.name / run.output_dir", file=sys.stderr)
+        print(
+            f"error: {ckpt.parent} already holds a run's checkpoints; pass --resume to continue it, or choose "
+            f"another run.name / run.output_dir",
+            file=sys.stderr,
+        )
         return 1
     Driver(cfg, config_dir=str(Path(args.config).parent), resume=args.resume).run()
     return 0
@@ -158,19 +166,28 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if meta.family != cfg.model.family:
-        print(f"error: {policy_dir} is a {meta.family} policy but the config's model.family is {cfg.model.family}; pass the "
-              f"config the run used (runs/{meta.run}/config.yaml)", file=sys.stderr)
+        print(
+            f"error: {policy_dir} is a {meta.family} policy but the config's model.family is {cfg.model.family}; "
+            "pass the "
+            f"config the run used (runs/{meta.run}/config.yaml)",
+            file=sys.stderr,
+        )
         return 1
     out = args.out or str(Path(cfg.run.output_dir) / cfg.run.name / "profiled")
     if Path(out).resolve() == (Path(cfg.data.root) / "train" / "shards").resolve():
-        print(f"error: --out {out} is the training data's own shard folder; profile into another folder", file=sys.stderr)
+        print(
+            f"error: --out {out} is the training data's own shard folder; profile into another folder", file=sys.stderr
+        )
         return 1
     from diadem_ray.driver import Driver
 
     Driver(cfg, config_dir=str(Path(args.config).parent)).profile_only(str(policy_dir), out)
     if args.out is None:
-        print(f"`diadem-ray train --config {args.config} --resume` with run.stages without 'profile' trains its GRPO "
-              f"stages on these buckets", flush=True)
+        print(
+            f"`diadem-ray train --config {args.config} --resume` with run.stages without 'profile' trains its GRPO "
+            f"stages on these buckets",
+            flush=True,
+        )
     return 0
 
 
@@ -188,14 +205,20 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from diadem_ray.data.synth import SynthRates, describe, synthesize
 
     rates = SynthRates(off_screen=args.off_screen_rate, overlap=args.overlap_rate, single_shot=args.single_shot_rate)
-    for name, v in (("--off-screen-rate", rates.off_screen), ("--overlap-rate", rates.overlap), ("--single-shot-rate", rates.single_shot)):
+    for name, v in (
+        ("--off-screen-rate", rates.off_screen),
+        ("--overlap-rate", rates.overlap),
+        ("--single-shot-rate", rates.single_shot),
+    ):
         if not 0.0 <= v <= 1.0:
             print(f"error: {name} must be in [0, 1], got {v}", file=sys.stderr)
             return 1
     clips = synthesize(args.out, args.clips, seed=args.seed, prefix=args.prefix, workers=args.workers, rates=rates)
     print(describe(clips))
-    print(f"videos: {Path(args.out) / 'videos'}\nshards: {Path(args.out) / 'shards'}\n"
-          f"annotations (for diadem-ray eval): {Path(args.out) / 'annotations.jsonl'}")
+    print(
+        f"videos: {Path(args.out) / 'videos'}\nshards: {Path(args.out) / 'shards'}\n"
+        f"annotations (for diadem-ray eval): {Path(args.out) / 'annotations.jsonl'}"
+    )
     return 0
 
 
@@ -215,11 +238,16 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         print(f"error: --out {args.out}: exists and is not a folder; give a new or existing folder", file=sys.stderr)
         return 1
     if "://" not in args.videos and not Path(args.videos).is_dir():
-        print(f"error: --videos {args.videos}: not a folder (give the folder the annotations' video names are relative to)",
-              file=sys.stderr)
+        print(
+            f"error: --videos {args.videos}: not a folder (give the folder the annotations' video names are relative "
+            "to)",
+            file=sys.stderr,
+        )
         return 1
     if not BUCKET_NAME.match(args.bucket):
-        print(f"error: --bucket {args.bucket!r}: letters, digits, '_' and '-' only (it names a folder)", file=sys.stderr)
+        print(
+            f"error: --bucket {args.bucket!r}: letters, digits, '_' and '-' only (it names a folder)", file=sys.stderr
+        )
         return 1
     try:
         rep = ingest(args.annotations, args.videos, fmt=args.format, language=args.language)
@@ -229,7 +257,10 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     for problem in rep.problems:
         print(f"skipped {problem}", file=sys.stderr)
     if not rep.clips:
-        print(f"error: no usable rows in {args.annotations} ({len(rep.problems)} skipped); nothing written", file=sys.stderr)
+        print(
+            f"error: no usable rows in {args.annotations} ({len(rep.problems)} skipped); nothing written",
+            file=sys.stderr,
+        )
         return 1
     out = Path(args.out)
     clips = [replace(c, bucket=args.bucket) for c in rep.clips]
@@ -238,8 +269,10 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         for c in clips:
             fh.write(json.dumps(annotation_of(c), ensure_ascii=False) + "\n")
     hours = sum(c.duration_s for c in clips) / 3600
-    print(f"{len(clips)} clips ({hours:.2f} h of video, {sum(len(c.dialogue) for c in clips)} utterances) -> "
-          f"{len(shards)} shard(s) in {out / 'shards'}; annotations (for diadem-ray eval): {out / 'annotations.jsonl'}")
+    print(
+        f"{len(clips)} clips ({hours:.2f} h of video, {sum(len(c.dialogue) for c in clips)} utterances) -> "
+        f"{len(shards)} shard(s) in {out / 'shards'}; annotations (for diadem-ray eval): {out / 'annotations.jsonl'}"
+    )
     if rep.problems:
         print(f"{len(rep.problems)} row(s) skipped (listed above)", file=sys.stderr)
     return 1 if rep.problems else 0
@@ -263,7 +296,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         print(f"error: experiment {args.experiment!r} has no runs yet", file=sys.stderr)
         return 1
     print(table(runs))
-    png = plot(runs, args.png or f"runs/compare_{args.experiment}.png", f"{args.experiment}: runs by reward-config hash")
+    png = plot(
+        runs, args.png or f"runs/compare_{args.experiment}.png", f"{args.experiment}: runs by reward-config hash"
+    )
     print(f"\ncurves: {png}")
     return 0
 
@@ -286,7 +321,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     generate = None
     if args.extractor == "llm" or args.speaker_judge in ("llm", "mllm"):
         if not args.judge_model:
-            print("error: --extractor llm and --speaker-judge llm/mllm need a local model: pass --judge-model DIR", file=sys.stderr)
+            print(
+                "error: --extractor llm and --speaker-judge llm/mllm need a local model: pass --judge-model DIR",
+                file=sys.stderr,
+            )
             return 1
         from diadem_ray.models.text_llm import local_generate
 
@@ -304,11 +342,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if not loaded:
             for p in problems[:20]:
                 print(f"  - {p}", file=sys.stderr)
-            print(f"error: {label} {path}: no usable lines (empty, or every line has a problem listed above); nothing to score",
-                  file=sys.stderr)
+            print(
+                f"error: {label} {path}: no usable lines (empty, or every line has a problem listed above); nothing "
+                "to score",
+                file=sys.stderr,
+            )
             return 1
-    res = evaluate(ann, preds, extract=extract, judge=judge, max_caption_chars=args.max_caption_chars,
-                   max_lines=args.max_lines, input_problems=problems)
+    res = evaluate(
+        ann,
+        preds,
+        extract=extract,
+        judge=judge,
+        max_caption_chars=args.max_caption_chars,
+        max_lines=args.max_lines,
+        input_problems=problems,
+    )
     print(format_report(res))
     if args.per_sample:
         out = Path(args.per_sample)
@@ -337,8 +385,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         except PolicyError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        print(f"captioner: {meta.family} from run {meta.run!r} after {meta.stage} (policy_version {meta.policy_version}), "
-              f"{policy_dir}", flush=True)
+        print(
+            f"captioner: {meta.family} from run {meta.run!r} after {meta.stage} (policy_version "
+            f"{meta.policy_version}), "
+            f"{policy_dir}",
+            flush=True,
+        )
     import time
 
     import ray
@@ -357,13 +409,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     ray.init(address=args.ray_address or "local", include_dashboard=False, log_to_driver=False)
     try:
-        deploy(host=host, port=port, policy=args.checkpoint, engine=s.engine, num_cpus=s.replica_num_cpus,
-               num_replicas=s.num_replicas, max_batch_size=s.max_batch_size, batch_wait_timeout_s=s.batch_wait_timeout_s,
-               max_clip_duration_s=s.max_clip_duration_s, allowed_uri_roots=s.allowed_uri_roots,
-               max_caption_chars=s.max_caption_chars, max_dialogue_lines=s.max_dialogue_lines, max_line_chars=s.max_line_chars,
-               max_request_bytes=s.max_score_request_bytes, max_clip_bytes=s.max_clip_bytes, max_align_work=s.max_align_work,
-               max_judge_speakers=s.max_judge_speakers, score_threads=s.score_threads, max_frame_pixels=s.max_frame_pixels,
-               max_decoded_bytes=s.max_decoded_bytes)
+        deploy(
+            host=host,
+            port=port,
+            policy=args.checkpoint,
+            engine=s.engine,
+            num_cpus=s.replica_num_cpus,
+            num_replicas=s.num_replicas,
+            max_batch_size=s.max_batch_size,
+            batch_wait_timeout_s=s.batch_wait_timeout_s,
+            max_clip_duration_s=s.max_clip_duration_s,
+            allowed_uri_roots=s.allowed_uri_roots,
+            max_caption_chars=s.max_caption_chars,
+            max_dialogue_lines=s.max_dialogue_lines,
+            max_line_chars=s.max_line_chars,
+            max_request_bytes=s.max_score_request_bytes,
+            max_clip_bytes=s.max_clip_bytes,
+            max_align_work=s.max_align_work,
+            max_judge_speakers=s.max_judge_speakers,
+            score_threads=s.score_threads,
+            max_frame_pixels=s.max_frame_pixels,
+            max_decoded_bytes=s.max_decoded_bytes,
+        )
         routes = "POST /caption, POST /score" if args.checkpoint else "POST /score (no --checkpoint: no /caption)"
         print(f"serving on http://{host}:{port}  ({routes}, GET /healthz, docs at /docs); Ctrl-C stops", flush=True)
         while True:
@@ -391,7 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("train", "demo"):
         p = sub.add_parser(name, help=COMMANDS[name], description=COMMANDS[name])
         if name == "train":
-            p.add_argument("--config", required=True, help="a YAML under configs/ (its sibling base.yaml is applied first)")
+            p.add_argument(
+                "--config", required=True, help="a YAML under configs/ (its sibling base.yaml is applied first)"
+            )
         p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint and MLflow run")
         p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. stages.sft.steps=10")
         p.set_defaults(func=_cmd_train if name == "train" else _cmd_demo)
@@ -407,50 +476,90 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--single-shot-rate", type=float, default=0.5, help="share of clips without cuts")
     p.set_defaults(func=_cmd_synth)
 
-    p = sub.add_parser("ingest", help=COMMANDS["ingest"], description=COMMANDS["ingest"] + ". Rows that cannot be used "
-                       "are listed with their line and reason and skipped (exit status 1); the rest are written.")
+    p = sub.add_parser(
+        "ingest",
+        help=COMMANDS["ingest"],
+        description=COMMANDS["ingest"] + ". Rows that cannot be used "
+        "are listed with their line and reason and skipped (exit status 1); the rest are written.",
+    )
     p.add_argument("--annotations", required=True, help="JSONL (or a JSON array) of DiaDemBench or DVD-Bench rows")
     p.add_argument("--videos", required=True, help="folder or URI (s3://…) the rows' video names are relative to")
     p.add_argument("--format", required=True, choices=("diadembench", "dvdbench"), help="annotation format")
     p.add_argument("--out", required=True, help="output folder: shards/ (hive-partitioned) and annotations.jsonl")
     p.add_argument("--language", default="en", help="language of rows that do not name one (default: en)")
-    p.add_argument("--bucket", default="unassigned", help="bucket the clips go to before profiling (default: unassigned)")
+    p.add_argument(
+        "--bucket", default="unassigned", help="bucket the clips go to before profiling (default: unassigned)"
+    )
     p.add_argument("--clips-per-shard", type=_positive_int, default=64, help="parquet rows per shard file (>= 1)")
     p.set_defaults(func=_cmd_ingest)
 
     p = sub.add_parser("compare", help=COMMANDS["compare"], description=COMMANDS["compare"])
     p.add_argument("--experiment", required=True, help="MLflow experiment name (tracking.experiment of the runs)")
-    p.add_argument("--tracking-uri", default="sqlite:///runs/mlflow.db", help="MLflow tracking URI (default: the demo's)")
+    p.add_argument(
+        "--tracking-uri", default="sqlite:///runs/mlflow.db", help="MLflow tracking URI (default: the demo's)"
+    )
     p.add_argument("--png", default=None, help="where to write the curves (default: runs/compare_<experiment>.png)")
     p.set_defaults(func=_cmd_compare)
 
-    p = sub.add_parser("profile", help=COMMANDS["profile"], description=COMMANDS["profile"] + ": sampled rollouts of an "
-                       "exported policy on every training clip, scored with stages.profile.reward; writes hive-partitioned "
-                       "shards, profile.jsonl (per-clip pass rate, mean reward, variance, zero-variance mark) and a summary table.")
+    p = sub.add_parser(
+        "profile",
+        help=COMMANDS["profile"],
+        description=COMMANDS["profile"] + ": sampled rollouts of an "
+        "exported policy on every training clip, scored with stages.profile.reward; writes hive-partitioned "
+        "shards, profile.jsonl (per-clip pass rate, mean reward, variance, zero-variance mark) and a summary table.",
+    )
     p.add_argument("--config", required=True, help="the training YAML (data, rollout and stages.profile settings)")
-    p.add_argument("--checkpoint", required=True, help="a run directory (runs/<name>) or its policy/ folder (the SFT policy)")
+    p.add_argument(
+        "--checkpoint", required=True, help="a run directory (runs/<name>) or its policy/ folder (the SFT policy)"
+    )
     p.add_argument("--out", default=None, help="output folder (default: runs/<run.name>/profiled)")
     p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. stages.profile.samples_per_prompt=4")
     p.set_defaults(func=_cmd_profile)
 
     p = sub.add_parser("eval", help=COMMANDS["eval"], description=COMMANDS["eval"])
-    p.add_argument("--annotations", required=True, help="DiaDemBench annotation JSONL (video_id, gt_dialogues, attributes)")
-    p.add_argument("--predictions", required=True, help="JSONL with video_id and pred (caption) or pred_dialogues (lines)")
-    p.add_argument("--extractor", default="structured", choices=("structured", "prose", "llm"),
-                   help="how captions become dialogue lines (default: structured)")
-    p.add_argument("--speaker-judge", default="exact", choices=("exact", "embedding", "llm", "mllm"),
-                   help="who-is-the-same-person judge for REF (default: exact)")
-    p.add_argument("--judge-threshold", type=_unit_interval, default=0.7, help="cosine threshold of the embedding judge, in (0, 1]")
+    p.add_argument(
+        "--annotations", required=True, help="DiaDemBench annotation JSONL (video_id, gt_dialogues, attributes)"
+    )
+    p.add_argument(
+        "--predictions", required=True, help="JSONL with video_id and pred (caption) or pred_dialogues (lines)"
+    )
+    p.add_argument(
+        "--extractor",
+        default="structured",
+        choices=("structured", "prose", "llm"),
+        help="how captions become dialogue lines (default: structured)",
+    )
+    p.add_argument(
+        "--speaker-judge",
+        default="exact",
+        choices=("exact", "embedding", "llm", "mllm"),
+        help="who-is-the-same-person judge for REF (default: exact)",
+    )
+    p.add_argument(
+        "--judge-threshold", type=_unit_interval, default=0.7, help="cosine threshold of the embedding judge, in (0, 1]"
+    )
     p.add_argument("--judge-model", default=None, help="local text-model dir for the llm extractor / judge")
     p.add_argument("--per-sample", default=None, metavar="OUT.jsonl", help="write one JSON line of details per clip")
-    p.add_argument("--max-caption-chars", type=_positive_int, default=200_000, help="longer captions are skipped with a reason")
-    p.add_argument("--max-lines", type=_positive_int, default=2_000, help="dialogues with more lines are skipped with a reason")
+    p.add_argument(
+        "--max-caption-chars", type=_positive_int, default=200_000, help="longer captions are skipped with a reason"
+    )
+    p.add_argument(
+        "--max-lines", type=_positive_int, default=2_000, help="dialogues with more lines are skipped with a reason"
+    )
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("serve", help=COMMANDS["serve"], description=COMMANDS["serve"] + ". POST /caption (with "
-                       "--checkpoint), POST /score, GET /healthz, OpenAPI at /docs.")
-    p.add_argument("--config", default=None, help="YAML whose serve.* section sets limits, batching, engine and URI roots")
-    p.add_argument("--checkpoint", default=None, help="a run directory (runs/<name>) or its policy/ folder: serves POST /caption")
+    p = sub.add_parser(
+        "serve",
+        help=COMMANDS["serve"],
+        description=COMMANDS["serve"] + ". POST /caption (with "
+        "--checkpoint), POST /score, GET /healthz, OpenAPI at /docs.",
+    )
+    p.add_argument(
+        "--config", default=None, help="YAML whose serve.* section sets limits, batching, engine and URI roots"
+    )
+    p.add_argument(
+        "--checkpoint", default=None, help="a run directory (runs/<name>) or its policy/ folder: serves POST /caption"
+    )
     p.add_argument("--host", default=None, help="bind address (default: serve.host, 127.0.0.1)")
     p.add_argument("--port", type=_port, default=None, help="HTTP port (default: serve.port, 8000)")
     p.add_argument("--ray-address", default=None, help="Ray cluster to join (default: a private local one)")
@@ -458,7 +567,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("config", help=COMMANDS["config"], description=COMMANDS["config"])
-    p.add_argument("action", choices=("show", "check"), help="show: print the resolved YAML; check: report every problem")
+    p.add_argument(
+        "action", choices=("show", "check"), help="show: print the resolved YAML; check: report every problem"
+    )
     p.add_argument("config", help="a YAML under configs/ (its sibling base.yaml is applied first)")
     p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. learner.zero_stage=3")
     p.set_defaults(func=_cmd_config)

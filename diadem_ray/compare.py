@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 
 @dataclass
@@ -43,15 +43,28 @@ def collect(tracking_uri: str, experiment: str) -> List[RunSummary]:
     out = []
     for run in client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"]):
         rid = run.info.run_id
-        curves = {k: [(m.step, m.value) for m in sorted(client.get_metric_history(rid, k), key=lambda m: m.step)] for k in CURVES}
+        curves = {
+            k: [(m.step, m.value) for m in sorted(client.get_metric_history(rid, k), key=lambda m: m.step)]
+            for k in CURVES
+        }
         ref, asr = [v for _, v in curves["eval/ref_f1"]], [v for _, v in curves["eval/asr_f1"]]
         tags = run.data.tags
-        out.append(RunSummary(
-            run_id=rid, name=tags.get("mlflow.runName", rid[:8]), reward_hash=tags.get("reward_hash", "-"),
-            rewards=" / ".join(dict.fromkeys(v for k, v in sorted(tags.items()) if k.startswith("reward.grpo"))) or "-",
-            status=run.info.status, steps=int(max((s for c in curves.values() for s, _ in c), default=0)),
-            final_ref=ref[-1] if ref else None, final_asr=asr[-1] if asr else None,
-            best_ref=max(ref) if ref else None, best_asr=max(asr) if asr else None, curves=curves))
+        out.append(
+            RunSummary(
+                run_id=rid,
+                name=tags.get("mlflow.runName", rid[:8]),
+                reward_hash=tags.get("reward_hash", "-"),
+                rewards=" / ".join(dict.fromkeys(v for k, v in sorted(tags.items()) if k.startswith("reward.grpo")))
+                or "-",
+                status=run.info.status,
+                steps=int(max((s for c in curves.values() for s, _ in c), default=0)),
+                final_ref=ref[-1] if ref else None,
+                final_asr=asr[-1] if asr else None,
+                best_ref=max(ref) if ref else None,
+                best_asr=max(asr) if asr else None,
+                curves=curves,
+            )
+        )
     return out
 
 
@@ -60,11 +73,16 @@ def _f(x: Optional[float]) -> str:
 
 
 def table(runs: List[RunSummary]) -> str:
-    head = f"{'reward hash':<13} {'reward configs':<24} {'run':<18} {'status':<9} {'steps':>5}  {'final REF/ASR':>13}  {'best REF/ASR':>13}"
+    head = (
+        f"{'reward hash':<13} {'reward configs':<24} {'run':<18} {'status':<9} {'steps':>5}  "
+        f"{'final REF/ASR':>13}  {'best REF/ASR':>13}"
+    )
     lines = [head, "-" * len(head)]
     for r in sorted(runs, key=lambda r: (r.reward_hash, r.name)):
-        lines.append(f"{r.reward_hash:<13} {r.rewards[:24]:<24} {r.name[:18]:<18} {r.status[:9]:<9} {r.steps:>5}  "
-                     f"{_f(r.final_ref) + ' / ' + _f(r.final_asr):>13}  {_f(r.best_ref) + ' / ' + _f(r.best_asr):>13}")
+        lines.append(
+            f"{r.reward_hash:<13} {r.rewards[:24]:<24} {r.name[:18]:<18} {r.status[:9]:<9} {r.steps:>5}  "
+            f"{_f(r.final_ref) + ' / ' + _f(r.final_asr):>13}  {_f(r.best_ref) + ' / ' + _f(r.best_asr):>13}"
+        )
     return "\n".join(lines)
 
 
@@ -82,13 +100,19 @@ def plot(runs: List[RunSummary], path: str | Path, title: str) -> Path:
         for ax, key in zip(axes, CURVES):
             pts = r.curves[key]
             if pts:
-                ax.plot([s for s, _ in pts], [v for _, v in pts], styles[i % len(styles)], marker="o" if key != "reward/mean" else None,
-                        color=colors[r.reward_hash], label=f"{r.reward_hash} {r.name}")
-    for ax, key, label in zip(axes, CURVES, ("mean GRPO reward", "held-out REF F1 (x100)", "held-out ASR F1 (x100)")):
+                ax.plot(
+                    [s for s, _ in pts],
+                    [v for _, v in pts],
+                    styles[i % len(styles)],
+                    marker="o" if key != "reward/mean" else None,
+                    color=colors[r.reward_hash],
+                    label=f"{r.reward_hash} {r.name}",
+                )
+    for ax, _key, label in zip(axes, CURVES, ("mean GRPO reward", "held-out REF F1 (x100)", "held-out ASR F1 (x100)")):
         ax.set_title(label)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    handles = {}
+    handles: Dict[str, Any] = {}
     for ax in axes:  # one legend for the figure: a run may lack GRPO steps but has evaluations
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)

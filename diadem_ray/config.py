@@ -56,7 +56,9 @@ class RunConfig:
 
 @dataclass
 class ClusterConfig:
-    ray_address: str = "local"  # "local": a private local cluster (or the job's, when RAY_ADDRESS is set); "auto" joins one
+    ray_address: str = (
+        "local"  # "local": a private local cluster (or the job's, when RAY_ADDRESS is set); "auto" joins one
+    )
     layout: str = "disaggregated"  # disaggregated | colocated (GPU only)
     local_num_cpus: Optional[int] = None
     object_store_memory_bytes: Optional[int] = None
@@ -100,13 +102,19 @@ class RolloutConfig:
     num_replicas: int = 1
     samples_per_prompt: int = 4
     max_new_tokens: int = 256
-    temperature: float = 1.0  # profile and GRPO sampling; the learner scores logits / temperature, as the engine reports them
-    top_p: float = 1.0  # profile and GRPO sampling; < 1 only without GRPO stages (the learner does not score a truncated nucleus)
+    temperature: float = (
+        1.0  # profile and GRPO sampling; the learner scores logits / temperature, as the engine reports them
+    )
+    top_p: float = (
+        1.0  # profile and GRPO sampling; < 1 only without GRPO stages (the learner does not score a truncated nucleus)
+    )
     num_cpus_per_replica: float = 0.5
     prompts_per_task: int = 16  # prompts sent to a replica in one call (its generation batch)
     cpu_threads: int = 0  # CPU engines: OpenMP threads per replica (0 = Ray's default, one per whole CPU)
     num_gpus_per_replica: float = 0.0
-    custom_resources: Dict[str, float] = field(default_factory=dict)  # e.g. {diadem_gpu_node: 0.001}: replicas on GPU nodes
+    custom_resources: Dict[str, float] = field(
+        default_factory=dict
+    )  # e.g. {diadem_gpu_node: 0.001}: replicas on GPU nodes
     gpu_memory_utilization: float = 0.5
     cpu_kv_cache_gib: float = 1.0
     weight_sync_bucket_mb: int = 256
@@ -123,7 +131,9 @@ class RewardWorkersConfig:
     batch_size: int = 32  # captions per scoring task
     reward_timeout_s: float = 10.0  # per caption
     max_task_retries: int = 2
-    custom_resources: Dict[str, float] = field(default_factory=dict)  # e.g. {reward_cpu: 1}: CPU nodes only (cluster/*.yaml)
+    custom_resources: Dict[str, float] = field(
+        default_factory=dict
+    )  # e.g. {reward_cpu: 1}: CPU nodes only (cluster/*.yaml)
 
 
 @dataclass
@@ -149,7 +159,9 @@ class LearnerConfig:
     micro_batch_size: int = 4  # sequences per rank per forward/backward
     num_cpus_per_rank: float = 0.5
     num_gpus_per_rank: float = 0.0
-    custom_resources: Dict[str, float] = field(default_factory=dict)  # e.g. {diadem_gpu_node: 0.001}: ranks on GPU nodes
+    custom_resources: Dict[str, float] = field(
+        default_factory=dict
+    )  # e.g. {diadem_gpu_node: 0.001}: ranks on GPU nodes
     collective_timeout_s: float = 120.0
     lora: LoRAConfig = field(default_factory=LoRAConfig)
 
@@ -241,7 +253,9 @@ class ServeConfig:
     max_dialogue_lines: int = 500
     max_score_request_bytes: int = 8 * 1024 * 1024
     max_line_chars: int = 2_000
-    max_align_work: int = 6_000_000  # /score alignment work units (≤ 1.2 s of alignment on a 2-core box; docs/rewards.md)
+    max_align_work: int = (
+        6_000_000  # /score alignment work units (≤ 1.2 s of alignment on a 2-core box; docs/rewards.md)
+    )
     max_judge_speakers: int = 64  # distinct speaker descriptions the embedding judge embeds per /score request
     score_threads: int = 1  # threads scoring large /score requests off the event loop
     max_frame_pixels: int = 1920 * 1080  # /caption: pixels per frame, from the header and every decoded frame
@@ -345,12 +359,14 @@ def _leaves(schema: type, data: Dict[str, Any], prefix: str = "") -> Iterator[Tu
             yield f"{prefix}{key}", value, tp
 
 
-def _apply(cfg: DictConfig, schema: type, data: Dict[str, Any], origin: str, problems: List[str],
-           replace_mappings: bool = True) -> None:
+def _apply(
+    cfg: DictConfig, schema: type, data: Dict[str, Any], origin: str, problems: List[str], replace_mappings: bool = True
+) -> None:
     leaves = list(_leaves(schema, data))
     if not replace_mappings:  # a dotlist override sets only the mapping key it names
-        leaves = [(f"{k}.{sub}", v2, Any) for k, v, tp in leaves if isinstance(v, dict) for sub, v2 in v.items()] + \
-                 [(k, v, tp) for k, v, tp in leaves if not isinstance(v, dict)]
+        leaves = [(f"{k}.{sub}", v2, Any) for k, v, tp in leaves if isinstance(v, dict) for sub, v2 in v.items()] + [
+            (k, v, tp) for k, v, tp in leaves if not isinstance(v, dict)
+        ]
     for key, value, tp in leaves:
         try:
             item = _list_item_dataclass(tp)
@@ -471,45 +487,92 @@ def validate(cfg: Any) -> List[str]:
     _one_of(p, "learner.comm_backend", cfg.learner.comm_backend, ("auto", "gloo", "nccl"))
     _one_of(p, "learner.lr_schedule", cfg.learner.lr_schedule, ("constant", "linear", "cosine"))
     if cfg.model.family in FAMILIES:
-        p += get_family(cfg.model.family).config_problems(model_path=cfg.model.path,
-                                                          max_pixels_per_frame=cfg.model.max_pixels_per_frame)
+        p += get_family(cfg.model.family).config_problems(
+            model_path=cfg.model.path, max_pixels_per_frame=cfg.model.max_pixels_per_frame
+        )
     _one_of(p, "grpo.advantage_baseline", cfg.grpo.advantage_baseline, ("mean", "leave_one_out"))
     _one_of(p, "grpo.std_normalization", cfg.grpo.std_normalization, ("group", "batch", "none"))
     _one_of(p, "grpo.kl_estimator", cfg.grpo.kl_estimator, ("k1", "k2", "k3"))
     _one_of(
-        p, "grpo.loss_aggregation", cfg.grpo.loss_aggregation,
+        p,
+        "grpo.loss_aggregation",
+        cfg.grpo.loss_aggregation,
         ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"),
     )
-    for key in ("rollout.num_replicas", "reward.num_workers", "learner.num_ranks", "learner.micro_batch_size",
-                "rollout.max_new_tokens", "reward.batch_size", "data.frames_per_clip", "model.max_pixels_per_frame",
-                "data.audio_sample_rate_hz", "checkpoint.every_steps", "checkpoint.keep_last"):
+    for key in (
+        "rollout.num_replicas",
+        "reward.num_workers",
+        "learner.num_ranks",
+        "learner.micro_batch_size",
+        "rollout.max_new_tokens",
+        "reward.batch_size",
+        "data.frames_per_clip",
+        "model.max_pixels_per_frame",
+        "data.audio_sample_rate_hz",
+        "checkpoint.every_steps",
+        "checkpoint.keep_last",
+    ):
         _positive(p, key, OmegaConf.select(cfg, key))
-    for key in ("cluster.node_wait_s", "model.video_fps", "rollout.temperature", "reward.reward_timeout_s", "rollout.weight_sync_timeout_s",
-                "learner.lr", "learner.collective_timeout_s", "learner.grad_clip_norm", "grpo.std_eps"):
+    for key in (
+        "cluster.node_wait_s",
+        "model.video_fps",
+        "rollout.temperature",
+        "reward.reward_timeout_s",
+        "rollout.weight_sync_timeout_s",
+        "learner.lr",
+        "learner.collective_timeout_s",
+        "learner.grad_clip_norm",
+        "grpo.std_eps",
+    ):
         _positive(p, key, OmegaConf.select(cfg, key))
-    for key in ("grpo.clip_eps_low", "grpo.clip_eps_high", "grpo.kl_coef", "grpo.entropy_coef", "grpo.line_credit_weight",
-                "learner.weight_decay", "learner.warmup_steps", "data.train_clips", "data.eval_clips"):
+    for key in (
+        "grpo.clip_eps_low",
+        "grpo.clip_eps_high",
+        "grpo.kl_coef",
+        "grpo.entropy_coef",
+        "grpo.line_credit_weight",
+        "learner.weight_decay",
+        "learner.warmup_steps",
+        "data.train_clips",
+        "data.eval_clips",
+    ):
         _positive(p, key, OmegaConf.select(cfg, key), allow_zero=True)
-    for key in ("rollout.custom_resources", "learner.custom_resources", "reward.custom_resources", "data.decode_resources"):
+    for key in (
+        "rollout.custom_resources",
+        "learner.custom_resources",
+        "reward.custom_resources",
+        "data.decode_resources",
+    ):
         for name, amount in dict(OmegaConf.select(cfg, key)).items():
             if name in ("CPU", "GPU", "memory", "object_store_memory"):
                 p.append(f"{key}.{name}: a built-in resource; set it with the num_cpus / num_gpus keys, not here")
             elif not amount > 0:
-                p.append(f"{key}.{name}: must be > 0 (a node-type marker asks for a little, e.g. 0.001), got {amount!r}")
+                p.append(
+                    f"{key}.{name}: must be > 0 (a node-type marker asks for a little, e.g. 0.001), got {amount!r}"
+                )
     if not 0 < cfg.rollout.top_p <= 1:
         p.append(f"rollout.top_p: must be in (0, 1], got {cfg.rollout.top_p!r}")
     elif cfg.rollout.top_p < 1 and any(s.startswith("grpo") for s in cfg.run.stages):
         # The learner scores logits / temperature over the whole vocabulary; a nucleus-truncated
         # sampler is another distribution, so the ratio and the KL would be biased (trl#6789).
-        p.append(f"rollout.top_p: {cfg.rollout.top_p!r} samples GRPO rollouts from a renormalised nucleus that the learner "
-                 "does not score (biased updates); set rollout.top_p: 1.0 and use rollout.temperature to sharpen sampling")
+        p.append(
+            f"rollout.top_p: {cfg.rollout.top_p!r} samples GRPO rollouts from a renormalised nucleus that the learner "
+            "does not score (biased updates); set rollout.top_p: 1.0 and use rollout.temperature to sharpen sampling"
+        )
     if cfg.rollout.samples_per_prompt < 2:
-        p.append(f"rollout.samples_per_prompt: GRPO needs at least 2 samples per prompt, got {cfg.rollout.samples_per_prompt}")
+        p.append(
+            "rollout.samples_per_prompt: GRPO needs at least 2 samples per prompt, got "
+            f"{cfg.rollout.samples_per_prompt}"
+        )
     if cfg.grpo.dual_clip_c is not None and cfg.grpo.dual_clip_c <= 1:
         p.append(f"grpo.dual_clip_c: must be > 1 (or null to disable), got {cfg.grpo.dual_clip_c!r}")
-    if cfg.grpo.kl_in_reward:  # grpo.kl_penalised_rewards exists; the driver does not compute reference log-probs per rollout
-        p.append("grpo.kl_in_reward: true is not supported yet (the driver applies the KL penalty in the loss only); "
-                 "set it to false and use grpo.kl_coef")
+    if (
+        cfg.grpo.kl_in_reward
+    ):  # grpo.kl_penalised_rewards exists; the driver does not compute reference log-probs per rollout
+        p.append(
+            "grpo.kl_in_reward: true is not supported yet (the driver applies the KL penalty in the loss only); "
+            "set it to false and use grpo.kl_coef"
+        )
     _one_of(p, "data.cache", cfg.data.cache, ("auto", "none", "local", "shared"))
     _positive(p, "data.decode_workers", cfg.data.decode_workers)
     _positive(p, "data.decode_num_cpus", cfg.data.decode_num_cpus, allow_zero=True)
@@ -518,23 +581,39 @@ def validate(cfg: Any) -> List[str]:
     if cfg.run.max_restarts < 0:
         p.append(f"run.max_restarts: must be >= 0, got {cfg.run.max_restarts}")
     _one_of(p, "rollout.weight_transfer", cfg.rollout.weight_transfer, ("auto", "nccl", "object_store"))
-    if cfg.rollout.weight_transfer == "nccl" and (cfg.rollout.num_gpus_per_replica == 0 or cfg.learner.num_gpus_per_rank == 0):
-        p.append("rollout.weight_transfer: 'nccl' needs GPUs on both sides (rollout.num_gpus_per_replica and "
-                 "learner.num_gpus_per_rank > 0); use 'object_store' or 'auto'")
+    if cfg.rollout.weight_transfer == "nccl" and (
+        cfg.rollout.num_gpus_per_replica == 0 or cfg.learner.num_gpus_per_rank == 0
+    ):
+        p.append(
+            "rollout.weight_transfer: 'nccl' needs GPUs on both sides (rollout.num_gpus_per_replica and "
+            "learner.num_gpus_per_rank > 0); use 'object_store' or 'auto'"
+        )
     if cfg.rollout.weight_transfer == "nccl" and cfg.cluster.layout == "colocated":
-        p.append("rollout.weight_transfer: 'nccl' cannot link a learner and an engine that share a GPU; the colocated "
-                 "layout syncs through the object store ('auto' picks it)")
+        p.append(
+            "rollout.weight_transfer: 'nccl' cannot link a learner and an engine that share a GPU; the colocated "
+            "layout syncs through the object store ('auto' picks it)"
+        )
     if cfg.cluster.layout == "colocated" and cfg.learner.num_gpus_per_rank == 0:
-        p.append("cluster.layout: 'colocated' shares GPUs between learners and engines; set learner.num_gpus_per_rank > 0 or use 'disaggregated'")
+        p.append(
+            "cluster.layout: 'colocated' shares GPUs between learners and engines; set learner.num_gpus_per_rank > "
+            "0 or use 'disaggregated'"
+        )
     lora = cfg.learner.lora
     if lora.enabled and (lora.rank < 1 or not lora.target_modules):
         p.append("learner.lora: enabled needs rank >= 1 and at least one target module")
-    if (lora.enabled and cfg.learner.zero_stage == 3 and cfg.grpo.kl_coef > 0 and "sft" in cfg.run.stages
-            and any(s.startswith("grpo") for s in cfg.run.stages)):
+    if (
+        lora.enabled
+        and cfg.learner.zero_stage == 3
+        and cfg.grpo.kl_coef > 0
+        and "sft" in cfg.run.stages
+        and any(s.startswith("grpo") for s in cfg.run.stages)
+    ):
         # the KL reference moves to the SFT'd adapter when GRPO begins; the adapter swap needs whole parameters
-        p.append("grpo.kl_coef: a KL term after SFT in the same run anchors the reference at the SFT adapter, which LoRA "
-                 "under ZeRO-3 cannot do; use learner.zero_stage <= 2, grpo.kl_coef=0, or run SFT as its own job "
-                 "and start GRPO from its exported policy (model.path)")
+        p.append(
+            "grpo.kl_coef: a KL term after SFT in the same run anchors the reference at the SFT adapter, which LoRA "
+            "under ZeRO-3 cannot do; use learner.zero_stage <= 2, grpo.kl_coef=0, or run SFT as its own job "
+            "and start GRPO from its exported policy (model.path)"
+        )
     for name in ("sft", "grpo_stage1", "grpo_stage2"):
         stage = cfg.stages[name]
         _positive(p, f"stages.{name}.steps", stage.steps, allow_zero=True)
@@ -546,27 +625,48 @@ def validate(cfg: Any) -> List[str]:
             if total % cfg.learner.num_ranks:
                 p.append(
                     f"stages.{name}.prompts_per_step: {stage.prompts_per_step} x rollout.samples_per_prompt "
-                    f"{cfg.rollout.samples_per_prompt} = {total} sequences do not split over learner.num_ranks {cfg.learner.num_ranks}"
+                    f"{cfg.rollout.samples_per_prompt} = {total} sequences do not split over learner.num_ranks "
+                    f"{cfg.learner.num_ranks}"
                 )
             unknown = set(stage.buckets) - set(cfg.stages.profile.bucket_names)
             if unknown:
-                p.append(f"stages.{name}.buckets: {sorted(unknown)} are not in stages.profile.bucket_names {list(cfg.stages.profile.bucket_names)}")
+                p.append(
+                    f"stages.{name}.buckets: {sorted(unknown)} are not in stages.profile.bucket_names "
+                    f"{list(cfg.stages.profile.bucket_names)}"
+                )
     prof = cfg.stages.profile
     edges = list(prof.pass_rate_edges)
     if not prof.quantiles and len(edges) != len(prof.bucket_names) - 1:
-        p.append(f"stages.profile.pass_rate_edges: {len(prof.bucket_names)} buckets need {len(prof.bucket_names) - 1} edges, got {len(edges)}")
+        p.append(
+            f"stages.profile.pass_rate_edges: {len(prof.bucket_names)} buckets need {len(prof.bucket_names) - 1} "
+            f"edges, got {len(edges)}"
+        )
     if edges != sorted(edges) or any(not 0 <= e <= 1 for e in edges):
         p.append(f"stages.profile.pass_rate_edges: must ascend within [0, 1], got {edges}")
     uri = cfg.tracking.tracking_uri
     if uri.startswith("file:") or (uri and "://" not in uri and os.environ.get("MLFLOW_ALLOW_FILE_STORE") != "true"):
-        p.append(f"tracking.tracking_uri: {uri!r} is a file store, which MLflow 3 refuses; use sqlite:///runs/mlflow.db or an http(s):// server")
+        p.append(
+            f"tracking.tracking_uri: {uri!r} is a file store, which MLflow 3 refuses; use sqlite:///runs/mlflow.db "
+            "or an http(s):// server"
+        )
     if not 0 < cfg.serve.port < 65536:
         p.append(f"serve.port: {cfg.serve.port} is not a TCP port")
     if cfg.serve.engine not in ("vllm", "hf"):
         p.append(f"serve.engine: {cfg.serve.engine!r}; choose vllm or hf")
-    for name in ("max_clip_bytes", "max_caption_chars", "max_dialogue_lines", "max_score_request_bytes", "max_line_chars",
-                 "max_batch_size", "num_replicas", "max_align_work", "max_judge_speakers", "score_threads", "max_frame_pixels",
-                 "max_decoded_bytes"):
+    for name in (
+        "max_clip_bytes",
+        "max_caption_chars",
+        "max_dialogue_lines",
+        "max_score_request_bytes",
+        "max_line_chars",
+        "max_batch_size",
+        "num_replicas",
+        "max_align_work",
+        "max_judge_speakers",
+        "score_threads",
+        "max_frame_pixels",
+        "max_decoded_bytes",
+    ):
         if getattr(cfg.serve, name) < 1:
             p.append(f"serve.{name}: must be >= 1, got {getattr(cfg.serve, name)}")
     if cfg.serve.max_clip_duration_s <= 0 or cfg.serve.replica_num_cpus <= 0:
@@ -596,12 +696,16 @@ def line_credit_problems(line_credit_weight: float, spec: RewardSpec) -> List[st
     """Per-line credit maps a caption's lines back to its characters, which only the structured
     extractor can do: a GRPO reward used with ``grpo.line_credit_weight > 0`` must use it."""
     if line_credit_weight > 0 and spec.extractor != "structured":
-        return [f"reward '{spec.name}'.extractor: grpo.line_credit_weight > 0 needs extractor: structured "
-                f"(got {spec.extractor!r}); set grpo.line_credit_weight=0 or use a structured reward"]
+        return [
+            f"reward '{spec.name}'.extractor: grpo.line_credit_weight > 0 needs extractor: structured "
+            f"(got {spec.extractor!r}); set grpo.line_credit_weight=0 or use a structured reward"
+        ]
     return []
 
 
-def load_reward_spec(name_or_path: str, search_dirs: Sequence[str | os.PathLike[str]] = ("configs/rewards",)) -> RewardSpec:
+def load_reward_spec(
+    name_or_path: str, search_dirs: Sequence[str | os.PathLike[str]] = ("configs/rewards",)
+) -> RewardSpec:
     """Load a reward composition by name (``diadem_f1`` → ``<dir>/diadem_f1.yaml``) or path.
 
     Structural problems (unknown keys, wrong types) raise :class:`ConfigError`; whether the

@@ -116,8 +116,9 @@ def line_advantages(lines: Sequence[Sequence[Tuple[int, bool]]]) -> List[List[fl
     return [[float(hit) - totals[ref][0] / totals[ref][1] for ref, hit in sample] for sample in lines]
 
 
-def char_spans_to_tokens(prefix_chars: Callable[[int], int], num_tokens: int,
-                         spans: Sequence[Tuple[int, int]]) -> List[Tuple[int, int]]:
+def char_spans_to_tokens(
+    prefix_chars: Callable[[int], int], num_tokens: int, spans: Sequence[Tuple[int, int]]
+) -> List[Tuple[int, int]]:
     """Token ranges ``[ts, te)`` that cover character spans ``[start, end)`` of a decoded response.
 
     Args:
@@ -128,6 +129,7 @@ def char_spans_to_tokens(prefix_chars: Callable[[int], int], num_tokens: int,
     ``ts`` is the last token boundary at or before ``start`` and ``te`` the first at or after ``end``,
     so a token that straddles the span's edge belongs to it. Binary search: O(log n) decodes per edge.
     """
+
     def first_at_least(chars: int) -> int:
         lo, hi = 0, num_tokens
         while lo < hi:
@@ -145,8 +147,14 @@ def char_spans_to_tokens(prefix_chars: Callable[[int], int], num_tokens: int,
     return out
 
 
-def token_advantages(advantage: float, num_tokens: int, token_spans: Sequence[Tuple[int, int]],
-                     line_advantage: Sequence[float], *, weight: float) -> List[float]:
+def token_advantages(
+    advantage: float,
+    num_tokens: int,
+    token_spans: Sequence[Tuple[int, int]],
+    line_advantage: Sequence[float],
+    *,
+    weight: float,
+) -> List[float]:
     """``[T]`` advantages of one response: ``advantage`` everywhere, plus ``weight · a_k`` on the
     tokens ``[ts, te)`` of line ``k``'s speaker phrase (see :func:`line_advantages`)."""
     if len(token_spans) != len(line_advantage):
@@ -158,8 +166,14 @@ def token_advantages(advantage: float, num_tokens: int, token_spans: Sequence[Tu
     return out
 
 
-def line_credit(group: Sequence[Any], advantages: Sequence[float], *, decode: Callable[[Sequence[int]], str],
-                weight: float, counts: Dict[str, float]) -> List[Any]:
+def line_credit(
+    group: Sequence[Any],
+    advantages: Sequence[float],
+    *,
+    decode: Callable[[Sequence[int]], str],
+    weight: float,
+    counts: Dict[str, float],
+) -> List[Any]:
     """Per-line credit for one group of scored rollouts (``ScoredRollout`` with ``lines``).
 
     Each rollout's advantage becomes one per response token: its group advantage everywhere, plus
@@ -337,7 +351,9 @@ def aggregate(
     if mode == "seq_mean_token_sum_norm":
         length = per_token.shape[1] if max_response_len is None else max_response_len
         return kept.sum() / (float(length) * max(n_seq, 1.0))
-    raise ValueError(f"loss aggregation must be token_mean, seq_mean_token_mean or seq_mean_token_sum_norm, got {mode!r}")
+    raise ValueError(
+        f"loss aggregation must be token_mean, seq_mean_token_mean or seq_mean_token_sum_norm, got {mode!r}"
+    )
 
 
 def entropy_from_logits(logits: Tensor) -> Tensor:
@@ -383,8 +399,13 @@ def grpo_loss(
     float metrics (``pg_loss``, ``kl``, ``entropy``, ``clip_frac``, ``ratio_mean``), every metric
     aggregated with the same normaliser.
     """
-    agg = partial(aggregate, mode=loss_aggregation, num_tokens=num_tokens, num_sequences=num_sequences,
-                  max_response_len=max_response_len)
+    agg = partial(
+        aggregate,
+        mode=loss_aggregation,
+        num_tokens=num_tokens,
+        num_sequences=num_sequences,
+        max_response_len=max_response_len,
+    )
     # Padded positions are selected away before any arithmetic, so a NaN there reaches neither the
     # loss nor the gradient of these inputs (both are exactly 0 at masked positions).
     on = mask > 0
@@ -396,8 +417,14 @@ def grpo_loss(
     ref_logprobs, entropy = keep(ref_logprobs), keep(entropy)
     if advantages.dim() == mask.dim():
         advantages = keep(advantages)  # type: ignore[assignment]
-    pg, was_clipped = clipped_policy_loss(logprobs, old_logprobs, advantages, clip_eps_low=clip_eps_low,
-                                          clip_eps_high=clip_eps_high, dual_clip_c=dual_clip_c)
+    pg, was_clipped = clipped_policy_loss(
+        logprobs,
+        old_logprobs,
+        advantages,
+        clip_eps_low=clip_eps_low,
+        clip_eps_high=clip_eps_high,
+        dual_clip_c=dual_clip_c,
+    )
     loss = agg(pg, mask)
     m = mask.to(logprobs.dtype)
     n = m.sum().clamp(min=1.0)
@@ -419,8 +446,9 @@ def grpo_loss(
     return loss, metrics
 
 
-def kl_penalised_rewards(rewards: Tensor, logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor, *,
-                         kl_coef: float, estimator: str = "k1") -> Tensor:
+def kl_penalised_rewards(
+    rewards: Tensor, logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor, *, kl_coef: float, estimator: str = "k1"
+) -> Tensor:
     """KL in the reward instead of the loss: r_b − kl_coef · Σ_t KL_t·m (``[B]`` → ``[B]``)."""
     kl = kl_per_token(logprobs, ref_logprobs, estimator=estimator) * mask.to(logprobs.dtype)
     return rewards - kl_coef * kl.sum(dim=1)
@@ -468,19 +496,28 @@ def pack_sequences(
     input_ids = torch.full((b, width), pad_id, dtype=torch.long)
     attention = torch.zeros((b, width), dtype=torch.long)
     response_mask = torch.zeros((b, max(width - 1, 1)))
-    per_token = {name: (rows, torch.zeros((b, max(width - 1, 1))))
-                 for name, rows in (("old_logprobs", old_logprobs), ("advantages", advantages)) if rows is not None}
+    per_token = {
+        name: (rows, torch.zeros((b, max(width - 1, 1))))
+        for name, rows in (("old_logprobs", old_logprobs), ("advantages", advantages))
+        if rows is not None
+    }
     for i, (p, r) in enumerate(zip(prompt_ids, response_ids)):
         n = len(p) + len(r)
         input_ids[i, :n] = torch.tensor(seqs[i], dtype=torch.long)
         attention[i, :n] = 1
-        response_mask[i, len(p) - 1:n - 1] = 1.0
+        response_mask[i, len(p) - 1 : n - 1] = 1.0
         for name, (rows, out_rows) in per_token.items():
             row = list(rows[i])
             if len(row) != len(r):
-                raise ValueError(f"sequence {first_index + i}: {len(row)} {name.replace('_', ' ')} "
-                                 f"for {len(r)} response tokens")
-            out_rows[i, len(p) - 1:n - 1] = torch.tensor(row, dtype=out_rows.dtype)
-    out = {"input_ids": input_ids, "attention_mask": attention, "targets": input_ids[:, 1:], "response_mask": response_mask}
+                raise ValueError(
+                    f"sequence {first_index + i}: {len(row)} {name.replace('_', ' ')} for {len(r)} response tokens"
+                )
+            out_rows[i, len(p) - 1 : n - 1] = torch.tensor(row, dtype=out_rows.dtype)
+    out = {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "targets": input_ids[:, 1:],
+        "response_mask": response_mask,
+    }
     out.update({name: out_rows for name, (_, out_rows) in per_token.items()})
     return out

@@ -33,21 +33,39 @@ class SceneVocabulary:
     wall colours, and the kinds of people. Wall colours are far (L1 > 110) from skin and grey hair,
     so the front-end never mistakes a wall for a head."""
 
-    shirts: Dict[str, RGB] = field(default_factory=lambda: {
-        "red": (205, 40, 40), "blue": (40, 70, 210), "green": (40, 165, 60), "yellow": (225, 205, 40),
-        "purple": (135, 50, 170), "orange": (245, 135, 30), "white": (240, 240, 240), "pink": (245, 140, 185),
-    })
+    shirts: Dict[str, RGB] = field(
+        default_factory=lambda: {
+            "red": (205, 40, 40),
+            "blue": (40, 70, 210),
+            "green": (40, 165, 60),
+            "yellow": (225, 205, 40),
+            "purple": (135, 50, 170),
+            "orange": (245, 135, 30),
+            "white": (240, 240, 240),
+            "pink": (245, 140, 185),
+        }
+    )
     skin: RGB = (226, 180, 140)
     mouth: RGB = (110, 10, 30)
     hair_dark: RGB = (45, 32, 25)
     hair_grey: RGB = (230, 230, 230)
     eye: RGB = (20, 20, 20)
-    walls: Tuple[RGB, ...] = ((140, 200, 200), (150, 185, 215), (180, 210, 160), (200, 160, 220), (175, 165, 215),
-                              (150, 170, 130))
-    kinds: Dict[str, Kind] = field(default_factory=lambda: {
-        "man": Kind("male", "short", 1.0), "old man": Kind("male", "grey-short", 0.87),
-        "woman": Kind("female", "long", 1.35), "old woman": Kind("female", "grey-long", 1.2),
-    })
+    walls: Tuple[RGB, ...] = (
+        (140, 200, 200),
+        (150, 185, 215),
+        (180, 210, 160),
+        (200, 160, 220),
+        (175, 165, 215),
+        (150, 170, 130),
+    )
+    kinds: Dict[str, Kind] = field(
+        default_factory=lambda: {
+            "man": Kind("male", "short", 1.0),
+            "old man": Kind("male", "grey-short", 0.87),
+            "woman": Kind("female", "long", 1.35),
+            "old woman": Kind("female", "grey-long", 1.2),
+        }
+    )
 
     def description(self, kind: str, shirt: str, on_screen: bool) -> str:
         """How a reference dialogue names a speaker: ``the old man in blue``, ``a woman off screen``."""

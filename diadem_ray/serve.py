@@ -28,13 +28,29 @@ from diadem_ray.types import Prompt
 
 NO_POLICY = "no captioner loaded: start the server with --checkpoint runs/<name> (a run that finished a training stage)"
 
-_CAPTION_BODY = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
-                                       "properties": {"file": {"type": "string", "format": "binary"}}}},
-    "video/mp4": {"schema": {"type": "string", "format": "binary"}},
-    "application/json": {"schema": {"type": "object", "required": ["uri"], "additionalProperties": False,
-                                    "properties": {"uri": {"type": "string", "description": "a clip under serve.allowed_uri_roots"}}}},
-}}}
+_CAPTION_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            },
+            "video/mp4": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["uri"],
+                    "additionalProperties": False,
+                    "properties": {"uri": {"type": "string", "description": "a clip under serve.allowed_uri_roots"}},
+                }
+            },
+        },
+    }
+}
 
 
 class Captioner:
@@ -52,11 +68,17 @@ class Captioner:
         self.dir, self.meta = read_policy(policy, SERVED)
         self.warnings: List[str] = []
         if self.meta.frontend_version != FRONTEND_VERSION:
-            self.warnings.append(f"policy trained with front-end version {self.meta.frontend_version}, serving with "
-                                 f"{FRONTEND_VERSION}: its evidence text may differ from training")
+            self.warnings.append(
+                f"policy trained with front-end version {self.meta.frontend_version}, serving with "
+                f"{FRONTEND_VERSION}: its evidence text may differ from training"
+            )
         m = self.meta
-        self.engine = RolloutWorker(model_path=str(self.dir), backend=engine, max_num_seqs=max_batch_size,
-                                    max_model_len=m.max_prompt_tokens + m.max_new_tokens + 8)
+        self.engine = RolloutWorker(
+            model_path=str(self.dir),
+            backend=engine,
+            max_num_seqs=max_batch_size,
+            max_model_len=m.max_prompt_tokens + m.max_new_tokens + 8,
+        )
         self.engine.setup()
         self.engine.policy_version = m.policy_version
         self.frontend = FrontEnd(cpu_threads=cpu_threads)
@@ -76,18 +98,33 @@ class Captioner:
         for a decoded frame over ``max_frame_pixels``)."""
         from diadem_ray.data.decode import decode_clip
 
-        media = decode_clip(uri, max_frames=self.meta.frames_per_clip, sample_rate_hz=self.meta.sample_rate_hz,
-                            max_frame_pixels=max_frame_pixels)
+        media = decode_clip(
+            uri,
+            max_frames=self.meta.frames_per_clip,
+            sample_rate_hz=self.meta.sample_rate_hz,
+            max_frame_pixels=max_frame_pixels,
+        )
         with self._frontend_lock:
             return self.frontend.evidence(media.frames, media.frame_times_s, media.audio, media.sample_rate_hz).text()
 
     def captions(self, evidence: Sequence[str]) -> List[Dict[str, Any]]:
         """One greedy caption per evidence text, with its extracted ``speaker: words`` lines."""
-        prompts = [Prompt(str(i), tuple(self.tokens.prompt(self._prompt_text(e))[: self.meta.max_prompt_tokens]))
-                   for i, e in enumerate(evidence)]
-        out = self.engine.generate(prompts, samples_per_prompt=1, max_new_tokens=self.meta.max_new_tokens, temperature=0.0)
-        return [{"caption": ro.text, "dialogue": [t.line() for t in self._extract(ro.text)], "policy_version": ro.policy_version,
-                 "finish_reason": ro.finish_reason} for ro in out]
+        prompts = [
+            Prompt(str(i), tuple(self.tokens.prompt(self._prompt_text(e))[: self.meta.max_prompt_tokens]))
+            for i, e in enumerate(evidence)
+        ]
+        out = self.engine.generate(
+            prompts, samples_per_prompt=1, max_new_tokens=self.meta.max_new_tokens, temperature=0.0
+        )
+        return [
+            {
+                "caption": ro.text,
+                "dialogue": [t.line() for t in self._extract(ro.text)],
+                "policy_version": ro.policy_version,
+                "finish_reason": ro.finish_reason,
+            }
+            for ro in out
+        ]
 
 
 #: A /score request with at most this many characters and lines on each side is scored on the
@@ -106,9 +143,17 @@ def _bad_unicode(value: str) -> Optional[int]:
     return None
 
 
-def build_app(*, max_caption_chars: int = 100_000, max_dialogue_lines: int = 500, max_line_chars: int = 2_000,
-              max_request_bytes: int = 8 << 20, max_clip_bytes: int = 64 << 20, max_align_work: int = 6_000_000,
-              max_judge_speakers: int = 64, score_threads: int = 1):
+def build_app(
+    *,
+    max_caption_chars: int = 100_000,
+    max_dialogue_lines: int = 500,
+    max_line_chars: int = 2_000,
+    max_request_bytes: int = 8 << 20,
+    max_clip_bytes: int = 64 << 20,
+    max_align_work: int = 6_000_000,
+    max_judge_speakers: int = 64,
+    score_threads: int = 1,
+):
     """The FastAPI app with ``/score``; limits are baked into its request schema (so they show in
     OpenAPI). ``deploy`` adds ``/caption`` and ``/healthz`` as methods of the Serve replica.
 
@@ -133,11 +178,15 @@ def build_app(*, max_caption_chars: int = 100_000, max_dialogue_lines: int = 500
 
     class ScoreRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        caption: Optional[str] = Field(None, max_length=max_caption_chars,
-                                       description="free-form caption; run through the extractor")
-        dialogue: Optional[List[str]] = Field(None, max_length=max_dialogue_lines,
-                                              description='already extracted "speaker: utterance" lines')
-        reference: List[str] = Field(..., max_length=max_dialogue_lines, description='reference "speaker: utterance" lines')
+        caption: Optional[str] = Field(
+            None, max_length=max_caption_chars, description="free-form caption; run through the extractor"
+        )
+        dialogue: Optional[List[str]] = Field(
+            None, max_length=max_dialogue_lines, description='already extracted "speaker: utterance" lines'
+        )
+        reference: List[str] = Field(
+            ..., max_length=max_dialogue_lines, description='reference "speaker: utterance" lines'
+        )
         extractor: str = Field("structured", pattern="^(structured|prose)$")
         speaker_judge: str = Field("exact", pattern="^(exact|embedding)$")
 
@@ -148,8 +197,10 @@ def build_app(*, max_caption_chars: int = 100_000, max_dialogue_lines: int = 500
                 at = _bad_unicode(text)
                 if at is not None:
                     where = f"line {i}, " if not isinstance(value, str) else ""
-                    raise ValueError(f"{where}character {at} is a lone surrogate (U+{ord(text[at]):04X}), not valid Unicode; "
-                                     "send UTF-8 text")
+                    raise ValueError(
+                        f"{where}character {at} is a lone surrogate (U+{ord(text[at]):04X}), not valid Unicode; "
+                        "send UTF-8 text"
+                    )
             return value
 
         @model_validator(mode="after")
@@ -190,8 +241,13 @@ def build_app(*, max_caption_chars: int = 100_000, max_dialogue_lines: int = 500
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        detail = [{"field": printable(".".join(str(p) for p in e.get("loc", ()))), "message": printable(str(e.get("msg", "")))}
-                  for e in exc.errors()]
+        detail = [
+            {
+                "field": printable(".".join(str(p) for p in e.get("loc", ()))),
+                "message": printable(str(e.get("msg", ""))),
+            }
+            for e in exc.errors()
+        ]
         return JSONResponse(status_code=422, content={"detail": detail})
 
     def score_now(req: ScoreRequest) -> Any:
@@ -200,12 +256,20 @@ def build_app(*, max_caption_chars: int = 100_000, max_dialogue_lines: int = 500
             judge = judges.setdefault(req.speaker_judge, make_judge(req.speaker_judge, max_texts=max_judge_speakers))
         pred = {"pred": req.caption} if req.caption is not None else {"pred_dialogues": req.dialogue}
         try:
-            result = score_prediction(pred, {"gt_dialogues": req.reference}, extract=extractors[req.extractor], judge=judge,
-                                      max_caption_chars=max_caption_chars, max_lines=max_dialogue_lines,
-                                      max_align_work=max_align_work)
+            result = score_prediction(
+                pred,
+                {"gt_dialogues": req.reference},
+                extract=extractors[req.extractor],
+                judge=judge,
+                max_caption_chars=max_caption_chars,
+                max_lines=max_dialogue_lines,
+                max_align_work=max_align_work,
+            )
         except AlignmentTooLarge as exc:
-            return JSONResponse(status_code=413, content={"detail": f"{exc} (serve.max_align_work); send fewer or shorter "
-                                                                    "lines, or split the dialogue"})
+            return JSONResponse(
+                status_code=413,
+                content={"detail": f"{exc} (serve.max_align_work); send fewer or shorter lines, or split the dialogue"},
+            )
         except JudgeTooLarge as exc:
             return JSONResponse(status_code=413, content={"detail": f"{exc} (serve.max_judge_speakers)"})
         except OverLimit as exc:  # a caption that extracts to more lines than the limit
@@ -232,11 +296,23 @@ def build_app(*, max_caption_chars: int = 100_000, max_dialogue_lines: int = 500
     return app
 
 
-def deploy(*, host: str = "127.0.0.1", port: int = 8000, policy: Optional[str] = None, engine: str = "vllm",
-           num_cpus: float = 0.5, num_replicas: int = 1, max_ongoing_requests: int = 64, max_batch_size: int = 8,
-           batch_wait_timeout_s: float = 0.05, max_clip_duration_s: float = 120.0,
-           allowed_uri_roots: Sequence[str] = (), max_frame_pixels: int = 1920 * 1080,
-           max_decoded_bytes: int = 512 << 20, **limits: Any):
+def deploy(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    policy: Optional[str] = None,
+    engine: str = "vllm",
+    num_cpus: float = 0.5,
+    num_replicas: int = 1,
+    max_ongoing_requests: int = 64,
+    max_batch_size: int = 8,
+    batch_wait_timeout_s: float = 0.05,
+    max_clip_duration_s: float = 120.0,
+    allowed_uri_roots: Sequence[str] = (),
+    max_frame_pixels: int = 1920 * 1080,
+    max_decoded_bytes: int = 512 << 20,
+    **limits: Any,
+):
     """Start Serve on the connected Ray cluster and run the app; returns the handle. With
     ``policy`` (a run directory or its ``policy/``) each replica loads the captioner.
 
@@ -258,15 +334,18 @@ def deploy(*, host: str = "127.0.0.1", port: int = 8000, policy: Optional[str] =
     app = build_app(**limits)
     roots = [r for r in allowed_uri_roots]
 
-    @serve.deployment(ray_actor_options={"num_cpus": num_cpus}, num_replicas=num_replicas,
-                      max_ongoing_requests=max_ongoing_requests)
+    @serve.deployment(
+        ray_actor_options={"num_cpus": num_cpus}, num_replicas=num_replicas, max_ongoing_requests=max_ongoing_requests
+    )
     @serve.ingress(app)
     class Diadem:
         def __init__(self) -> None:
             from concurrent.futures import ThreadPoolExecutor
 
             threads = max(1, int(num_cpus))
-            self.captioner = Captioner(policy, engine=engine, cpu_threads=threads, max_batch_size=max_batch_size) if policy else None
+            self.captioner = (
+                Captioner(policy, engine=engine, cpu_threads=threads, max_batch_size=max_batch_size) if policy else None
+            )
             # One thread for decoding + the front-end (one Whisper model), one for the engine: neither
             # waits for the other's thread, so clips queue for generation while a batch generates.
             self._frontend = ThreadPoolExecutor(1, thread_name_prefix="frontend")
@@ -280,8 +359,14 @@ def deploy(*, host: str = "127.0.0.1", port: int = 8000, policy: Optional[str] =
             else:
                 m = self.captioner.meta
                 body["endpoints"].append("POST /caption")
-                body["model"] = {"family": m.family, "run": m.run, "stage": m.stage, "policy_version": m.policy_version,
-                                 "path": str(self.captioner.dir), "warnings": self.captioner.warnings}
+                body["model"] = {
+                    "family": m.family,
+                    "run": m.run,
+                    "stage": m.stage,
+                    "policy_version": m.policy_version,
+                    "path": str(self.captioner.dir),
+                    "warnings": self.captioner.warnings,
+                }
             return body
 
         @app.post("/caption", openapi_extra=_CAPTION_BODY)
@@ -299,28 +384,44 @@ def deploy(*, host: str = "127.0.0.1", port: int = 8000, policy: Optional[str] =
                 loop = asyncio.get_running_loop()
                 try:
                     seconds, width, height = await loop.run_in_executor(self._frontend, self.captioner.header, uri)
-                    too_large = _over_media_limits(seconds, width, height, frames=self.captioner.meta.frames_per_clip,
-                                                   max_seconds=max_clip_duration_s, max_pixels=max_frame_pixels,
-                                                   max_bytes=max_decoded_bytes)
+                    too_large = _over_media_limits(
+                        seconds,
+                        width,
+                        height,
+                        frames=self.captioner.meta.frames_per_clip,
+                        max_seconds=max_clip_duration_s,
+                        max_pixels=max_frame_pixels,
+                        max_bytes=max_decoded_bytes,
+                    )
                     if too_large:
                         return JSONResponse(status_code=413, content={"detail": too_large})
-                    evidence = await loop.run_in_executor(self._frontend, self.captioner.evidence, uri, max_frame_pixels)
+                    evidence = await loop.run_in_executor(
+                        self._frontend, self.captioner.evidence, uri, max_frame_pixels
+                    )
                 except FrameTooLarge as exc:
                     return JSONResponse(status_code=413, content={"detail": f"{exc} (serve.max_frame_pixels)"})
                 except DecodeError as exc:
                     return JSONResponse(status_code=422, content={"detail": f"cannot decode the clip: {exc}"})
                 except Exception as exc:  # a clip that breaks the front-end is the client's data, not a server fault
-                    return JSONResponse(status_code=422, content={
-                        "detail": f"the front-end could not read the clip ({type(exc).__name__}: {exc})"})
+                    return JSONResponse(
+                        status_code=422,
+                        content={"detail": f"the front-end could not read the clip ({type(exc).__name__}: {exc})"},
+                    )
             finally:
                 cleanup()
             out = await self._generate(evidence)
             m = self.captioner.meta
-            return {**out, "model": {"family": m.family, "run": m.run, "stage": m.stage}, "duration_s": seconds,
-                    "seconds": time.perf_counter() - t0}
+            return {
+                **out,
+                "model": {"family": m.family, "run": m.run, "stage": m.stage},
+                "duration_s": seconds,
+                "seconds": time.perf_counter() - t0,
+            }
 
         @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s)
         async def _generate(self, evidence: List[str]) -> List[Dict[str, Any]]:
+            if self.captioner is None:  # the caption route answers 503 before it batches anything
+                raise RuntimeError("no captioning policy is loaded")
             out = await asyncio.get_running_loop().run_in_executor(self._engine, self.captioner.captions, evidence)
             return [dict(o, batch_size=len(evidence)) for o in out]
 
@@ -335,8 +436,11 @@ def deploy(*, host: str = "127.0.0.1", port: int = 8000, policy: Optional[str] =
                 except (ValueError, RecursionError) as exc:  # also nesting too deep, or an integer too long
                     raise _Refused(422, f"body is not valid JSON ({type(exc).__name__}: {str(exc)[:200]})") from exc
                 if not isinstance(body, dict) or set(body) != {"uri"} or not isinstance(body["uri"], str):
-                    raise _Refused(422, 'JSON body must be exactly {"uri": "<clip URI>"}; to send the clip itself, '
-                                        "upload it as multipart field 'file' or as the raw body with Content-Type video/mp4")
+                    raise _Refused(
+                        422,
+                        'JSON body must be exactly {"uri": "<clip URI>"}; to send the clip itself, '
+                        "upload it as multipart field 'file' or as the raw body with Content-Type video/mp4",
+                    )
                 try:
                     return check_uri(body["uri"], roots), lambda: None
                 except UriRefused as exc:
@@ -352,8 +456,11 @@ def deploy(*, host: str = "127.0.0.1", port: int = 8000, policy: Optional[str] =
                 data = await request.body()
                 name = "clip." + (ctype.split("/")[1] if ctype.startswith("video/") else "mp4")
             else:
-                raise _Refused(415, f"Content-Type {ctype or '(none)'!r} not accepted; send multipart/form-data (field 'file'), "
-                                    'video/* bytes, or application/json {"uri": …}')
+                raise _Refused(
+                    415,
+                    f"Content-Type {ctype or '(none)'!r} not accepted; send multipart/form-data (field 'file'), "
+                    'video/* bytes, or application/json {"uri": …}',
+                )
             if len(data) > max_clip_bytes:
                 raise _Refused(413, f"clip has more than {max_clip_bytes} bytes (serve.max_clip_bytes)")
             if not data:
@@ -365,20 +472,26 @@ def deploy(*, host: str = "127.0.0.1", port: int = 8000, policy: Optional[str] =
             return path, lambda: os.unlink(path)
 
     serve.start(http_options={"host": host, "port": port})
-    return serve.run(Diadem.bind(), name="diadem", route_prefix="/")
+    return serve.run(Diadem.bind(), name="diadem", route_prefix="/")  # type: ignore[attr-defined]
 
 
-def _over_media_limits(seconds: float, width: int, height: int, *, frames: int, max_seconds: float, max_pixels: int,
-                       max_bytes: int) -> Optional[str]:
+def _over_media_limits(
+    seconds: float, width: int, height: int, *, frames: int, max_seconds: float, max_pixels: int, max_bytes: int
+) -> Optional[str]:
     """Why a clip's header puts it over the serving limits, or ``None``."""
     if seconds > max_seconds:
         return f"clip is {seconds:.1f} s long; the limit is {max_seconds:g} s (serve.max_clip_duration_s)"
     if width * height > max_pixels:
-        return f"frames are {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,} (serve.max_frame_pixels)"
+        return (
+            f"frames are {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,} "
+            "(serve.max_frame_pixels)"
+        )
     decoded = frames * width * height * 3
     if decoded > max_bytes:
-        return (f"{frames} decoded frames of {width}x{height} take {decoded:,} bytes; the limit is {max_bytes:,} "
-                "(serve.max_decoded_bytes)")
+        return (
+            f"{frames} decoded frames of {width}x{height} take {decoded:,} bytes; the limit is {max_bytes:,} "
+            "(serve.max_decoded_bytes)"
+        )
     return None
 
 

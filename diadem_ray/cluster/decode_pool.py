@@ -44,14 +44,22 @@ class Pending:
 class DecodePool:
     """``num_workers`` decode actors; ``decoder_kwargs`` go to :class:`ClipDecoder`."""
 
-    def __init__(self, *, num_workers: int = 1, num_cpus_per_worker: float = 0.5,
-                 resources: Optional[Dict[str, float]] = None, node_wait_s: float = 600.0, **decoder_kwargs: Any):
+    def __init__(
+        self,
+        *,
+        num_workers: int = 1,
+        num_cpus_per_worker: float = 0.5,
+        resources: Optional[Dict[str, float]] = None,
+        node_wait_s: float = 600.0,
+        **decoder_kwargs: Any,
+    ):
         if num_workers < 1:
             raise ValueError(f"data.decode_workers must be >= 1, got {num_workers}")
         self.resources = {"CPU": num_cpus_per_worker, **dict(resources or {})}
-        remote = ray.remote(ClipDecoder).options(num_cpus=num_cpus_per_worker, max_restarts=-1, max_task_retries=0,
-                                                 resources=dict(resources or {}) or None)
-        self.workers = [remote.remote(**decoder_kwargs) for _ in range(num_workers)]
+        remote: Any = ray.remote(ClipDecoder).options(
+            num_cpus=num_cpus_per_worker, max_restarts=-1, max_task_retries=0, resources=dict(resources or {}) or None
+        )
+        self.workers: List[Any] = [remote.remote(**decoder_kwargs) for _ in range(num_workers)]
         self.outstanding = [0] * num_workers
         self.node_wait_s = float(node_wait_s)
         self.resubmitted = 0
@@ -88,16 +96,23 @@ class DecodePool:
                 time.sleep(1.0)
                 p = self.submit(p.clip_id, p.uri, avoid=lost)
                 self.resubmitted += 1
-                log.warning("decode worker %d lost (%s); clip %s resubmitted to worker %d", lost,
-                            type(exc).__name__, p.clip_id, p.worker)
+                log.warning(
+                    "decode worker %d lost (%s); clip %s resubmitted to worker %d",
+                    lost,
+                    type(exc).__name__,
+                    p.clip_id,
+                    p.worker,
+                )
             except GetTimeoutError as exc:
                 raise self._unavailable(p.clip_id) from exc
 
     def _unavailable(self, clip_id: str) -> DecodeUnavailable:
         return DecodeUnavailable(
-            f"no decode worker finished clip {clip_id} within cluster.node_wait_s {self.node_wait_s:.0f} s; the workers "
+            f"no decode worker finished clip {clip_id} within cluster.node_wait_s {self.node_wait_s:.0f} s; the "
+            "workers "
             f"need {self.resources} each: add a node that offers them, or lower data.decode_num_cpus / "
-            "data.decode_resources")
+            "data.decode_resources"
+        )
 
     def shutdown(self) -> None:
         for w in self.workers:

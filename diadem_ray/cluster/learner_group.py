@@ -25,13 +25,23 @@ class LearnerDied(RuntimeError):
 
     def __init__(self, rank: int, step: int, cause: BaseException):
         self.rank, self.step = rank, step
-        super().__init__(f"learner rank {rank} died at step {step} ({type(cause).__name__}: {str(cause)[:300]}); "
-                         "resume from the last checkpoint")
+        super().__init__(
+            f"learner rank {rank} died at step {step} ({type(cause).__name__}: {str(cause)[:300]}); "
+            "resume from the last checkpoint"
+        )
 
 
 class LearnerGroup:
-    def __init__(self, *, num_ranks: int, num_cpus_per_rank: float = 1.0, num_gpus_per_rank: float = 0.0,
-                 setup_timeout_s: float = 600.0, resources: Optional[Dict[str, float]] = None, **learner_kwargs: Any):
+    def __init__(
+        self,
+        *,
+        num_ranks: int,
+        num_cpus_per_rank: float = 1.0,
+        num_gpus_per_rank: float = 0.0,
+        setup_timeout_s: float = 600.0,
+        resources: Optional[Dict[str, float]] = None,
+        **learner_kwargs: Any,
+    ):
         """``resources``: custom resources each rank's bundle also asks for (a node-type marker such
         as ``{"diadem_gpu_node": 0.001}`` keeps the ranks on the GPU node type)."""
         self.num_ranks = num_ranks
@@ -40,13 +50,23 @@ class LearnerGroup:
         self.pg = placement_group([dict(bundle) for _ in range(num_ranks)], strategy="PACK")
         ray.get(self.pg.ready(), timeout=setup_timeout_s)
         env = {"DS_ACCELERATOR": "cpu"} if not num_gpus_per_rank else {}
-        env.update({k: os.environ[k] for k in ("TORCH_EXTENSIONS_DIR", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if k in os.environ})
-        remote = ray.remote(Learner)
-        self.actors = [
-            remote.options(num_cpus=num_cpus_per_rank, num_gpus=num_gpus_per_rank, max_restarts=0,
-                           runtime_env={"env_vars": env}, resources=custom or None,
-                           scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=r)
-                           ).remote(rank=r, world_size=num_ranks, **learner_kwargs)
+        env.update(
+            {
+                k: os.environ[k]
+                for k in ("TORCH_EXTENSIONS_DIR", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+                if k in os.environ
+            }
+        )
+        remote: Any = ray.remote(Learner)
+        self.actors: List[Any] = [
+            remote.options(
+                num_cpus=num_cpus_per_rank,
+                num_gpus=num_gpus_per_rank,
+                max_restarts=0,
+                runtime_env={"env_vars": env},
+                resources=custom or None,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=r),
+            ).remote(rank=r, world_size=num_ranks, **learner_kwargs)
             for r in range(num_ranks)
         ]
         single_node = len({n["NodeID"] for n in ray.nodes() if n["Alive"]}) == 1
@@ -54,7 +74,9 @@ class LearnerGroup:
         self.info = self._all("setup", addr, port, step=-1, timeout=setup_timeout_s)
         self.step = 0
 
-    def _all(self, method: str, *args: Any, step: Optional[int] = None, timeout: Optional[float] = None, **kwargs: Any) -> List[Any]:
+    def _all(
+        self, method: str, *args: Any, step: Optional[int] = None, timeout: Optional[float] = None, **kwargs: Any
+    ) -> List[Any]:
         refs = [getattr(a, method).remote(*args, **kwargs) for a in self.actors]
         return self._get(refs, self.step if step is None else step, timeout)
 
@@ -83,8 +105,15 @@ class LearnerGroup:
 
         if media is None or not any(isinstance(m, MediaRef) for m in media):
             return
-        lost = sorted({c for part in self._get([a.check_media.remote(_part(media, s)) for a, s in
-                                                 zip(self.actors, self._shards(n))], self.step) for c in part})
+        lost = sorted(
+            {
+                c
+                for part in self._get(
+                    [a.check_media.remote(_part(media, s)) for a, s in zip(self.actors, self._shards(n))], self.step
+                )
+                for c in part
+            }
+        )
         if lost:
             raise MediaLost(f"media of clip(s) {', '.join(lost)} lost with the decode worker that held them", lost)
 
@@ -94,9 +123,16 @@ class LearnerGroup:
         k = n // self.num_ranks
         return [slice(r * k, (r + 1) * k) for r in range(self.num_ranks)]
 
-    def grpo_step(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
-                  advantages: Sequence[Any], *, rollout_logprobs: Optional[Sequence[Sequence[float]]] = None,
-                  media: Optional[Sequence[Any]] = None, **loss_kwargs: Any) -> Dict[str, float]:
+    def grpo_step(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        response_ids: Sequence[Sequence[int]],
+        advantages: Sequence[Any],
+        *,
+        rollout_logprobs: Optional[Sequence[Sequence[float]]] = None,
+        media: Optional[Sequence[Any]] = None,
+        **loss_kwargs: Any,
+    ) -> Dict[str, float]:
         """One optimizer step over the whole batch; returns rank-summed loss parts and rank-0 metrics.
         ``advantages``: per sequence a float, or a list of one float per response token.
         ``media``: one entry per sequence for multimodal families (see models/families.py)."""
@@ -105,30 +141,51 @@ class LearnerGroup:
         # Dr. GRPO's constant must be the same on every rank and micro-batch: the step's longest response
         # (at least 1: a step whose rollouts all ended before their first token has no loss, not a 0/0).
         loss_kwargs.setdefault("max_response_len", max(1, max(len(r) for r in response_ids)))
-        refs = [a.grpo_step.remote(list(prompt_ids[s]), list(response_ids[s]), list(advantages[s]),
-                                   num_tokens=num_tokens, num_sequences=float(len(prompt_ids)),
-                                   rollout_logprobs=None if rollout_logprobs is None else list(rollout_logprobs[s]),
-                                   media=_part(media, s), **loss_kwargs)
-                for a, s in zip(self.actors, self._shards(len(prompt_ids)))]
+        refs = [
+            a.grpo_step.remote(
+                list(prompt_ids[s]),
+                list(response_ids[s]),
+                list(advantages[s]),
+                num_tokens=num_tokens,
+                num_sequences=float(len(prompt_ids)),
+                rollout_logprobs=None if rollout_logprobs is None else list(rollout_logprobs[s]),
+                media=_part(media, s),
+                **loss_kwargs,
+            )
+            for a, s in zip(self.actors, self._shards(len(prompt_ids)))
+        ]
         metrics = self._get(refs, self.step)
         self.step += 1
         return _merge(metrics)
 
-    def sft_step(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
-                 media: Optional[Sequence[Any]] = None) -> Dict[str, float]:
+    def sft_step(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        response_ids: Sequence[Sequence[int]],
+        media: Optional[Sequence[Any]] = None,
+    ) -> Dict[str, float]:
         self._check_media(media, len(prompt_ids))
         num_tokens = float(sum(len(r) for r in response_ids))
-        refs = [a.sft_step.remote(list(prompt_ids[s]), list(response_ids[s]), num_tokens=num_tokens, media=_part(media, s))
-                for a, s in zip(self.actors, self._shards(len(prompt_ids)))]
+        refs = [
+            a.sft_step.remote(list(prompt_ids[s]), list(response_ids[s]), num_tokens=num_tokens, media=_part(media, s))
+            for a, s in zip(self.actors, self._shards(len(prompt_ids)))
+        ]
         metrics = self._get(refs, self.step)
         self.step += 1
         return _merge(metrics)
 
-    def compute_logprobs(self, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
-                         media: Optional[Sequence[Any]] = None, temperature: float = 1.0) -> List[List[float]]:
+    def compute_logprobs(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        response_ids: Sequence[Sequence[int]],
+        media: Optional[Sequence[Any]] = None,
+        temperature: float = 1.0,
+    ) -> List[List[float]]:
         """Per-token log-probs of each response at the sampling ``temperature``, gathered in order."""
-        refs = [a.compute_logprobs.remote(list(prompt_ids[s]), list(response_ids[s]), _part(media, s), temperature)
-                for a, s in zip(self.actors, self._shards(len(prompt_ids)))]
+        refs = [
+            a.compute_logprobs.remote(list(prompt_ids[s]), list(response_ids[s]), _part(media, s), temperature)
+            for a, s in zip(self.actors, self._shards(len(prompt_ids)))
+        ]
         return [row for part in self._get(refs, self.step) for row in part]
 
     def set_lr(self, lr: float) -> None:

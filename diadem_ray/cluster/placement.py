@@ -28,8 +28,11 @@ def describe(node_id: str) -> str:
     """``<id prefix> (<ip>; <custom resources>)`` for a node the cluster knows."""
     for node in ray.nodes():
         if node["NodeID"] == node_id:
-            custom = sorted(k for k in node.get("Resources", {}) if k not in _BUILT_IN and not k.startswith("node:")
-                            and not k.startswith("accelerator_type"))
+            custom = sorted(
+                k
+                for k in node.get("Resources", {})
+                if k not in _BUILT_IN and not k.startswith("node:") and not k.startswith("accelerator_type")
+            )
             return f"{node_id[:8]} ({node['NodeManagerAddress']}{'; ' + ', '.join(custom) if custom else ''})"
     return f"{node_id[:8]} (gone)"
 

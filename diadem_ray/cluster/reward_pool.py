@@ -43,9 +43,13 @@ class PoolStats:
     seconds: float = 0.0
 
     def as_metrics(self) -> Dict[str, float]:
-        out = {"reward/captions": float(self.captions), "reward/failed": float(sum(self.failed.values())),
-               "reward/resubmitted_batches": float(self.resubmitted_batches), "reward/seconds": self.seconds,
-               "reward/captions_per_s": self.captions / self.seconds if self.seconds > 0 else 0.0}
+        out = {
+            "reward/captions": float(self.captions),
+            "reward/failed": float(sum(self.failed.values())),
+            "reward/resubmitted_batches": float(self.resubmitted_batches),
+            "reward/seconds": self.seconds,
+            "reward/captions_per_s": self.captions / self.seconds if self.seconds > 0 else 0.0,
+        }
         out.update({f"reward/failed_{k}": float(v) for k, v in self.failed.items()})
         return out
 
@@ -53,10 +57,20 @@ class PoolStats:
 class RewardPool:
     """Creates ``num_workers`` reward actors and scores lists of (rollout, reference) items."""
 
-    def __init__(self, spec: Mapping[str, Any], *, num_workers: int = 1, num_cpus_per_worker: float = 0.5,
-                 batch_size: int = 32, reward_timeout_s: float = 10.0, max_task_retries: int = 2,
-                 resources: Optional[Dict[str, float]] = None, generate: Optional[Any] = None,
-                 node_wait_s: float = 600.0, wait_log_s: float = 30.0):
+    def __init__(
+        self,
+        spec: Mapping[str, Any],
+        *,
+        num_workers: int = 1,
+        num_cpus_per_worker: float = 0.5,
+        batch_size: int = 32,
+        reward_timeout_s: float = 10.0,
+        max_task_retries: int = 2,
+        resources: Optional[Dict[str, float]] = None,
+        generate: Optional[Any] = None,
+        node_wait_s: float = 600.0,
+        wait_log_s: float = 30.0,
+    ):
         """``generate``: a picklable text generator (e.g. ``ActorTextGenerator``) for the ``llm``
         judge or extractor; the reward spec decides whether it is used. ``node_wait_s``: how long
         a call waits without any worker answering (after a node loss) before it gives up on the
@@ -65,10 +79,12 @@ class RewardPool:
             raise ValueError(f"RewardPool needs num_workers >= 1 and batch_size >= 1, got {num_workers}, {batch_size}")
         self.batch_size = batch_size
         self.max_task_retries = max_task_retries
-        remote = ray.remote(RewardWorker).options(num_cpus=num_cpus_per_worker, max_restarts=-1, max_task_retries=0,
-                                                  resources=resources or None)
-        self.workers = [remote.remote(dict(spec), reward_timeout_s=reward_timeout_s, generate=generate)
-                        for _ in range(num_workers)]
+        remote: Any = ray.remote(RewardWorker).options(
+            num_cpus=num_cpus_per_worker, max_restarts=-1, max_task_retries=0, resources=resources or None
+        )
+        self.workers: List[Any] = [
+            remote.remote(dict(spec), reward_timeout_s=reward_timeout_s, generate=generate) for _ in range(num_workers)
+        ]
         self.reward_hash: str = ray.get(self.workers[0].reward_hash.remote())
         self.resources = {"CPU": num_cpus_per_worker, **dict(resources or {})}
         self.node_wait_s = float(node_wait_s)
@@ -106,13 +122,21 @@ class RewardPool:
             if not done:
                 idle = time.perf_counter() - last_progress
                 if idle < self.node_wait_s:
-                    log.warning("no reward worker answered for %.0f s (%d batch(es) waiting): waiting up to %.0f s for a "
-                                "node offering %s", idle, len(pending), self.node_wait_s, self.resources)
+                    log.warning(
+                        "no reward worker answered for %.0f s (%d batch(es) waiting): waiting up to %.0f s for a "
+                        "node offering %s",
+                        idle,
+                        len(pending),
+                        self.node_wait_s,
+                        self.resources,
+                    )
                     continue
-                reason = (f"no_capacity: no reward worker answered for {self.node_wait_s:.0f} s (cluster.node_wait_s); "
-                          f"no node offered {self.resources}")
+                reason = (
+                    f"no_capacity: no reward worker answered for {self.node_wait_s:.0f} s (cluster.node_wait_s); "
+                    f"no node offered {self.resources}"
+                )
                 log.warning("%s; %d batch(es) get reward 0", reason, len(pending))
-                for ref, (b, w, _) in list(pending.items()):
+                for ref, (b, _w, _) in list(pending.items()):
                     ray.cancel(ref, force=False)
                     for i in batches[b]:
                         results[i] = ScoredRollout(items[i][0], 0.0, {}, error=reason)
@@ -131,9 +155,14 @@ class RewardPool:
                     # Being restarted (its node is gone): wait for it, without using up an attempt.
                     if w not in restarting:
                         restarting.add(w)
-                        log.warning("reward worker %d on %s is unavailable (being restarted) while scoring batch %d: "
-                                    "the batch waits for a worker, up to %.0f s without progress", w, lost, b,
-                                    self.node_wait_s)
+                        log.warning(
+                            "reward worker %d on %s is unavailable (being restarted) while scoring batch %d: "
+                            "the batch waits for a worker, up to %.0f s without progress",
+                            w,
+                            lost,
+                            b,
+                            self.node_wait_s,
+                        )
                     if time.perf_counter() - last_progress < self.node_wait_s:
                         if b not in waited:  # a batch counts once, however often it is re-sent while waiting
                             waited.add(b)
@@ -142,8 +171,15 @@ class RewardPool:
                         queue.append((b, attempt))
                         continue
                 if attempt < self.max_task_retries:
-                    log.warning("reward worker %d on %s died while scoring batch %d (%s): resubmitting (attempt %d of %d)",
-                                w, lost, b, type(exc).__name__, attempt + 2, self.max_task_retries + 1)
+                    log.warning(
+                        "reward worker %d on %s died while scoring batch %d (%s): resubmitting (attempt %d of %d)",
+                        w,
+                        lost,
+                        b,
+                        type(exc).__name__,
+                        attempt + 2,
+                        self.max_task_retries + 1,
+                    )
                     stats.resubmitted_batches += 1
                     avoid[b] = w
                     time.sleep(0.2 * (attempt + 1))  # give Ray a moment to restart the actor
@@ -168,17 +204,18 @@ class RewardPool:
     def _where(self, w: int) -> str:
         from diadem_ray.cluster import placement
 
-        return f"node {placement.describe(self.nodes[w])}" if self.nodes[w] else "a node not yet known"
+        node = self.nodes[w]
+        return f"node {placement.describe(node)}" if node else "a node not yet known"
 
     def _found(self, w: int, b: int) -> None:
         """Log where a worker that had died answered from."""
         from diadem_ray.cluster import placement
 
         try:
-            self.nodes[w] = placement.node_ids([self.workers[w]], timeout_s=30.0)[0]
+            node = self.nodes[w] = placement.node_ids([self.workers[w]], timeout_s=30.0)[0]
         except Exception:  # it died again meanwhile: the next answer will tell
             return
-        log.warning("reward worker %d is back on node %s (it scored batch %d)", w, placement.describe(self.nodes[w]), b)
+        log.warning("reward worker %d is back on node %s (it scored batch %d)", w, placement.describe(node), b)
 
     def shutdown(self) -> None:
         for w in self.workers:

@@ -28,9 +28,20 @@ class ReplicasLost(RuntimeError):
 
 
 class RolloutGroup:
-    def __init__(self, *, num_replicas: int = 1, num_cpus_per_replica: float = 0.5, num_gpus_per_replica: float = 0.0,
-                 chunk_size: int = 8, max_chunk_retries: int = 2, cpu_threads: int = 0, wait: bool = True,
-                 resources: Optional[Dict[str, float]] = None, restore_wait_s: float = 600.0, **worker_kwargs: Any):
+    def __init__(
+        self,
+        *,
+        num_replicas: int = 1,
+        num_cpus_per_replica: float = 0.5,
+        num_gpus_per_replica: float = 0.0,
+        chunk_size: int = 8,
+        max_chunk_retries: int = 2,
+        cpu_threads: int = 0,
+        wait: bool = True,
+        resources: Optional[Dict[str, float]] = None,
+        restore_wait_s: float = 600.0,
+        **worker_kwargs: Any,
+    ):
         """``cpu_threads``: OpenMP threads of a CPU engine; rollouts and learner steps alternate,
         so a replica may use more threads than its fractional CPU reservation. ``wait=False``: the
         engines load in the background until :meth:`ready` (the driver starts the learners meanwhile).
@@ -38,16 +49,29 @@ class RolloutGroup:
         ``restore_wait_s``: how long a call waits for dead replicas to be restarted when no other
         replica can take their prompts."""
         self.restore_wait_s = float(restore_wait_s)
-        env = {k: os.environ[k] for k in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_ENABLE_V1_MULTIPROCESSING", "HF_HUB_OFFLINE",
-                                          "TRANSFORMERS_OFFLINE") if k in os.environ}
+        env = {
+            k: os.environ[k]
+            for k in (
+                "VLLM_CPU_KVCACHE_SPACE",
+                "VLLM_ENABLE_V1_MULTIPROCESSING",
+                "HF_HUB_OFFLINE",
+                "TRANSFORMERS_OFFLINE",
+            )
+            if k in os.environ
+        }
         if not num_gpus_per_replica:
             env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             if cpu_threads > 0:
                 env["OMP_NUM_THREADS"] = str(cpu_threads)
-        remote = ray.remote(RolloutWorker).options(num_cpus=num_cpus_per_replica, num_gpus=num_gpus_per_replica,
-                                                   max_restarts=-1, max_task_retries=0, runtime_env={"env_vars": env},
-                                                   resources=dict(resources or {}) or None)
-        self.replicas = [remote.remote(replica_id=i, **worker_kwargs) for i in range(num_replicas)]
+        remote: Any = ray.remote(RolloutWorker).options(
+            num_cpus=num_cpus_per_replica,
+            num_gpus=num_gpus_per_replica,
+            max_restarts=-1,
+            max_task_retries=0,
+            runtime_env={"env_vars": env},
+            resources=dict(resources or {}) or None,
+        )
+        self.replicas: List[Any] = [remote.remote(replica_id=i, **worker_kwargs) for i in range(num_replicas)]
         self._setup_refs = [r.setup.remote() for r in self.replicas]
         self.info: List[Any] = []
         self.sleep_mode = bool(worker_kwargs.get("sleep_mode", False))
@@ -88,11 +112,21 @@ class RolloutGroup:
         if self.sleep_mode:
             ray.get([r.wake_up.remote(tags) for r in self.replicas])
 
-    def generate(self, prompts: Sequence[Prompt], *, samples_per_prompt: int, max_new_tokens: int,
-                 temperature: float = 1.0, top_p: float = 1.0, seed: Optional[int] = None) -> Tuple[List[Rollout], Dict[str, float]]:
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        *,
+        samples_per_prompt: int,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: Optional[int] = None,
+    ) -> Tuple[List[Rollout], Dict[str, float]]:
         """Rollouts for every prompt (prompt-major, in input order) and dispatch metrics."""
         start = time.perf_counter()
-        chunks = [list(range(i, min(i + self.chunk_size, len(prompts)))) for i in range(0, len(prompts), self.chunk_size)]
+        chunks = [
+            list(range(i, min(i + self.chunk_size, len(prompts)))) for i in range(0, len(prompts), self.chunk_size)
+        ]
         results: List[Optional[List[Rollout]]] = [None] * len(chunks)
         load = [0] * len(self.replicas)
         healthy = [True] * len(self.replicas)
@@ -106,20 +140,28 @@ class RolloutGroup:
                 c, attempt = queue.pop(0)
                 w = min((i for i in range(len(self.replicas)) if healthy[i]), key=lambda i: load[i])
                 ref = self.replicas[w].generate.remote(
-                    [prompts[i] for i in chunks[c]], samples_per_prompt=samples_per_prompt, max_new_tokens=max_new_tokens,
-                    temperature=temperature, top_p=top_p, seed=None if seed is None else seed + c,
-                    expected_version=self.version)
+                    [prompts[i] for i in chunks[c]],
+                    samples_per_prompt=samples_per_prompt,
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                    top_p=top_p,
+                    seed=None if seed is None else seed + c,
+                    expected_version=self.version,
+                )
                 pending[ref] = (c, w, attempt, time.perf_counter())
                 load[w] += 1
             if not pending and not restoring:
                 raise ReplicasLost("rollout: every replica is dead and none could be restored")
             # Only restarts left to wait for (their node is gone): wait for a node, but not for ever.
             only_restoring = not pending and not any(healthy)
-            done, _ = ray.wait(list(pending) + list(restoring), num_returns=1,
-                               timeout=self.restore_wait_s if only_restoring else None)
+            done, _ = ray.wait(
+                list(pending) + list(restoring), num_returns=1, timeout=self.restore_wait_s if only_restoring else None
+            )
             if not done:
-                raise ReplicasLost(f"rollout: no replica could be restarted within {self.restore_wait_s:.0f} s "
-                                   "(cluster.node_wait_s); their node is gone and none offering their resources joined")
+                raise ReplicasLost(
+                    f"rollout: no replica could be restarted within {self.restore_wait_s:.0f} s "
+                    "(cluster.node_wait_s); their node is gone and none offering their resources joined"
+                )
             ref = done[0]
             if ref in restoring:
                 self._advance_restore(ref, restoring, healthy)
@@ -147,13 +189,19 @@ class RolloutGroup:
         while restoring:  # finish restores so the next call sees every replica ready
             done, _ = ray.wait(list(restoring), num_returns=1, timeout=self.restore_wait_s)
             if not done:
-                raise ReplicasLost(f"rollout: a replica could not be restarted within {self.restore_wait_s:.0f} s "
-                                   "(cluster.node_wait_s)")
+                raise ReplicasLost(
+                    f"rollout: a replica could not be restarted within {self.restore_wait_s:.0f} s "
+                    "(cluster.node_wait_s)"
+                )
             self._advance_restore(done[0], restoring, healthy)
-        return rollouts, {"rollout/seconds": elapsed, "rollout/tokens": float(tokens),
-                          "rollout/tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
-                          "rollout/latency_p50_s": lat[len(lat) // 2], "rollout/latency_p90_s": lat[int(0.9 * (len(lat) - 1))],
-                          "rollout/requeued_prompts": float(requeued)}
+        return rollouts, {
+            "rollout/seconds": elapsed,
+            "rollout/tokens": float(tokens),
+            "rollout/tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
+            "rollout/latency_p50_s": lat[len(lat) // 2],
+            "rollout/latency_p90_s": lat[int(0.9 * (len(lat) - 1))],
+            "rollout/requeued_prompts": float(requeued),
+        }
 
     def _advance_restore(self, ref: Any, restoring: Dict[Any, Tuple[int, str]], healthy: List[bool]) -> None:
         """A restarted replica: after ``setup`` reload the last pushed weights, then mark it healthy."""

@@ -37,7 +37,9 @@ def wait_all(refs: Sequence[Any], *, timeout_s: float, what: str) -> List[Any]:
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, deadline - time.perf_counter()))
         if not done:
-            raise WeightSyncTimeout(f"weight sync: replica(s) {sorted(pending.values())} did not {what} within {timeout_s} s")
+            raise WeightSyncTimeout(
+                f"weight sync: replica(s) {sorted(pending.values())} did not {what} within {timeout_s} s"
+            )
         out[pending.pop(done[0])] = ray.get(done[0])  # re-raises a replica's refusal with its message
     return out
 
@@ -59,21 +61,31 @@ class ReplicaSyncClient:
         wait_all(refs, timeout_s=self.timeout_s, what="join the NCCL weight-transfer group")
 
     def start_weight_update(self) -> None:
-        wait_all([r.wt_start.remote(self.version) for r in self.replicas], timeout_s=self.timeout_s,
-                 what=f"start policy_version {self.version}")
+        wait_all(
+            [r.wt_start.remote(self.version) for r in self.replicas],
+            timeout_s=self.timeout_s,
+            what=f"start policy_version {self.version}",
+        )
 
     def update_weights(self, update_info: Dict[str, Any]) -> None:
-        wait_all([r.wt_update.remote(update_info) for r in self.replicas], timeout_s=self.timeout_s,
-                 what=f"receive policy_version {self.version}")
+        wait_all(
+            [r.wt_update.remote(update_info) for r in self.replicas],
+            timeout_s=self.timeout_s,
+            what=f"receive policy_version {self.version}",
+        )
 
     def finish_weight_update(self, weight_version: Optional[str] = None) -> None:
-        wait_all([r.wt_finish.remote() for r in self.replicas], timeout_s=self.timeout_s,
-                 what=f"finish policy_version {self.version}")
+        wait_all(
+            [r.wt_finish.remote() for r in self.replicas],
+            timeout_s=self.timeout_s,
+            what=f"finish policy_version {self.version}",
+        )
 
 
 class WeightSync:
-    def __init__(self, learners, rollouts, *, bucket_bytes: int = 256 << 20, timeout_s: float = 120.0,
-                 mode: str = "object_store"):
+    def __init__(
+        self, learners, rollouts, *, bucket_bytes: int = 256 << 20, timeout_s: float = 120.0, mode: str = "object_store"
+    ):
         if mode not in ("object_store", "nccl"):
             raise ValueError(f"weight sync mode must be 'object_store' or 'nccl', got {mode!r}")
         self.learners = learners
@@ -108,18 +120,31 @@ class WeightSync:
             res = self.learners.run_all("nccl_send", version, timeout=4 * self.timeout_s)[0]
             self.rollouts.loaded(version)
             seconds = time.perf_counter() - start
-            return {"sync/seconds": seconds, "sync/bytes": res["bytes"], "sync/gb_per_s": res["bytes"] / seconds / 1e9,
-                    "sync/buckets": 0.0, "sync/policy_version": float(version)}
+            return {
+                "sync/seconds": seconds,
+                "sync/bytes": res["bytes"],
+                "sync/gb_per_s": res["bytes"] / seconds / 1e9,
+                "sync/buckets": 0.0,
+                "sync/policy_version": float(version),
+            }
         # The buckets go from learner rank 0's object store to every replica by reference: the
         # driver never deserialises them. (The export is bounded by the learners' own collective
         # timeout; ``timeout_s`` bounds the replicas' loading.)
         ref = self.learners.export_weights_ref(self.bucket_bytes)
         # A replica Ray is restarting gets the call once it is back (it then sets its engine up first).
-        results = wait_all([r.load_weight_buckets.options(max_task_retries=-1).remote(version, ref) for r in self.rollouts.replicas],
-                           timeout_s=self.timeout_s, what=f"load policy_version {version}")
+        results = wait_all(
+            [r.load_weight_buckets.options(max_task_retries=-1).remote(version, ref) for r in self.rollouts.replicas],
+            timeout_s=self.timeout_s,
+            what=f"load policy_version {version}",
+        )
         nbytes = float(results[0]["bytes"]) if results else 0.0
         nbuckets = float(results[0].get("buckets", 0.0)) if results else 0.0
         self.rollouts.loaded(version, ref)
         seconds = time.perf_counter() - start
-        return {"sync/seconds": seconds, "sync/bytes": nbytes, "sync/gb_per_s": nbytes / seconds / 1e9 if seconds > 0 else 0.0,
-                "sync/buckets": nbuckets, "sync/policy_version": float(version)}
+        return {
+            "sync/seconds": seconds,
+            "sync/bytes": nbytes,
+            "sync/gb_per_s": nbytes / seconds / 1e9 if seconds > 0 else 0.0,
+            "sync/buckets": nbuckets,
+            "sync/policy_version": float(version),
+        }

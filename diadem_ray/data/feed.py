@@ -109,7 +109,7 @@ class StageFeed:
         and ``per_step`` draws for each key in ``also`` (a refill round that may come: its draws are
         known, only whether it happens is not; clips submitted for it that it does not take are the
         next ones of their bucket, which later steps take, so nothing is decoded in vain)."""
-        need: Dict[str, int] = collections.Counter()
+        need: collections.Counter[str] = collections.Counter()
         keys = [s * self.key_stride for s in range(step, min(step + self.prefetch_steps + 1, self.steps))]
         for key in [*keys, *also]:
             draws = bucket_draws(self.seed, self.stage, key, self.weights)

@@ -50,8 +50,8 @@ def read_rows(path: str | Path) -> List[Tuple[int, Any]]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {exc.start}); give a JSONL or JSON annotation file") from None
+        at = raw.count(b"\n", 0, exc.start) + 1
+        raise ValueError(f"{path}:{at}: not UTF-8 text (byte {exc.start}); give a JSONL or JSON annotation file") from None
     if text.lstrip().startswith("["):
         try:
             return list(enumerate(json.loads(text), start=1))
@@ -165,8 +165,8 @@ def _from_dvdbench(row: Dict[str, Any], videos: str, exists, duration_of, langua
         turns.append(Turn(str(d["speaker"]).strip(), str(d["content"]).strip(), start, end))
     uri = _find_video(row, videos, ("video",), Path(video).stem, exists)
     duration = duration_of(uri)
-    timed = [t for t in turns if t.start_s is not None]
-    overlap = any(b.start_s < a.end_s for a, b in zip(timed, timed[1:]))
+    timed = [(t.start_s, t.end_s) for t in turns if t.start_s is not None and t.end_s is not None]
+    overlap = any(b[0] < a[1] for a, b in zip(timed, timed[1:]))
     speakers = sorted({t.speaker for t in turns})
     sexes = [_sex(s) for s in speakers]
     known = None not in sexes and len(speakers) > 1

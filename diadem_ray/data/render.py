@@ -12,6 +12,8 @@ Units: frames are ``uint8 [height, width, 3]``; positions and sizes in pixels.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Tuple
+
 import numpy as np
 
 from diadem_ray.scene import SCENE

@@ -79,7 +79,7 @@ def validate_clip(clip: Clip) -> List[str]:
             p.append(f"{at}: dialogue[{i}] needs a speaker and a text")
         if (t.start_s is None) != (t.end_s is None):
             p.append(f"{at}: dialogue[{i}] has only one of start_s/end_s")
-        elif t.start_s is not None and not 0.0 <= t.start_s <= t.end_s <= clip.duration_s + 1e-6:
+        elif t.start_s is not None and t.end_s is not None and not 0.0 <= t.start_s <= t.end_s <= clip.duration_s + 1e-6:
             p.append(f"{at}: dialogue[{i}] span [{t.start_s}, {t.end_s}] is not inside [0, {clip.duration_s}]")
     return p
 

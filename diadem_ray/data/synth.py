@@ -21,7 +21,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -140,6 +140,8 @@ def make_clip(index: int, *, seed: int, out_dir: Path, voice: Voice, prefix: str
     prev = None
     tracks: List[Tuple[int, np.ndarray, float]] = []  # (person, audio, start_s)
     turns: List[Turn] = []
+    ends: List[float] = []  # each turn's end_s
+    last_end = 0.0
     t = rng.uniform(0.2, 0.5)
     overlap_any = False
     for k, who in enumerate(order):
@@ -150,14 +152,16 @@ def make_clip(index: int, *, seed: int, out_dir: Path, voice: Voice, prefix: str
         audio = voice.speak(text, pitch=people[who].pitch, rate=people[who].rate)
         dur = len(audio) / AUDIO_RATE_HZ
         if k > 0 and rng.random() < rates.overlap:
-            t = max(tracks[-1][2] + 0.3, turns[-1].end_s - rng.uniform(0.3, 0.7))  # starts before the previous ends
+            t = max(tracks[-1][2] + 0.3, last_end - rng.uniform(0.3, 0.7))  # starts before the previous ends
             overlap_any = True
         start = round(t, 3)
         tracks.append((who, audio, start))
-        turns.append(Turn(people[who].description, text, start, round(start + dur, 3)))
+        last_end = round(start + dur, 3)
+        turns.append(Turn(people[who].description, text, start, last_end))
+        ends.append(last_end)
         t = start + dur + rng.uniform(0.35, 0.7)
         prev = who
-    duration = round(max(tr.end_s for tr in turns) + 0.4, 3)
+    duration = round(max(ends) + 0.4, 3)
     n = int(math.ceil(duration * AUDIO_RATE_HZ))
     mix = np.zeros(n, np.float32)
     per_person = np.zeros((len(people), n), np.float32)
@@ -257,7 +261,7 @@ def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, *, fps: int) ->
     tmp.replace(path)
 
 
-_WORKER: Dict[str, object] = {}
+_WORKER: Dict[str, Any] = {}
 
 
 def _render_one(args: Tuple[int, int, str, str, SynthRates]) -> Clip:

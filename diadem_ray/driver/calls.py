@@ -28,7 +28,9 @@ class ClipCalls:
         ids = self.res.family.prompt_ids(enc, self.res.tokens, max_prompt_tokens=self.cfg.model.max_prompt_tokens)
         return Prompt(f"{enc.clip_id}#{tag}", ids, enc.clip_id, enc.media)
 
-    def generate(self, clips: Sequence[Clip], tag: str, seed: Optional[int] = None, **kwargs: Any) -> List[Tuple[Clip, Any]]:
+    def generate(
+        self, clips: Sequence[Clip], tag: str, seed: Optional[int] = None, **kwargs: Any
+    ) -> List[Tuple[Clip, Any]]:
         """``(clip, rollout)`` for a list of clips (profile, eval), decoded as they are reached: groups
         of ``prompts_per_task`` × replicas clips, the next ``data.prefetch_steps`` groups decoding while
         one generates. Clips that fail to decode are left out (logged, counted)."""
@@ -36,24 +38,32 @@ class ClipCalls:
 
         r = self.cfg.rollout
         group = max(1, r.prompts_per_task * r.num_replicas)
-        feed = ListFeed(self.res.decoders, clips, lookahead=group * (self.cfg.data.prefetch_steps + 1),
-                        stats=self.res.feed_stats)
+        feed = ListFeed(
+            self.res.decoders, clips, lookahead=group * (self.cfg.data.prefetch_steps + 1), stats=self.res.feed_stats
+        )
         out: List[Tuple[Clip, Any]] = []
         for start, taken in feed.groups(group):
-            prompts, (ro, _) = self.roll(taken, [tag] * len(taken), seed=None if seed is None else seed + start, **kwargs)
+            prompts, (ro, _) = self.roll(
+                taken, [tag] * len(taken), seed=None if seed is None else seed + start, **kwargs
+            )
             clip_of = {p.prompt_id: c for (c, _), p in zip(taken, prompts)}
             out.extend((clip_of[x.prompt_id], x) for x in ro)
         return out
 
-    def roll(self, taken: List[Tuple[Clip, EncodedClip]], tags: Sequence[str], **kwargs: Any) -> Tuple[List[Prompt], Any]:
+    def roll(
+        self, taken: List[Tuple[Clip, EncodedClip]], tags: Sequence[str], **kwargs: Any
+    ) -> Tuple[List[Prompt], Any]:
         """``(prompts, rollouts.generate(prompts, **kwargs))`` for decoded clips."""
+
         def call(prompts: List[Prompt]) -> Any:
             return self.res.rollouts.generate(prompts, **kwargs)
 
         prompts = [self.prompt(enc, tag) for (_, enc), tag in zip(taken, tags)]
         return self._with_media(call, prompts)
 
-    def learn(self, step: Callable[[Optional[List[Any]]], Dict[str, float]], prompts: Sequence[Prompt]) -> Dict[str, float]:
+    def learn(
+        self, step: Callable[[Optional[List[Any]]], Dict[str, float]], prompts: Sequence[Prompt]
+    ) -> Dict[str, float]:
         """``step(media)``: a learner-group call over ``prompts`` (one per sequence; the group
         checks every rank can fetch the media before any rank starts)."""
         return self._with_media(lambda ps: step(_media(ps)), list(prompts))[1]
@@ -86,8 +96,10 @@ class ClipCalls:
         bad = {cid: e.error for cid, e in fresh.items() if e.error}
         if bad:
             raise RuntimeError(f"clips whose media were lost with their decode worker failed to decode again: {bad}")
-        _say(f"media of {len(fresh)} clip(s) lost with their decode worker; decoded again on "
-             f"{sorted({e.node[:8] for e in fresh.values()})}")
+        _say(
+            f"media of {len(fresh)} clip(s) lost with their decode worker; decoded again on "
+            f"{sorted({e.node[:8] for e in fresh.values()})}"
+        )
         return fresh
 
 

@@ -37,7 +37,9 @@ def prepare_clips(cfg: TrainConfig) -> RunClips:
     for split, n, seed in (("train", d.train_clips, cfg.run.seed), ("eval", d.eval_clips, cfg.run.seed + 1000)):
         if not (root / split / "annotations.jsonl").is_file():
             say(f"synthesising {n} {split} clips into {root / split}")
-            made = synthesize(root / split, n, seed=seed, prefix=f"{split}", workers=max(1, int(cfg.cluster.local_num_cpus or 2)))
+            made = synthesize(
+                root / split, n, seed=seed, prefix=f"{split}", workers=max(1, int(cfg.cluster.local_num_cpus or 2))
+            )
             say(describe(made))
     out = RunClips(train_root=str(root / "train" / "shards"), eval_root=str(root / "eval" / "shards"))
     for split, r in (("train", out.train_root), ("eval", out.eval_root)):

@@ -30,11 +30,21 @@ class Evaluator:
         atomically after each trained stage; ``diadem-ray serve --checkpoint runs/<name>``)."""
         t0 = time.perf_counter()
         d, res = self.cfg.data, self.res
-        path = res.learners.save_policy(str(self.out / "policy"), {
-            "family": self.cfg.model.family, "policy_version": res.rollouts.version, "stage": stage,
-            "learner_step": res.learners.step, "run": self.cfg.run.name, "frontend_version": res.family.policy_input_version(),
-            "frames_per_clip": d.frames_per_clip, "sample_rate_hz": d.audio_sample_rate_hz,
-            "max_prompt_tokens": self.cfg.model.max_prompt_tokens, "max_new_tokens": self.cfg.stages.eval.max_new_tokens})
+        path = res.learners.save_policy(
+            str(self.out / "policy"),
+            {
+                "family": self.cfg.model.family,
+                "policy_version": res.rollouts.version,
+                "stage": stage,
+                "learner_step": res.learners.step,
+                "run": self.cfg.run.name,
+                "frontend_version": res.family.policy_input_version(),
+                "frames_per_clip": d.frames_per_clip,
+                "sample_rate_hz": d.audio_sample_rate_hz,
+                "max_prompt_tokens": self.cfg.model.max_prompt_tokens,
+                "max_new_tokens": self.cfg.stages.eval.max_new_tokens,
+            },
+        )
         _say(f"policy after {stage} exported to {path} ({time.perf_counter() - t0:.1f} s)")
 
     def evaluate(self, label: str, state: DriverState) -> Dict[str, float]:
@@ -52,17 +62,33 @@ class Evaluator:
             return state.evals[label]
         e, clips, tracker = self.cfg.stages.eval, self.data.clips, self.res.tracker
         t0 = time.perf_counter()
-        rollouts = self.generate([clips[i] for i in self.data.eval_ids], "eval", samples_per_prompt=1,
-                                 max_new_tokens=e.max_new_tokens, temperature=0.0)
+        rollouts = self.generate(
+            [clips[i] for i in self.data.eval_ids],
+            "eval",
+            samples_per_prompt=1,
+            max_new_tokens=e.max_new_tokens,
+            temperature=0.0,
+        )
         preds = [{"video_id": c.clip_id, "pred": ro.text} for c, ro in rollouts]
         res = evaluate(self.data.annotations, preds)
         preds = sorted(preds, key=lambda x: x["video_id"])
-        scores = {"ref_f1": 100 * res.overall.ref_f1, "asr_f1": 100 * res.overall.asr_f1, "clips": float(res.overall.clips),
-                  "policy_version": version}
+        scores = {
+            "ref_f1": 100 * res.overall.ref_f1,
+            "asr_f1": 100 * res.overall.asr_f1,
+            "clips": float(res.overall.clips),
+            "policy_version": version,
+        }
         state.evals[label] = scores
-        tracker.log_metrics({f"eval/{label}/ref_f1": scores["ref_f1"], f"eval/{label}/asr_f1": scores["asr_f1"],
-                             "eval/ref_f1": scores["ref_f1"], "eval/asr_f1": scores["asr_f1"],
-                             f"eval/{label}/seconds": time.perf_counter() - t0}, step=state.global_step)
+        tracker.log_metrics(
+            {
+                f"eval/{label}/ref_f1": scores["ref_f1"],
+                f"eval/{label}/asr_f1": scores["asr_f1"],
+                "eval/ref_f1": scores["ref_f1"],
+                "eval/asr_f1": scores["asr_f1"],
+                f"eval/{label}/seconds": time.perf_counter() - t0,
+            },
+            step=state.global_step,
+        )
         tracker.log_text(format_report(res), f"eval/{label}/breakdown.txt")
         # Every greedy caption, in `diadem-ray eval --predictions` form: rescore them with another
         # extractor or speaker judge without regenerating (annotations: data.root/eval/annotations.jsonl).
@@ -70,10 +96,15 @@ class Evaluator:
         pred_file.parent.mkdir(parents=True, exist_ok=True)
         pred_file.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in preds), encoding="utf-8")
         tracker.log_artifact(pred_file, f"eval/{label}")
-        tracker.log_text("\n".join(json.dumps(s) for s in _samples(preds, res.rows, clips)[: e.sample_captions]),
-                         f"eval/{label}/sample_captions.jsonl")
-        _say(f"eval {label}: REF F1 {scores['ref_f1']:.1f}  ASR F1 {scores['asr_f1']:.1f}  ({res.overall.clips} held-out clips, "
-             f"{time.perf_counter() - t0:.0f} s)")
+        tracker.log_text(
+            "\n".join(json.dumps(s) for s in _samples(preds, res.rows, clips)[: e.sample_captions]),
+            f"eval/{label}/sample_captions.jsonl",
+        )
+        _say(
+            f"eval {label}: REF F1 {scores['ref_f1']:.1f}  ASR F1 {scores['asr_f1']:.1f}  ({res.overall.clips} "
+            "held-out clips, "
+            f"{time.perf_counter() - t0:.0f} s)"
+        )
         return scores
 
     def report(self, state: DriverState) -> None:
@@ -87,12 +118,22 @@ class Evaluator:
         (self.out / "results.txt").write_text(text + "\n")
         self.res.tracker.log_artifact(self.out / "results.txt")
         _say(f"held-out clips ({len(self.data.eval_ids)}), DiaDemBench-style F1 x100:\n{text}")
-        _say(f"MLflow: mlflow ui --backend-store-uri {self.cfg.tracking.tracking_uri}   (run {self.res.tracker.run_id})")
+        _say(
+            f"MLflow: mlflow ui --backend-store-uri {self.cfg.tracking.tracking_uri}   (run {self.res.tracker.run_id})"
+        )
 
 
-def _samples(preds: Sequence[Dict[str, str]], rows: Sequence[Dict[str, Any]], clips: Dict[str, Clip]) -> List[Dict[str, Any]]:
+def _samples(
+    preds: Sequence[Dict[str, str]], rows: Sequence[Dict[str, Any]], clips: Dict[str, Clip]
+) -> List[Dict[str, Any]]:
     """Caption, reference and per-clip scores, in clip-id order (``preds`` are sorted so)."""
     by_id = sorted(rows, key=lambda x: x["video_id"])
-    return [{"video_id": p["video_id"], "caption": p["pred"], "reference": clips[p["video_id"]].gt_dialogues(),
-             **{k: row[k] for k in ("asr_recall", "asr_precision", "ref_recall", "ref_precision")}}
-            for p, row in zip(preds, by_id)]
+    return [
+        {
+            "video_id": p["video_id"],
+            "caption": p["pred"],
+            "reference": clips[p["video_id"]].gt_dialogues(),
+            **{k: row[k] for k in ("asr_recall", "asr_precision", "ref_recall", "ref_precision")},
+        }
+        for p, row in zip(preds, by_id)
+    ]

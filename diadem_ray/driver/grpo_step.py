@@ -65,11 +65,24 @@ class GrpoStep:
         advantages = [a for grp in batch for a in grp.advantages]
         td = time.perf_counter()
         self.res.rollouts.sleep()
-        lm = self.calls.learn(lambda media: self.res.learners.grpo_step(
-            prompt_ids, responses, advantages, rollout_logprobs=rollout_lps, clip_eps_low=g.clip_eps_low,
-            clip_eps_high=g.clip_eps_high, dual_clip_c=g.dual_clip_c, kl_coef=g.kl_coef, kl_estimator=g.kl_estimator,
-            entropy_coef=g.entropy_coef, loss_aggregation=g.loss_aggregation, media=media,
-            temperature=self.cfg.rollout.temperature), seq_prompts)
+        lm = self.calls.learn(
+            lambda media: self.res.learners.grpo_step(
+                prompt_ids,
+                responses,
+                advantages,
+                rollout_logprobs=rollout_lps,
+                clip_eps_low=g.clip_eps_low,
+                clip_eps_high=g.clip_eps_high,
+                dual_clip_c=g.dual_clip_c,
+                kl_coef=g.kl_coef,
+                kl_estimator=g.kl_estimator,
+                entropy_coef=g.entropy_coef,
+                loss_aggregation=g.loss_aggregation,
+                media=media,
+                temperature=self.cfg.rollout.temperature,
+            ),
+            seq_prompts,
+        )
         te = time.perf_counter()
         sm = self.res.push_weights()
         m.update(lm)
@@ -88,15 +101,32 @@ class GrpoStep:
         if g.line_credit_weight > 0:
             m.update({f"grpo/line_credit_{k}": v for k, v in credit.items()})
         m["rollout/response_tokens_mean"] = sum(len(x) for x in responses) / len(responses)
-        m.update({"time/rollout_s": sampled.rollout_s, "time/reward_s": sampled.reward_s, "time/learner_s": te - td,
-                  "time/sync_s": sm["sync/seconds"], "time/step_s": time.perf_counter() - t0})
+        m.update(
+            {
+                "time/rollout_s": sampled.rollout_s,
+                "time/reward_s": sampled.reward_s,
+                "time/learner_s": te - td,
+                "time/sync_s": sm["sync/seconds"],
+                "time/step_s": time.perf_counter() - t0,
+            }
+        )
         lines = f" lines credited {credit['credited']:.0f}/{credit['lines']:.0f}" if g.line_credit_weight > 0 else ""
-        summary = (f"reward {m['reward/mean']:.3f} asr {m.get('reward/asr_f1', 0):.3f} ref {m.get('reward/ref_f1', 0):.3f} "
-                   f"zero-var {sampled.gate.zero_variance}{lines}")
+        summary = (
+            f"reward {m['reward/mean']:.3f} asr {m.get('reward/asr_f1', 0):.3f} ref {m.get('reward/ref_f1', 0):.3f} "
+            f"zero-var {sampled.gate.zero_variance}{lines}"
+        )
         return m, summary
 
-    def sample_groups(self, step: int, feed: Any, pool: Any, take: Take, global_step: int, m: Dict[str, float],
-                      credit: Dict[str, float]) -> Sampled:
+    def sample_groups(
+        self,
+        step: int,
+        feed: Any,
+        pool: Any,
+        take: Take,
+        global_step: int,
+        m: Dict[str, float],
+        credit: Dict[str, float],
+    ) -> Sampled:
         """One step's groups: clips -> rollouts -> rewards -> group advantages (+ per-line credit),
         refilled while the dynamic-sampling gate sets zero-variance groups aside. Adds the first
         round's rollout and reward-pool metrics to ``m``; ``credit`` counts per-line credit."""
@@ -105,37 +135,49 @@ class GrpoStep:
         from diadem_ray import grpo
 
         g, r = self.cfg.grpo, self.cfg.rollout
-        gate = grpo.GroupGate(wanted=self.s.prompts_per_step, dynamic_sampling=g.dynamic_sampling,
-                              max_refill_rounds=g.max_refill_rounds)
+        gate = grpo.GroupGate(
+            wanted=self.s.prompts_per_step, dynamic_sampling=g.dynamic_sampling, max_refill_rounds=g.max_refill_rounds
+        )
         out = Sampled(gate)
         while gate.more():
             round_ = gate.rounds
             taken = take(gate.need(), step * 100 + round_)
             # The next steps' clips decode while this one rolls out and trains; so do those of the
             # refill round that may follow (dynamic sampling), while this round is scored.
-            feed.prefetch(step + 1, also=[step * 100 + round_ + 1] if g.dynamic_sampling and
-                          round_ < g.max_refill_rounds else [])
+            feed.prefetch(
+                step + 1, also=[step * 100 + round_ + 1] if g.dynamic_sampling and round_ < g.max_refill_rounds else []
+            )
             clips = [c for c, _ in taken]
             ta = time.perf_counter()
             prompts, (rollouts, rm) = self.calls.roll(
-                taken, [f"{self.stage}.{step}.{round_}.{i}" for i in range(len(taken))],
-                samples_per_prompt=r.samples_per_prompt, max_new_tokens=r.max_new_tokens, temperature=r.temperature,
-                top_p=r.top_p, seed=self.cfg.run.seed * 7919 + global_step * 31 + round_)
+                taken,
+                [f"{self.stage}.{step}.{round_}.{i}" for i in range(len(taken))],
+                samples_per_prompt=r.samples_per_prompt,
+                max_new_tokens=r.max_new_tokens,
+                temperature=r.temperature,
+                top_p=r.top_p,
+                seed=self.cfg.run.seed * 7919 + global_step * 31 + round_,
+            )
             tb = time.perf_counter()
-            scored, stats = pool.score([(ro, clips[i // r.samples_per_prompt].dialogue) for i, ro in enumerate(rollouts)],
-                                       step=step, lines=g.line_credit_weight > 0)
+            scored, stats = pool.score(
+                [(ro, clips[i // r.samples_per_prompt].dialogue) for i, ro in enumerate(rollouts)],
+                step=step,
+                lines=g.line_credit_weight > 0,
+            )
             out.rollout_s += tb - ta
             out.reward_s += time.perf_counter() - tb
             rewards = torch.tensor([x.reward for x in scored]).view(len(clips), r.samples_per_prompt)
-            adv, zv = grpo.group_advantages(rewards, baseline=g.advantage_baseline, std_normalization=g.std_normalization,
-                                            eps=g.std_eps)
+            adv, zv = grpo.group_advantages(
+                rewards, baseline=g.advantage_baseline, std_normalization=g.std_normalization, eps=g.std_eps
+            )
             groups = []
             for i in range(len(clips)):
-                group = scored[i * r.samples_per_prompt:(i + 1) * r.samples_per_prompt]
+                group = scored[i * r.samples_per_prompt : (i + 1) * r.samples_per_prompt]
                 group_adv: List[Any] = adv[i].tolist()
                 if g.line_credit_weight > 0:
-                    group_adv = grpo.line_credit(group, group_adv, decode=self.res.tokens.decode,
-                                                 weight=g.line_credit_weight, counts=credit)
+                    group_adv = grpo.line_credit(
+                        group, group_adv, decode=self.res.tokens.decode, weight=g.line_credit_weight, counts=credit
+                    )
                 groups.append(Group(prompts[i], group, group_adv))
             gate.add(groups, [bool(z) for z in zv.tolist()])
             if round_ == 0:

@@ -83,7 +83,8 @@ class Driver:
                     if restarts > self.cfg.run.max_restarts:
                         raise recovery.RunFailed(
                             f"the learner/rollout group was lost {restarts} times, more than run.max_restarts "
-                            f"{self.cfg.run.max_restarts}; last: {recovery.describe_loss(exc)}") from exc
+                            f"{self.cfg.run.max_restarts}; last: {recovery.describe_loss(exc)}"
+                        ) from exc
                     recovery.recover(self, exc, restarts)
             self.evaluator.report(self.state)
             self.res.tracker.end()
@@ -163,8 +164,10 @@ class Driver:
             at = f"next: the evaluation after {todo[0]}"
         else:
             at = f"next: {todo[0]}" + (f" step {done_steps + 1}" if todo[0] in TRAIN_STAGES else "")
-        _say(f"resumed at global step {st.global_step}, policy_version {int(m['sync/policy_version'])}; "
-             f"stages done: {', '.join(st.done_stages) or 'none'}; {at}")
+        _say(
+            f"resumed at global step {st.global_step}, policy_version {int(m['sync/policy_version'])}; "
+            f"stages done: {', '.join(st.done_stages) or 'none'}; {at}"
+        )
 
     def _start_tracking(self) -> None:
         """The MLflow run (this run's own on resume); steps an earlier attempt logged are not logged again."""
@@ -172,8 +175,10 @@ class Driver:
         if self.resume and self.state.mlflow_run_id:
             self._logged_through = tracker.last_step(STEP_METRIC)
             if self._logged_through > self.state.global_step:
-                _say(f"MLflow holds steps {self.state.global_step + 1}-{self._logged_through} from the attempt that "
-                     "stopped after the last checkpoint: they are replayed and not logged again")
+                _say(
+                    f"MLflow holds steps {self.state.global_step + 1}-{self._logged_through} from the attempt that "
+                    "stopped after the last checkpoint: they are replayed and not logged again"
+                )
         self.state.mlflow_run_id = tracker.run_id
 
     # ------------------------------------------------------------------------------------------
@@ -185,14 +190,24 @@ class Driver:
 
         return ClipStream(root, buckets, seed=self.cfg.run.seed + hash_name(name), cursor=self.state.cursors.get(name))
 
-    def _feed(self, stage: str, streams: Dict[str, Any], weights: Dict[str, float], per_step: int, steps: int,
-              key_stride: int) -> Any:
+    def _feed(
+        self, stage: str, streams: Dict[str, Any], weights: Dict[str, float], per_step: int, steps: int, key_stride: int
+    ) -> Any:
         """The stage's clips in the driver's order, decoding ``data.prefetch_steps`` steps ahead."""
         from diadem_ray.data.feed import StageFeed
 
-        feed = StageFeed(self.res.decoders, streams, weights, seed=self.cfg.run.seed, stage=stage, per_step=per_step,
-                         steps=steps, prefetch_steps=self.cfg.data.prefetch_steps, stats=self.res.feed_stats,
-                         key_stride=key_stride)
+        feed = StageFeed(
+            self.res.decoders,
+            streams,
+            weights,
+            seed=self.cfg.run.seed,
+            stage=stage,
+            per_step=per_step,
+            steps=steps,
+            prefetch_steps=self.cfg.data.prefetch_steps,
+            stats=self.res.feed_stats,
+            key_stride=key_stride,
+        )
         feed.prefetch(self.state.stage_step)
         self.res.feed_stats.take_wait()  # a step's wait counts from its own start
         return feed
@@ -213,8 +228,11 @@ class Driver:
         s = self.cfg.stages.sft
         self.res.learners.set_lr(s.lr or self.cfg.learner.lr)
         buckets = sorted(s.buckets) or None
-        streams = {"all": self._stream("sft:all", self.train_root, buckets)} if buckets is None else \
-            {b: self._stream(f"sft:{b}", self.train_root, [b]) for b in buckets}
+        streams = (
+            {"all": self._stream("sft:all", self.train_root, buckets)}
+            if buckets is None
+            else {b: self._stream(f"sft:{b}", self.train_root, [b]) for b in buckets}
+        )
         weights = dict(s.buckets) if buckets else {"all": 1.0}
         _say(f"SFT: {s.steps} steps x {s.prompts_per_step} clips")
         self.res.rollouts.sleep()  # colocated layout: the learners get the GPUs for the whole stage
@@ -246,23 +264,39 @@ class Driver:
         train = [self.data.clips[i] for i in self.data.split_ids["train"] if i not in self.res.feed_stats.failed]
         _say(f"profile: {len(train)} clips x {p.samples_per_prompt} samples with reward {p.reward!r}")
         t0 = time.perf_counter()
-        rollouts = self.calls.generate(train, "profile", samples_per_prompt=p.samples_per_prompt,
-                                       max_new_tokens=self.cfg.rollout.max_new_tokens, temperature=self.cfg.rollout.temperature,
-                                       top_p=self.cfg.rollout.top_p, seed=self.cfg.run.seed)  # GRPO's sampling
+        rollouts = self.calls.generate(
+            train,
+            "profile",
+            samples_per_prompt=p.samples_per_prompt,
+            max_new_tokens=self.cfg.rollout.max_new_tokens,
+            temperature=self.cfg.rollout.temperature,
+            top_p=self.cfg.rollout.top_p,
+            seed=self.cfg.run.seed,
+        )  # GRPO's sampling
         by_id = {c.clip_id: c for c in train}
         scored, _ = self.res.pool(p.reward).score([(r, c.dialogue) for c, r in rollouts], step=0)
         rewards: Dict[str, List[float]] = {c.clip_id: [] for c in train if c.clip_id not in self.res.feed_stats.failed}
         for (c, _), s in zip(rollouts, scored):
             rewards[c.clip_id].append(s.reward)
-        profiles = profile_clips(rewards, pass_reward=p.pass_reward, bucket_names=p.bucket_names,
-                                 pass_rate_edges=p.pass_rate_edges, quantiles=p.quantiles)
+        profiles = profile_clips(
+            rewards,
+            pass_reward=p.pass_reward,
+            bucket_names=p.bucket_names,
+            pass_rate_edges=p.pass_rate_edges,
+            quantiles=p.quantiles,
+        )
         root = root or str(self.out / "profiled")
-        write_shards([replace(by_id[q.clip_id], bucket=q.bucket, pass_rate=q.pass_rate) for q in profiles], root, replace=True)
+        write_shards(
+            [replace(by_id[q.clip_id], bucket=q.bucket, pass_rate=q.pass_rate) for q in profiles], root, replace=True
+        )
         marks = write_marks(profiles, root)
         self.train_root = root
         table, metrics = summary(profiles, p.bucket_names)
         metrics["profile/seconds"] = time.perf_counter() - t0
-        _say(f"difficulty profile ({metrics['profile/seconds']:.0f} s; shards in {root}, per-clip marks in {marks}):\n{table}")
+        _say(
+            f"difficulty profile ({metrics['profile/seconds']:.0f} s; shards in {root}, per-clip marks in "
+            f"{marks}):\n{table}"
+        )
         if self.res.tracker is not None:
             self.res.tracker.log_text(table, "profile/summary.txt")
             self.res.tracker.log_artifact(marks)
@@ -274,7 +308,10 @@ class Driver:
         from diadem_ray.models.policy import read_policy
 
         policy_dir, meta = read_policy(policy)
-        _say(f"profiling with {policy_dir} ({meta.family}, run {meta.run!r} after {meta.stage}, policy_version {meta.policy_version})")
+        _say(
+            f"profiling with {policy_dir} ({meta.family}, run {meta.run!r} after {meta.stage}, policy_version "
+            f"{meta.policy_version})"
+        )
         self.res.start_ray()
         try:
             self._prepare_data()
@@ -304,17 +341,23 @@ class Driver:
         present = set(bucket_names(self.train_root))
         weights = {b: w for b, w in s.buckets.items() if b in present and w > 0}
         if not weights:
-            raise ValueError(f"{stage}: none of its buckets {sorted(s.buckets)} has clips in {self.train_root} "
-                             f"(present: {sorted(present)}); run the profile stage or change stages.{stage}.buckets")
+            raise ValueError(
+                f"{stage}: none of its buckets {sorted(s.buckets)} has clips in {self.train_root} "
+                f"(present: {sorted(present)}); run the profile stage or change stages.{stage}.buckets"
+            )
         streams = {b: self._stream(f"{stage}:{b}", self.train_root, [b]) for b in weights}
         feed = self._feed(stage, streams, weights, s.prompts_per_step, s.steps, key_stride=100)
         pool = self.res.pool(s.reward, grpo=True)
         self._anchor_reference(stage)
         grpo_step = GrpoStep(self.cfg, self.res, self.calls, stage)
-        _say(f"{stage}: {s.steps} steps x {s.prompts_per_step} clips x {self.cfg.rollout.samples_per_prompt} samples, "
-             f"buckets {weights}, reward {s.reward!r}")
+        _say(
+            f"{stage}: {s.steps} steps x {s.prompts_per_step} clips x {self.cfg.rollout.samples_per_prompt} samples, "
+            f"buckets {weights}, reward {s.reward!r}"
+        )
         for step in range(self.state.stage_step, s.steps):
-            m, summary = grpo_step.run(step, feed, pool, lambda n, key: self._take(feed, n, key, stage), self.state.global_step)
+            m, summary = grpo_step.run(
+                step, feed, pool, lambda n, key: self._take(feed, n, key, stage), self.state.global_step
+            )
             self._end_step(stage, step, s.steps, m, summary)
 
     def _anchor_reference(self, stage: str) -> None:
@@ -327,8 +370,10 @@ class Driver:
         name = "kl_reference.safetensors"
         self.res.learners.anchor_reference(str(self.ckpt_dir / name))
         self.state.reference = name
-        _say(f"{stage}: KL reference anchored at the current policy (global step {self.state.global_step}), "
-             f"saved as {self.ckpt_dir / name}")
+        _say(
+            f"{stage}: KL reference anchored at the current policy (global step {self.state.global_step}), "
+            f"saved as {self.ckpt_dir / name}"
+        )
 
     def _end_step(self, stage: str, step: int, total: int, metrics: Dict[str, float], summary: str) -> None:
         self.state.stage_step = step + 1
@@ -340,8 +385,9 @@ class Driver:
         # checkpoint exactly (same clips, samples and rewards); those an earlier attempt logged before
         # it stopped are not logged again, so MLflow holds every step once.
         if self.state.global_step > self._logged_through:
-            self.res.tracker.log_metrics({k if "/" in k else f"{stage}/{k}": v for k, v in metrics.items()},
-                                         step=self.state.global_step)
+            self.res.tracker.log_metrics(
+                {k if "/" in k else f"{stage}/{k}": v for k, v in metrics.items()}, step=self.state.global_step
+            )
         _say(f"{stage} step {step + 1}/{total}: {summary} ({metrics.get('time/step_s', 0):.1f} s)")
         every = self.cfg.checkpoint.every_steps
         if (every > 0 and (step + 1) % every == 0) or step + 1 == total:
@@ -356,6 +402,7 @@ class Driver:
 
     def _checkpoint(self) -> None:
         self.state.policy_version = self.res.rollouts.version
-        path = self.res.learners.save_checkpoint(str(self.ckpt_dir), {"driver": asdict(self.state)},
-                                                 keep_last=self.cfg.checkpoint.keep_last)
+        path = self.res.learners.save_checkpoint(
+            str(self.ckpt_dir), {"driver": asdict(self.state)}, keep_last=self.cfg.checkpoint.keep_last
+        )
         _say(f"checkpoint {path}")

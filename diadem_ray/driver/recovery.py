@@ -42,8 +42,15 @@ def shortfall(needed: Mapping[str, float], available: Mapping[str, float]) -> Di
     return {k: round(v - available.get(k, 0.0), 6) for k, v in needed.items() if available.get(k, 0.0) + 1e-9 < v}
 
 
-def wait_for_capacity(needed: Mapping[str, float], *, wait_s: float, available: Callable[[], Mapping[str, float]],
-                      say: Callable[[str], None], poll_s: float = 1.0, report_s: float = 10.0) -> float:
+def wait_for_capacity(
+    needed: Mapping[str, float],
+    *,
+    wait_s: float,
+    available: Callable[[], Mapping[str, float]],
+    say: Callable[[str], None],
+    poll_s: float = 1.0,
+    report_s: float = 10.0,
+) -> float:
     """Block until ``available()`` covers ``needed``; returns the seconds waited. Says what it
     waits for every ``report_s``; raises :class:`RunFailed` after ``wait_s``."""
     start = last = time.perf_counter()
@@ -54,12 +61,16 @@ def wait_for_capacity(needed: Mapping[str, float], *, wait_s: float, available: 
         if not missing:
             return waited
         if waited >= wait_s:
-            raise RunFailed(f"no node offered {missing} more within {wait_s:.0f} s (cluster.node_wait_s); the learner "
-                            f"and rollout groups need {dict(needed)}")
+            raise RunFailed(
+                f"no node offered {missing} more within {wait_s:.0f} s (cluster.node_wait_s); the learner "
+                f"and rollout groups need {dict(needed)}"
+            )
         if time.perf_counter() - last >= report_s or waited == 0.0:
             free = {k: round(v, 3) for k, v in offered.items() if k in needed}
-            say(f"waiting for resources: the learner and rollout groups need {missing} more than the cluster has free "
-                f"({free}; {waited:.0f} s of cluster.node_wait_s {wait_s:.0f} s)")
+            say(
+                f"waiting for resources: the learner and rollout groups need {missing} more than the cluster has free "
+                f"({free}; {waited:.0f} s of cluster.node_wait_s {wait_s:.0f} s)"
+            )
             last = time.perf_counter()
         time.sleep(poll_s)
 
@@ -86,11 +97,14 @@ def recover(driver: Any, exc: BaseException, restarts: int) -> None:
 
     cfg = driver.cfg
     t0 = time.perf_counter()
-    say(f"lost the learner/rollout group ({describe_loss(exc)}); restart {restarts} of run.max_restarts "
-        f"{cfg.run.max_restarts}: stopping both groups")
+    say(
+        f"lost the learner/rollout group ({describe_loss(exc)}); restart {restarts} of run.max_restarts "
+        f"{cfg.run.max_restarts}: stopping both groups"
+    )
     driver.res.stop_groups()
-    waited = wait_for_capacity(group_needs(cfg), wait_s=cfg.cluster.node_wait_s, available=ray.available_resources,
-                               say=say)
+    waited = wait_for_capacity(
+        group_needs(cfg), wait_s=cfg.cluster.node_wait_s, available=ray.available_resources, say=say
+    )
     if (driver.ckpt_dir / "latest").is_file():
         driver.resume = True
     else:  # nothing saved yet: start over (same seeds, so the same steps), in the same MLflow run
@@ -100,5 +114,7 @@ def recover(driver: Any, exc: BaseException, restarts: int) -> None:
         driver._logged_through = max(driver._logged_through, driver.res.tracker.last_step(STEP_METRIC))
     driver._start_actors()
     driver._restored_profile()
-    say(f"recovered in {time.perf_counter() - t0:.0f} s (waited {waited:.0f} s for resources); going on from "
-        f"global step {driver.state.global_step}")
+    say(
+        f"recovered in {time.perf_counter() - t0:.0f} s (waited {waited:.0f} s for resources); going on from "
+        f"global step {driver.state.global_step}"
+    )

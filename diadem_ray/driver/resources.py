@@ -46,8 +46,12 @@ class Resources:
                 _say(f"RAY_ADDRESS is set ({os.environ['RAY_ADDRESS']}): joining that cluster")
                 kwargs["address"] = os.environ["RAY_ADDRESS"]
             elif c.ray_address == "local":
-                kwargs.update(address="local", num_cpus=c.local_num_cpus, object_store_memory=c.object_store_memory_bytes,
-                              include_dashboard=False)
+                kwargs.update(
+                    address="local",
+                    num_cpus=c.local_num_cpus,
+                    object_store_memory=c.object_store_memory_bytes,
+                    include_dashboard=False,
+                )
             else:  # join a running cluster (a `ray job submit` entrypoint, or "auto" / "ray://…")
                 kwargs["address"] = c.ray_address
             ray.init(**{k: v for k, v in kwargs.items() if v is not None})
@@ -63,18 +67,31 @@ class Resources:
         d, m = self.cfg.data, self.cfg.model
         mode = cache_mode(self.cfg)
         root = cache_root(mode, data_root=str(Path(d.root).resolve()), cache_dir=d.cache_dir)
-        options = self.family.decode_options(frames_per_clip=d.frames_per_clip, max_pixels_per_frame=m.max_pixels_per_frame,
-                                             video_fps=m.video_fps, sample_rate_hz=d.audio_sample_rate_hz)
-        self.decoders = DecodePool(num_workers=d.decode_workers, num_cpus_per_worker=d.decode_num_cpus,
-                                   resources=dict(d.decode_resources) or None, node_wait_s=self.cfg.cluster.node_wait_s,
-                                   family=m.family, model_path=m.path, max_frames=d.frames_per_clip,
-                                   sample_rate_hz=d.audio_sample_rate_hz, options=options, cache_dir=root,
-                                   cache_max_bytes=int(d.cache_max_gb * (1 << 30)))
+        options = self.family.decode_options(
+            frames_per_clip=d.frames_per_clip,
+            max_pixels_per_frame=m.max_pixels_per_frame,
+            video_fps=m.video_fps,
+            sample_rate_hz=d.audio_sample_rate_hz,
+        )
+        self.decoders = DecodePool(
+            num_workers=d.decode_workers,
+            num_cpus_per_worker=d.decode_num_cpus,
+            resources=dict(d.decode_resources) or None,
+            node_wait_s=self.cfg.cluster.node_wait_s,
+            family=m.family,
+            model_path=m.path,
+            max_frames=d.frames_per_clip,
+            sample_rate_hz=d.audio_sample_rate_hz,
+            options=options,
+            cache_dir=root,
+            cache_max_bytes=int(d.cache_max_gb * (1 << 30)),
+        )
         self.feed_stats = FeedStats()
-        where = {"none": "no cache", "local": f"cache on each node's disk ({root})",
-                 "shared": f"cache in {root}"}[mode]
-        _say(f"{d.decode_workers} decode worker(s) for the {m.family} front-end; clips are decoded "
-             f"{d.prefetch_steps} step(s) ahead of use; {where}")
+        where = {"none": "no cache", "local": f"cache on each node's disk ({root})", "shared": f"cache in {root}"}[mode]
+        _say(
+            f"{d.decode_workers} decode worker(s) for the {m.family} front-end; clips are decoded "
+            f"{d.prefetch_steps} step(s) ahead of use; {where}"
+        )
         from diadem_ray.cluster import placement
 
         self.placement["decode"] = self.decoders.nodes()
@@ -87,30 +104,61 @@ class Resources:
         cfg = self.cfg
         model_path = self.family.checkpoint(cfg.model.path)
         r, lr = cfg.rollout, cfg.learner
-        _say(f"starting {r.num_replicas} rollout replica(s) ({r.backend}) and {lr.num_ranks} learner rank(s) (ZeRO-{lr.zero_stage})")
+        _say(
+            f"starting {r.num_replicas} rollout replica(s) ({r.backend}) and {lr.num_ranks} learner rank(s) "
+            f"(ZeRO-{lr.zero_stage})"
+        )
         # Disaggregated: the engines load while the learners start. Colocated (shared GPUs): one after
         # the other, so vLLM's memory profiling does not see the learners' allocations mid-way.
         self.start_rollouts(model_path, wait=cfg.cluster.layout == "colocated")
         total = sum(getattr(cfg.stages, s).steps for s in TRAIN_STAGES if s in cfg.run.stages)
-        lora = dict(enabled=lr.lora.enabled, rank=lr.lora.rank, alpha=lr.lora.alpha, dropout=lr.lora.dropout,
-                    target_modules=list(lr.lora.target_modules))
-        self.learners = LearnerGroup(family=cfg.model.family, num_ranks=lr.num_ranks, num_cpus_per_rank=lr.num_cpus_per_rank,
-                                     num_gpus_per_rank=lr.num_gpus_per_rank, resources=dict(lr.custom_resources) or None,
-                                     model_path=model_path, zero_stage=lr.zero_stage,
-                                     comm_backend=lr.comm_backend, bf16=lr.bf16, lr=lr.lr, lr_schedule=lr.lr_schedule,
-                                     warmup_steps=lr.warmup_steps, total_steps=max(1, total), weight_decay=lr.weight_decay,
-                                     grad_clip_norm=lr.grad_clip_norm, micro_batch_size=lr.micro_batch_size,
-                                     collective_timeout_s=lr.collective_timeout_s, lora=lora,
-                                     need_reference=cfg.grpo.kl_coef != 0.0, seed=cfg.run.seed)
+        lora = dict(
+            enabled=lr.lora.enabled,
+            rank=lr.lora.rank,
+            alpha=lr.lora.alpha,
+            dropout=lr.lora.dropout,
+            target_modules=list(lr.lora.target_modules),
+        )
+        self.learners = LearnerGroup(
+            family=cfg.model.family,
+            num_ranks=lr.num_ranks,
+            num_cpus_per_rank=lr.num_cpus_per_rank,
+            num_gpus_per_rank=lr.num_gpus_per_rank,
+            resources=dict(lr.custom_resources) or None,
+            model_path=model_path,
+            zero_stage=lr.zero_stage,
+            comm_backend=lr.comm_backend,
+            bf16=lr.bf16,
+            lr=lr.lr,
+            lr_schedule=lr.lr_schedule,
+            warmup_steps=lr.warmup_steps,
+            total_steps=max(1, total),
+            weight_decay=lr.weight_decay,
+            grad_clip_norm=lr.grad_clip_norm,
+            micro_batch_size=lr.micro_batch_size,
+            collective_timeout_s=lr.collective_timeout_s,
+            lora=lora,
+            need_reference=cfg.grpo.kl_coef != 0.0,
+            seed=cfg.run.seed,
+        )
         self.rollouts.ready()
         from diadem_ray.cluster import placement
 
         self.placement["learner"] = placement.node_ids(self.learners.actors)
         self.placement["rollout"] = placement.node_ids(self.rollouts.replicas)
-        _say("placement: " + placement.summary({"learner ranks": self.placement["learner"],
-                                                "rollout replicas": self.placement["rollout"]}))
-        self.sync = WeightSync(self.learners, self.rollouts, bucket_bytes=r.weight_sync_bucket_mb << 20,
-                               timeout_s=r.weight_sync_timeout_s, mode=weight_transfer_mode(cfg))
+        _say(
+            "placement: "
+            + placement.summary(
+                {"learner ranks": self.placement["learner"], "rollout replicas": self.placement["rollout"]}
+            )
+        )
+        self.sync = WeightSync(
+            self.learners,
+            self.rollouts,
+            bucket_bytes=r.weight_sync_bucket_mb << 20,
+            timeout_s=r.weight_sync_timeout_s,
+            mode=weight_transfer_mode(cfg),
+        )
 
     def start_rollouts(self, model_path: str, wait: bool = True) -> None:
         from diadem_ray.cluster.rollout_group import RolloutGroup
@@ -118,16 +166,27 @@ class Resources:
         cfg, r = self.cfg, self.cfg.rollout
         self.tokens = self.family.tokens(model_path)
         max_len = cfg.model.max_prompt_tokens + max(r.max_new_tokens, cfg.stages.eval.max_new_tokens)
-        self.rollouts = RolloutGroup(num_replicas=r.num_replicas, num_cpus_per_replica=r.num_cpus_per_replica,
-                                     num_gpus_per_replica=r.num_gpus_per_replica, cpu_threads=r.cpu_threads,
-                                     resources=dict(r.custom_resources) or None, restore_wait_s=cfg.cluster.node_wait_s,
-                                     chunk_size=r.prompts_per_task, model_path=model_path, family=cfg.model.family,
-                                     backend=r.backend, dtype=cfg.model.dtype,
-                                     max_model_len=max_len,
-                                     gpu_memory_utilization=r.gpu_memory_utilization, cpu_kv_cache_gib=r.cpu_kv_cache_gib,
-                                     seed=cfg.run.seed, weight_transfer=weight_transfer_mode(cfg),
-                                     sleep_mode=cfg.cluster.layout == "colocated", wait=wait,
-                                     max_pixels_per_frame=self.family.engine_pixels(cfg.model.max_pixels_per_frame))
+        self.rollouts = RolloutGroup(
+            num_replicas=r.num_replicas,
+            num_cpus_per_replica=r.num_cpus_per_replica,
+            num_gpus_per_replica=r.num_gpus_per_replica,
+            cpu_threads=r.cpu_threads,
+            resources=dict(r.custom_resources) or None,
+            restore_wait_s=cfg.cluster.node_wait_s,
+            chunk_size=r.prompts_per_task,
+            model_path=model_path,
+            family=cfg.model.family,
+            backend=r.backend,
+            dtype=cfg.model.dtype,
+            max_model_len=max_len,
+            gpu_memory_utilization=r.gpu_memory_utilization,
+            cpu_kv_cache_gib=r.cpu_kv_cache_gib,
+            seed=cfg.run.seed,
+            weight_transfer=weight_transfer_mode(cfg),
+            sleep_mode=cfg.cluster.layout == "colocated",
+            wait=wait,
+            max_pixels_per_frame=self.family.engine_pixels(cfg.model.max_pixels_per_frame),
+        )
 
     def push_weights(self) -> Dict[str, float]:
         """Weights to the engines. Colocated layout: wake the engines' weights, sync, then give
@@ -140,13 +199,16 @@ class Resources:
     def start_tracking(self, resume_run_id: str = "") -> Any:
         """The run's MLflow tracker (``resume_run_id``: continue that run), with the resolved config,
         the reward names and hashes as tags, and ``runs/<name>/config.yaml`` logged."""
-        from omegaconf import OmegaConf
 
         from diadem_ray.actors.tracker import Tracker
 
         t = self.cfg.tracking
-        self.tracker = Tracker(tracking_uri=t.tracking_uri, experiment=t.experiment, run_name=self.cfg.run.name,
-                               resume_run_id=resume_run_id or None)
+        self.tracker = Tracker(
+            tracking_uri=t.tracking_uri,
+            experiment=t.experiment,
+            run_name=self.cfg.run.name,
+            resume_run_id=resume_run_id or None,
+        )
         self.tracker.log_config(plain(self.cfg))
         tags = {"run_name": self.cfg.run.name, "model_family": self.cfg.model.family}
         for stage in ("grpo_stage1", "grpo_stage2"):
@@ -181,11 +243,16 @@ class Resources:
                 kept.mkdir(parents=True, exist_ok=True)
                 (kept / f"{name}.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(spec)))
             w = self.cfg.reward
-            self.pools[name] = RewardPool(plain(spec),
-                                          num_workers=w.num_workers, num_cpus_per_worker=w.num_cpus_per_worker,
-                                          batch_size=w.batch_size, reward_timeout_s=w.reward_timeout_s,
-                                          max_task_retries=w.max_task_retries, resources=dict(w.custom_resources) or None,
-                                          node_wait_s=self.cfg.cluster.node_wait_s)
+            self.pools[name] = RewardPool(
+                plain(spec),
+                num_workers=w.num_workers,
+                num_cpus_per_worker=w.num_cpus_per_worker,
+                batch_size=w.batch_size,
+                reward_timeout_s=w.reward_timeout_s,
+                max_task_retries=w.max_task_retries,
+                resources=dict(w.custom_resources) or None,
+                node_wait_s=self.cfg.cluster.node_wait_s,
+            )
             self.reward_specs[name] = spec
             from diadem_ray.cluster import placement
 

@@ -62,13 +62,15 @@ def reconcile(state: DriverState, *, stages: Sequence[str], steps: Mapping[str, 
         if name not in state.done_stages:
             break
         prefix.append(name)
-    stale = [n for n in stages[len(prefix):] if n in state.done_stages]
+    stale = [n for n in stages[len(prefix) :] if n in state.done_stages]
     if stale:
         state.done_stages = [n for n in state.done_stages if n not in stale]
         for n in stale:
             state.evals.pop(EVAL_LABEL.get(n, ""), None)
-        notes.append(f"{', '.join(stale)} ran before {stages[len(prefix)]}, which run.stages now puts first: "
-                     f"{'it runs' if len(stale) == 1 else 'they run'} again")
+        notes.append(
+            f"{', '.join(stale)} ran before {stages[len(prefix)]}, which run.stages now puts first: "
+            f"{'it runs' if len(stale) == 1 else 'they run'} again"
+        )
     in_progress = state.stage if state.stage not in state.done_stages and state.stage_step > 0 else ""
     trained = [n for n in prefix if n in steps] + ([in_progress] if in_progress in steps else [])
     for name in trained:
@@ -76,17 +78,21 @@ def reconcile(state: DriverState, *, stages: Sequence[str], steps: Mapping[str, 
         if ran is None or name == in_progress or steps[name] <= ran:
             continue
         if name != trained[-1]:
-            raise ValueError(f"stages.{name}.steps is {steps[name]}, but this checkpoint's {name} finished after {ran} "
-                             f"steps and {trained[-1]} trained on top of it; resume with stages.{name}.steps={ran}, or "
-                             f"start a new run from a checkpoint taken before {trained[-1]}")
-        reopened = prefix[prefix.index(name):]
+            raise ValueError(
+                f"stages.{name}.steps is {steps[name]}, but this checkpoint's {name} finished after {ran} "
+                f"steps and {trained[-1]} trained on top of it; resume with stages.{name}.steps={ran}, or "
+                f"start a new run from a checkpoint taken before {trained[-1]}"
+            )
+        reopened = prefix[prefix.index(name) :]
         state.done_stages = [n for n in state.done_stages if n not in reopened]
         for n in reopened:
             state.evals.pop(EVAL_LABEL.get(n, ""), None)
         state.stage, state.stage_step = name, ran
         again = f"; {', '.join(reopened[1:])} run again after it" if len(reopened) > 1 else ""
-        notes.append(f"{name} finished after {ran} steps and stages.{name}.steps is now {steps[name]}: "
-                     f"it continues at step {ran + 1}{again}")
+        notes.append(
+            f"{name} finished after {ran} steps and stages.{name}.steps is now {steps[name]}: "
+            f"it continues at step {ran + 1}{again}"
+        )
     return notes
 
 

@@ -15,7 +15,9 @@ class ClipEncoder(ABC):
     reads/writes it as one cache file. A decode worker owns one."""
 
     @abstractmethod
-    def encode(self, clip_id: str, frames: Any, times_s: Any, audio: Any, sample_rate_hz: int) -> Tuple[EncodedClip, Any]:
+    def encode(
+        self, clip_id: str, frames: Any, times_s: Any, audio: Any, sample_rate_hz: int
+    ) -> Tuple[EncodedClip, Any]:
         """(encoded clip without media, inline media or ``None``)."""
 
     @abstractmethod

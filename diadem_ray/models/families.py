@@ -44,8 +44,9 @@ class ModelFamily(ABC):
         default when it has one)."""
         return model_path
 
-    def decode_options(self, *, frames_per_clip: int, max_pixels_per_frame: int, video_fps: float,
-                       sample_rate_hz: int) -> Optional[Dict[str, Any]]:
+    def decode_options(
+        self, *, frames_per_clip: int, max_pixels_per_frame: int, video_fps: float, sample_rate_hz: int
+    ) -> Optional[Dict[str, Any]]:
         """Keyword arguments the family's clip encoder takes besides the checkpoint (``None``: none)."""
         return None
 
@@ -165,13 +166,21 @@ class QwenOmni(ModelFamily):
         if not model_path:
             p.append(f"model.path: model.family {self.name} needs a local checkpoint directory (nothing is downloaded)")
         if max_pixels_per_frame < 4 * 28 * 28:
-            p.append(f"model.max_pixels_per_frame: at least {4 * 28 * 28} (four 28-pixel patches), got {max_pixels_per_frame}")
+            p.append(
+                f"model.max_pixels_per_frame: at least {4 * 28 * 28} (four 28-pixel patches), got "
+                f"{max_pixels_per_frame}"
+            )
         return p
 
-    def decode_options(self, *, frames_per_clip: int, max_pixels_per_frame: int, video_fps: float,
-                       sample_rate_hz: int) -> Optional[Dict[str, Any]]:
-        return {"max_frames": frames_per_clip, "max_pixels": max_pixels_per_frame, "fps": video_fps,
-                "sample_rate_hz": sample_rate_hz}
+    def decode_options(
+        self, *, frames_per_clip: int, max_pixels_per_frame: int, video_fps: float, sample_rate_hz: int
+    ) -> Optional[Dict[str, Any]]:
+        return {
+            "max_frames": frames_per_clip,
+            "max_pixels": max_pixels_per_frame,
+            "fps": video_fps,
+            "sample_rate_hz": sample_rate_hz,
+        }
 
     def engine_pixels(self, max_pixels_per_frame: int) -> int:
         return max_pixels_per_frame
@@ -193,9 +202,11 @@ class QwenOmni(ModelFamily):
 
     def prompt_ids(self, enc: "EncodedClip", tokens: "Tokens", *, max_prompt_tokens: int) -> Tuple[int, ...]:
         if len(enc.prompt_token_ids) > max_prompt_tokens:  # cutting would drop placeholders the media must fill
-            raise ValueError(f"clip {enc.clip_id}: its prompt is {len(enc.prompt_token_ids)} tokens (video + audio + "
-                             f"instruction), over model.max_prompt_tokens {max_prompt_tokens}; raise "
-                             "model.max_prompt_tokens or lower model.max_pixels_per_frame / data.frames_per_clip")
+            raise ValueError(
+                f"clip {enc.clip_id}: its prompt is {len(enc.prompt_token_ids)} tokens (video + audio + "
+                f"instruction), over model.max_prompt_tokens {max_prompt_tokens}; raise "
+                "model.max_prompt_tokens or lower model.max_pixels_per_frame / data.frames_per_clip"
+            )
         return enc.prompt_token_ids
 
     def load_causal_lm(self, path: str, *, dtype: Any) -> Any:
@@ -227,7 +238,8 @@ class QwenOmni(ModelFamily):
         from diadem_ray.models import qwen2_5_omni as q
 
         q.register_vllm()
-        return q.vllm_engine_kwargs(q.Settings(**({"max_pixels": max_pixels_per_frame} if max_pixels_per_frame else {})))
+        budget: Dict[str, Any] = {"max_pixels": max_pixels_per_frame} if max_pixels_per_frame else {}
+        return q.vllm_engine_kwargs(q.Settings(**budget))
 
     def vllm_prompt(self, prompt_ids: Any, media: Any, special: Dict[str, int]) -> Dict[str, Any]:
         from diadem_ray.models.qwen2_5_omni import vllm_prompt

@@ -44,8 +44,14 @@ class PolicyMeta:
     max_new_tokens: int
 
 
-def write_policy(directory: str | Path, tensors: Sequence[Tuple[str, Any]], *, source_model_path: str | Path,
-                 meta: PolicyMeta, config: Optional[Dict[str, Any]] = None) -> Path:
+def write_policy(
+    directory: str | Path,
+    tensors: Sequence[Tuple[str, Any]],
+    *,
+    source_model_path: str | Path,
+    meta: PolicyMeta,
+    config: Optional[Dict[str, Any]] = None,
+) -> Path:
     """Write ``tensors`` (name, CPU tensor) plus the source model's config/tokenizer files and the
     meta file into ``directory``, replacing what was there atomically (a reader never sees half a
     policy). A tied ``lm_head.weight`` is left out, as transformers saves it. ``config``: the
@@ -59,7 +65,11 @@ def write_policy(directory: str | Path, tensors: Sequence[Tuple[str, Any]], *, s
     tmp.mkdir(parents=True)
     src = Path(source_model_path)
     for f in src.iterdir():
-        if f.is_file() and not f.name.endswith((".safetensors", ".bin", ".pt", ".gguf")) and f.name != "model.safetensors.index.json":
+        if (
+            f.is_file()
+            and not f.name.endswith((".safetensors", ".bin", ".pt", ".gguf"))
+            and f.name != "model.safetensors.index.json"
+        ):
             shutil.copy2(f, tmp / f.name)
     if config is not None:
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
@@ -89,11 +99,15 @@ def resolve_policy_dir(path: str | Path) -> Path:
     if (p / "policy" / META_FILE).is_file():
         return p / "policy"
     if (p / "latest").is_file() or p.name.startswith("step_") or (p.parent / "latest").is_file():
-        raise PolicyError(f"{p} is a DeepSpeed training checkpoint (for --resume), not a servable policy; pass the run "
-                          f"directory ({p.parent if p.name == 'checkpoints' else p.parent.parent}) whose policy/ folder "
-                          "a run writes after each trained stage")
-    raise PolicyError(f"{p} holds no {META_FILE}: pass a run directory (runs/<name>) that finished a training stage, "
-                      "or its policy/ folder")
+        raise PolicyError(
+            f"{p} is a DeepSpeed training checkpoint (for --resume), not a servable policy; pass the run "
+            f"directory ({p.parent if p.name == 'checkpoints' else p.parent.parent}) whose policy/ folder "
+            "a run writes after each trained stage"
+        )
+    raise PolicyError(
+        f"{p} holds no {META_FILE}: pass a run directory (runs/<name>) that finished a training stage, "
+        "or its policy/ folder"
+    )
 
 
 def read_policy(path: str | Path, families: Sequence[str] = FAMILIES) -> Tuple[Path, PolicyMeta]:
@@ -108,7 +122,11 @@ def read_policy(path: str | Path, families: Sequence[str] = FAMILIES) -> Tuple[P
         raise PolicyError(f"{d / META_FILE}: missing {', '.join(missing)}; re-export the policy with this version")
     meta = PolicyMeta(**{f.name: raw[f.name] for f in fields(PolicyMeta)})
     if meta.family not in families:
-        raise PolicyError(f"{d}: model family {meta.family!r} has no captioning pipeline here (known: {', '.join(families)})")
+        raise PolicyError(
+            f"{d}: model family {meta.family!r} has no captioning pipeline here (known: {', '.join(families)})"
+        )
     if not (d / WEIGHTS_FILE).is_file() or not (d / "config.json").is_file():
-        raise PolicyError(f"{d}: {WEIGHTS_FILE} or config.json is missing; the export was interrupted — re-run the stage")
+        raise PolicyError(
+            f"{d}: {WEIGHTS_FILE} or config.json is missing; the export was interrupted — re-run the stage"
+        )
     return d, meta

@@ -39,19 +39,38 @@ from diadem_ray.models.encoder import ClipEncoder
 from diadem_ray.types import EncodedClip
 
 FAMILY = "qwen2_5_omni"
-SYSTEM_PROMPT = ("You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving "
-                 "auditory and visual inputs, as well as generating text and speech.")
-TOKENS = {"audio": "<|AUDIO|>", "image": "<|IMAGE|>", "video": "<|VIDEO|>", "vision_bos": "<|vision_bos|>",
-          "vision_eos": "<|vision_eos|>", "audio_bos": "<|audio_bos|>", "audio_eos": "<|audio_eos|>"}
+SYSTEM_PROMPT = (
+    "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving "
+    "auditory and visual inputs, as well as generating text and speech."
+)
+TOKENS = {
+    "audio": "<|AUDIO|>",
+    "image": "<|IMAGE|>",
+    "video": "<|VIDEO|>",
+    "vision_bos": "<|vision_bos|>",
+    "vision_eos": "<|vision_eos|>",
+    "audio_bos": "<|audio_bos|>",
+    "audio_eos": "<|audio_eos|>",
+}
 CLIP_MEAN = np.asarray([0.48145466, 0.4578275, 0.40821073], np.float32)
 CLIP_STD = np.asarray([0.26862954, 0.26130258, 0.27577711], np.float32)
 # The user turn of every clip (DiaDem samples one of 7 paraphrases of a "describe everything" request;
 # this one asks for the dialogue explicitly, in the caption form the rewards parse).
-INSTRUCTION = ("Describe the video in detail. Quote every spoken line word for word in double quotes, and say who "
-               "speaks it by describing the speaker as a viewer sees or hears them.")
+INSTRUCTION = (
+    "Describe the video in detail. Quote every spoken line word for word in double quotes, and say who "
+    "speaks it by describing the speaker as a viewer sees or hears them."
+)
 INPUTS_VERSION = "qwen2_5_omni-inputs-3"  # bump when build_inputs changes what it makes (invalidates caches)
-MEDIA_KEYS = ("video_frames", "pixel_values_videos", "video_grid_thw", "video_second_per_grid", "input_features",
-              "feature_attention_mask", "use_audio_in_video", "audio_waveform")
+MEDIA_KEYS = (
+    "video_frames",
+    "pixel_values_videos",
+    "video_grid_thw",
+    "video_second_per_grid",
+    "input_features",
+    "feature_attention_mask",
+    "use_audio_in_video",
+    "audio_waveform",
+)
 ENGINE_ONLY_KEYS = ("audio_waveform",)  # media fields no forward takes
 VLLM_ARCH = "DiademQwen2_5OmniThinker"  # the architecture name vLLM loads qwen2_5_omni_vllm's thinker under
 
@@ -99,10 +118,14 @@ def resize_frames(frames: np.ndarray, s: Settings = Settings()) -> np.ndarray:
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) % s.temporal_patch_size:
-        raise ValueError(f"frames must be [T, H, W, 3] with T a multiple of {s.temporal_patch_size}, got {frames.shape}")
+        raise ValueError(
+            f"frames must be [T, H, W, 3] with T a multiple of {s.temporal_patch_size}, got {frames.shape}"
+        )
     height, width = frames.shape[1:3]
-    rh, rw = smart_resize(height, width, factor=s.patch_size * s.merge_size, min_pixels=s.min_pixels, max_pixels=s.max_pixels)
-    return np.stack([np.asarray(Image.fromarray(f).resize((rw, rh), Image.BICUBIC)) for f in frames])
+    rh, rw = smart_resize(
+        height, width, factor=s.patch_size * s.merge_size, min_pixels=s.min_pixels, max_pixels=s.max_pixels
+    )
+    return np.stack([np.asarray(Image.fromarray(f).resize((rw, rh), Image.Resampling.BICUBIC)) for f in frames])
 
 
 def patchify(resized: np.ndarray, s: Settings = Settings()) -> Tuple[np.ndarray, Tuple[int, int, int]]:
@@ -110,9 +133,17 @@ def patchify(resized: np.ndarray, s: Settings = Settings()) -> Tuple[np.ndarray,
     3·2·14·14]``, grid (t, h', w')) in Qwen2-VL's order: merge windows of 2×2 patches contiguous,
     channel-major within a patch, CLIP-normalised."""
     p, m, tp = s.patch_size, s.merge_size, s.temporal_patch_size
-    if resized.ndim != 4 or resized.shape[-1] != 3 or len(resized) % tp or resized.shape[1] % (p * m) or resized.shape[2] % (p * m):
-        raise ValueError(f"resized frames must be [T, h, w, 3] with T a multiple of {tp} and h, w multiples of {p * m}, "
-                         f"got {resized.shape}")
+    if (
+        resized.ndim != 4
+        or resized.shape[-1] != 3
+        or len(resized) % tp
+        or resized.shape[1] % (p * m)
+        or resized.shape[2] % (p * m)
+    ):
+        raise ValueError(
+            f"resized frames must be [T, h, w, 3] with T a multiple of {tp} and h, w multiples of {p * m}, "
+            f"got {resized.shape}"
+        )
     x = ((resized.astype(np.float32) / 255.0 - CLIP_MEAN) / CLIP_STD).transpose(0, 3, 1, 2)  # [T, C, h, w]
     gt, gh, gw = len(x) // tp, resized.shape[1] // p, resized.shape[2] // p
     x = x.reshape(gt, tp, 3, gh // m, m, p, gw // m, m, p).transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
@@ -134,8 +165,10 @@ def model_inputs(inputs: Dict[str, Any]) -> Dict[str, Any]:
     patches, grid = patchify(np.asarray(inputs["video_frames"]))
     want = tuple(int(g) for g in np.asarray(inputs.get("video_grid_thw", [grid])).reshape(-1, 3)[0])
     if want != grid:
-        raise ValueError(f"video_frames {np.asarray(inputs['video_frames']).shape} make grid {grid}, but the prompt was "
-                         f"built for {want}; rebuild the clip's inputs (clear the data cache)")
+        raise ValueError(
+            f"video_frames {np.asarray(inputs['video_frames']).shape} make grid {grid}, but the prompt was "
+            f"built for {want}; rebuild the clip's inputs (clear the data cache)"
+        )
     out["pixel_values_videos"] = patches
     return out
 
@@ -145,9 +178,14 @@ def audio_features(audio: np.ndarray, feature_extractor: Any, s: Settings = Sett
     first 30 s (the extractor's window), plus that audio itself, ``audio_waveform`` float32
     ``[N]`` (N ≤ 480,000 at 16 kHz): vLLM engines compute the same features from it."""
     wave = np.ascontiguousarray(np.asarray(audio, np.float32).reshape(-1)[: int(feature_extractor.n_samples)])
-    out = feature_extractor(wave, sampling_rate=s.sample_rate_hz, return_attention_mask=True, padding="max_length",
-                            return_tensors="np")
-    return {"input_features": out["input_features"], "feature_attention_mask": out["attention_mask"], "audio_waveform": wave}
+    out = feature_extractor(
+        wave, sampling_rate=s.sample_rate_hz, return_attention_mask=True, padding="max_length", return_tensors="np"
+    )
+    return {
+        "input_features": out["input_features"],
+        "feature_attention_mask": out["attention_mask"],
+        "audio_waveform": wave,
+    }
 
 
 def _expand(text: str, *, audio_len: int, grid: Tuple[int, int, int], second_per_grid: float, s: Settings) -> str:
@@ -156,23 +194,45 @@ def _expand(text: str, *, audio_len: int, grid: Tuple[int, int, int], second_per
 
     merge = types.SimpleNamespace(merge_size=s.merge_size)
     shim = types.SimpleNamespace(
-        **{f"{k}_token": v for k, v in TOKENS.items()}, image_processor=merge, video_processor=merge,
-        get_chunked_index=lambda idx, n: Qwen2_5OmniProcessor.get_chunked_index(None, idx, n))
-    return Qwen2_5OmniProcessor.replace_multimodal_special_tokens(
-        shim, [text], iter([audio_len]), iter([]), iter([np.asarray(grid)]), video_second_per_grid=iter([second_per_grid]),
-        use_audio_in_video=s.use_audio_in_video, position_id_per_seconds=s.position_id_per_seconds,
-        seconds_per_chunk=s.seconds_per_chunk)[0]
+        **{f"{k}_token": v for k, v in TOKENS.items()},
+        image_processor=merge,
+        video_processor=merge,
+        get_chunked_index=lambda idx, n: Qwen2_5OmniProcessor.get_chunked_index(None, idx, n),  # type: ignore[arg-type]
+    )
+    # the method reads only the shim's attributes
+    expanded = Qwen2_5OmniProcessor.replace_multimodal_special_tokens(
+        shim,  # type: ignore[arg-type]
+        [text],
+        iter([audio_len]),
+        iter([]),
+        iter([np.asarray(grid)]),
+        video_second_per_grid=iter([second_per_grid]),
+        use_audio_in_video=s.use_audio_in_video,
+        position_id_per_seconds=s.position_id_per_seconds,
+        seconds_per_chunk=s.seconds_per_chunk,
+    )
+    return str(expanded[0])
 
 
 def prompt_text(prompt: str, system: str = SYSTEM_PROMPT) -> str:
     """The ChatML conversation: the system prompt, then the clip and the instruction from the user."""
     t = TOKENS
-    return (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{t['vision_bos']}{t['video']}{t['vision_eos']}"
-            f"{prompt}<|im_end|>\n<|im_start|>assistant\n")
+    return (
+        f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{t['vision_bos']}{t['video']}{t['vision_eos']}"
+        f"{prompt}<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
-def build_inputs(frames: np.ndarray, times_s: np.ndarray, audio: np.ndarray, prompt: str, *, tokenizer: Any,
-                 feature_extractor: Any, s: Settings = Settings()) -> Dict[str, Any]:
+def build_inputs(
+    frames: np.ndarray,
+    times_s: np.ndarray,
+    audio: np.ndarray,
+    prompt: str,
+    *,
+    tokenizer: Any,
+    feature_extractor: Any,
+    s: Settings = Settings(),
+) -> Dict[str, Any]:
     """The thinker's inputs for one clip (numpy arrays; ``input_ids`` ``[1, L]``), as both the
     rollout engines and the learner consume them. ``audio`` float32 mono at ``s.sample_rate_hz``.
     The video travels compact, as the resized uint8 frames ``video_frames`` ``[T, h, w, 3]``;
@@ -187,9 +247,15 @@ def build_inputs(frames: np.ndarray, times_s: np.ndarray, audio: np.ndarray, pro
     second_per_grid = s.temporal_patch_size / s.fps
     text = _expand(prompt_text(prompt), audio_len=audio_len, grid=grid, second_per_grid=second_per_grid, s=s)
     ids = tokenizer(text, add_special_tokens=False, return_tensors="np")["input_ids"]
-    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "video_frames": resized,
-            "video_grid_thw": np.asarray([grid], np.int64), "video_second_per_grid": np.asarray([second_per_grid], np.float32),
-            **feats, "use_audio_in_video": s.use_audio_in_video}
+    return {
+        "input_ids": ids,
+        "attention_mask": np.ones_like(ids),
+        "video_frames": resized,
+        "video_grid_thw": np.asarray([grid], np.int64),
+        "video_second_per_grid": np.asarray([second_per_grid], np.float32),
+        **feats,
+        "use_audio_in_video": s.use_audio_in_video,
+    }
 
 
 def load_thinker(path: str, *, dtype: str = "bfloat16", device: Optional[str] = None):
@@ -199,7 +265,7 @@ def load_thinker(path: str, *, dtype: str = "bfloat16", device: Optional[str] = 
 
     dt = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
     model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(path, dtype=dt, local_files_only=True)
-    return model.to(device) if device else model
+    return model.to(device) if device else model  # type: ignore[arg-type]
 
 
 def to_torch(inputs: Dict[str, Any], device: Any = "cpu", float_dtype: Any = None) -> Dict[str, Any]:
@@ -234,8 +300,12 @@ def build_tiny_thinker(out_dir: Any, *, vocab_size: int = 400, seed: int = 0):
 
     import torch
     from safetensors.torch import save_file
-    from transformers import (Qwen2_5OmniConfig, Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration,
-                              WhisperFeatureExtractor)
+    from transformers import (
+        Qwen2_5OmniConfig,
+        Qwen2_5OmniThinkerConfig,
+        Qwen2_5OmniThinkerForConditionalGeneration,
+        WhisperFeatureExtractor,
+    )
 
     from diadem_ray.models.tiny_lm import build_tiny_tokenizer
 
@@ -243,23 +313,44 @@ def build_tiny_thinker(out_dir: Any, *, vocab_size: int = 400, seed: int = 0):
     tok = build_tiny_tokenizer(out, vocab_size=vocab_size)
     tok.add_special_tokens({"additional_special_tokens": list(TOKENS.values())})
     ids = special_token_ids(tok)
-    cfg = Qwen2_5OmniThinkerConfig(
-        audio_config=dict(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, output_dim=64, n_window=50),
-        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, fullatt_block_indexes=[0]),
-        text_config=dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=1, rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]},
-                         tie_word_embeddings=False,  # as the 7B: a separate lm_head (vLLM reads the flag from here)
-                         eos_token_id=int(tok.eos_token_id), pad_token_id=int(tok.pad_token_id)),
-        audio_token_index=ids["audio"], image_token_index=ids["image"], video_token_index=ids["video"],
-        audio_start_token_id=ids["audio_bos"], audio_end_token_id=ids["audio_eos"], vision_start_token_id=ids["vision_bos"],
-        eos_token_id=int(tok.eos_token_id), pad_token_id=int(tok.pad_token_id))
+    cfg = Qwen2_5OmniThinkerConfig(  # type: ignore[call-arg]  # token ids go to the text config's kwargs
+        audio_config=dict(
+            d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, output_dim=64, n_window=50
+        ),
+        vision_config=dict(
+            depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, fullatt_block_indexes=[0]
+        ),
+        text_config=dict(
+            vocab_size=len(tok),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]},
+            tie_word_embeddings=False,  # as the 7B: a separate lm_head (vLLM reads the flag from here)
+            eos_token_id=int(tok.eos_token_id),
+            pad_token_id=int(tok.pad_token_id),
+        ),
+        audio_token_index=ids["audio"],
+        image_token_index=ids["image"],
+        video_token_index=ids["video"],
+        audio_start_token_id=ids["audio_bos"],
+        audio_end_token_id=ids["audio_eos"],
+        vision_start_token_id=ids["vision_bos"],
+        eos_token_id=int(tok.eos_token_id),
+        pad_token_id=int(tok.pad_token_id),
+    )
     torch.manual_seed(seed)
     model = Qwen2_5OmniThinkerForConditionalGeneration(cfg).eval()
     full = Qwen2_5OmniConfig(thinker_config=cfg.to_dict(), enable_audio_output=False)
     full.architectures = ["Qwen2_5OmniModel"]  # the published checkpoint's name
     full.save_pretrained(out)
-    save_file({f"thinker.{k}": v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"),
-              metadata={"format": "pt"})
+    save_file(
+        {f"thinker.{k}": v.contiguous() for k, v in model.state_dict().items()},
+        str(out / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     tok.save_pretrained(out)
     fe = WhisperFeatureExtractor(feature_size=128)  # Qwen2.5-Omni's audio front-end settings
     fe.save_pretrained(out)
@@ -280,8 +371,11 @@ def vllm_engine_kwargs(s: Settings = Settings()) -> Dict[str, Any]:
     """``vllm.LLM`` arguments for this family: the thinker of :func:`register_vllm`, one clip
     (video with its audio track) per prompt, and the per-frame pixel budget (used by vLLM to size
     its encoder cache; the frames themselves arrive resized)."""
-    return {"hf_overrides": {"architectures": [VLLM_ARCH]}, "limit_mm_per_prompt": {"video": 1, "audio": 1, "image": 0},
-            "mm_processor_kwargs": {"min_pixels": s.min_pixels, "max_pixels": s.max_pixels}}
+    return {
+        "hf_overrides": {"architectures": [VLLM_ARCH]},
+        "limit_mm_per_prompt": {"video": 1, "audio": 1, "image": 0},
+        "mm_processor_kwargs": {"min_pixels": s.min_pixels, "max_pixels": s.max_pixels},
+    }
 
 
 def vllm_prompt(prompt_ids: Sequence[int], media: Mapping[str, Any], token_ids: Mapping[str, int]) -> Dict[str, Any]:
@@ -292,23 +386,32 @@ def vllm_prompt(prompt_ids: Sequence[int], media: Mapping[str, Any], token_ids: 
     ``token_ids``: :func:`special_token_ids` of the checkpoint's tokenizer."""
     missing = [k for k in ("video_frames", "audio_waveform") if k not in media]
     if missing:
-        raise KeyError(f"media without {missing}: vLLM engines need the resized frames and the audio track; the clip's "
-                       f"inputs were cached by an older version — clear the data cache (features/) to rebuild them")
+        raise KeyError(
+            f"media without {missing}: vLLM engines need the resized frames and the audio track; the clip's "
+            f"inputs were cached by an older version — clear the data cache (features/) to rebuild them"
+        )
     ids = [int(t) for t in prompt_ids]
     bos, eos = token_ids["vision_bos"], token_ids["vision_eos"]
     if ids.count(bos) != 1 or ids.count(eos) != 1 or ids.index(bos) > ids.index(eos):
-        raise ValueError(f"prompt must hold one clip between <|vision_bos|> ({bos}) and <|vision_eos|> ({eos}); "
-                         f"found {ids.count(bos)} and {ids.count(eos)}")
-    collapsed = ids[: ids.index(bos) + 1] + [token_ids["video"]] + ids[ids.index(eos):]
+        raise ValueError(
+            f"prompt must hold one clip between <|vision_bos|> ({bos}) and <|vision_eos|> ({eos}); "
+            f"found {ids.count(bos)} and {ids.count(eos)}"
+        )
+    collapsed = ids[: ids.index(bos) + 1] + [token_ids["video"]] + ids[ids.index(eos) :]
     s = Settings()
     wave = np.asarray(media["audio_waveform"], np.float32)
     seconds = float(np.asarray(media.get("video_second_per_grid", [s.temporal_patch_size / s.fps])).reshape(-1)[0])
-    return {"prompt_token_ids": collapsed,
-            "multi_modal_data": {"video": np.asarray(media["video_frames"]), "audio": (wave, s.sample_rate_hz)},
-            # the frame rate the frames were sampled at: the processor derives the seconds per grid (and so
-            # the positions) from it; vLLM's placeholder expansion reads them directly (else assumes 1.0)
-            "mm_processor_kwargs": {"use_audio_in_video": bool(media.get("use_audio_in_video", True)),
-                                    "fps": s.temporal_patch_size / seconds, "second_per_grid_ts": [seconds]}}
+    return {
+        "prompt_token_ids": collapsed,
+        "multi_modal_data": {"video": np.asarray(media["video_frames"]), "audio": (wave, s.sample_rate_hz)},
+        # the frame rate the frames were sampled at: the processor derives the seconds per grid (and so
+        # the positions) from it; vLLM's placeholder expansion reads them directly (else assumes 1.0)
+        "mm_processor_kwargs": {
+            "use_audio_in_video": bool(media.get("use_audio_in_video", True)),
+            "fps": s.temporal_patch_size / seconds,
+            "second_per_grid_ts": [seconds],
+        },
+    }
 
 
 def inputs_version(model_path: str, s: Settings = Settings(), prompt: str = INSTRUCTION) -> str:
@@ -340,19 +443,32 @@ class ClipInputs:
 
         root = Path(model_path)
         if not (root / "preprocessor_config.json").is_file():
-            raise FileNotFoundError(f"{root}: no preprocessor_config.json (the Whisper feature extractor's settings); point "
-                                    "model.path at a full Qwen2.5-Omni checkpoint directory")
+            raise FileNotFoundError(
+                f"{root}: no preprocessor_config.json (the Whisper feature extractor's settings); point "
+                "model.path at a full Qwen2.5-Omni checkpoint directory"
+            )
         self.tokenizer = AutoTokenizer.from_pretrained(str(root), local_files_only=True)
         self.feature_extractor = WhisperFeatureExtractor.from_pretrained(str(root), local_files_only=True)
         self.s, self.prompt = s, prompt
         self.version = inputs_version(model_path, s, prompt)
 
-    def __call__(self, frames: np.ndarray, times_s: np.ndarray, audio: np.ndarray, sample_rate_hz: int) -> Dict[str, Any]:
+    def __call__(
+        self, frames: np.ndarray, times_s: np.ndarray, audio: np.ndarray, sample_rate_hz: int
+    ) -> Dict[str, Any]:
         if sample_rate_hz != self.s.sample_rate_hz:
-            raise ValueError(f"audio at {sample_rate_hz} Hz; Qwen2.5-Omni's feature extractor needs {self.s.sample_rate_hz} Hz "
-                             f"(set data.audio_sample_rate_hz: {self.s.sample_rate_hz})")
-        return build_inputs(frames, times_s, audio, self.prompt, tokenizer=self.tokenizer,
-                            feature_extractor=self.feature_extractor, s=self.s)
+            raise ValueError(
+                f"audio at {sample_rate_hz} Hz; Qwen2.5-Omni's feature extractor needs {self.s.sample_rate_hz} Hz "
+                f"(set data.audio_sample_rate_hz: {self.s.sample_rate_hz})"
+            )
+        return build_inputs(
+            frames,
+            times_s,
+            audio,
+            self.prompt,
+            tokenizer=self.tokenizer,
+            feature_extractor=self.feature_extractor,
+            s=self.s,
+        )
 
 
 def split_inputs(inputs: Mapping[str, Any]) -> Tuple[List[int], Dict[str, Any]]:
@@ -369,7 +485,9 @@ class MediaEncoder(ClipEncoder):
     def __init__(self, model_path: str, options: Optional[Dict[str, Any]] = None):
         self.inputs = ClipInputs(model_path, Settings(**(options or {})))
 
-    def encode(self, clip_id: str, frames: Any, times_s: Any, audio: Any, sample_rate_hz: int) -> Tuple[EncodedClip, Any]:
+    def encode(
+        self, clip_id: str, frames: Any, times_s: Any, audio: Any, sample_rate_hz: int
+    ) -> Tuple[EncodedClip, Any]:
         ids, media = split_inputs(self.inputs(frames, times_s, audio, sample_rate_hz))
         return EncodedClip(clip_id, prompt_token_ids=tuple(ids)), media
 
@@ -394,7 +512,7 @@ def save_inputs(path: Any, inputs: Dict[str, Any]) -> None:
     p = Path(path)
     tmp = p.with_name(f"{p.stem}.tmp{os.getpid()}.npz")
     arrays = {k: np.asarray(v) for k, v in inputs.items()}
-    np.savez(tmp, **arrays)
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]
     os.replace(tmp, p)
 
 

@@ -33,8 +33,10 @@ import numpy as np
 # vLLM's Qwen2-VL module imports ``smart_resize`` from transformers' torchvision-backed image
 # processor module; without torchvision, that name comes from its PIL twin (the same function).
 if importlib.util.find_spec("torchvision") is None:
-    sys.modules.setdefault("transformers.models.qwen2_vl.image_processing_qwen2_vl",
-                           importlib.import_module("transformers.models.qwen2_vl.image_processing_pil_qwen2_vl"))
+    sys.modules.setdefault(
+        "transformers.models.qwen2_vl.image_processing_qwen2_vl",
+        importlib.import_module("transformers.models.qwen2_vl.image_processing_pil_qwen2_vl"),
+    )
 
 import torch  # noqa: E402
 from vllm.model_executor.models.qwen2_5_omni_thinker import (  # noqa: E402
@@ -87,8 +89,10 @@ class NumpyVideoProcessor:
             p, g = q.patchify(frames, self.s)
             patches.append(p)
             grids.append(g)
-        return BatchFeature({"pixel_values_videos": np.concatenate(patches), "video_grid_thw": np.asarray(grids, np.int64)},
-                            tensor_type=return_tensors)
+        return BatchFeature(
+            {"pixel_values_videos": np.concatenate(patches), "video_grid_thw": np.asarray(grids, np.int64)},
+            tensor_type=return_tensors,
+        )
 
 
 def make_processor(tokenizer: Any, feature_extractor: Any, s: q.Settings):
@@ -112,8 +116,9 @@ def make_processor(tokenizer: Any, feature_extractor: Any, s: q.Settings):
 class _Info(Qwen2_5OmniThinkerProcessingInfo):
     def get_hf_processor(self, **kwargs: object):
         mc = self.ctx.model_config
-        budget = dict(mc.mm_processor_kwargs or {})
-        s = q.Settings(**{k: int(budget[k]) for k in ("min_pixels", "max_pixels") if k in budget})
+        budget = dict(mc.mm_processor_kwargs or {})  # type: ignore[attr-defined]
+        pixels: Dict[str, Any] = {k: int(budget[k]) for k in ("min_pixels", "max_pixels") if k in budget}
+        s = q.Settings(**pixels)
         key = (mc.model, s.min_pixels, s.max_pixels)
         if key not in _PROCESSORS:
             from transformers import WhisperFeatureExtractor
@@ -148,13 +153,18 @@ def _feature_values(mm_features: List[Any], key: str) -> List[torch.Tensor]:
     return out
 
 
-@MULTIMODAL_REGISTRY.register_processor(Qwen2_5OmniThinkerMultiModalProcessor, info=_Info,
-                                        dummy_inputs=Qwen2_5OmniThinkerDummyInputsBuilder)
+@MULTIMODAL_REGISTRY.register_processor(
+    Qwen2_5OmniThinkerMultiModalProcessor, info=_Info, dummy_inputs=Qwen2_5OmniThinkerDummyInputsBuilder
+)
 class DiademQwen2_5OmniThinker(Qwen2_5OmniThinkerForConditionalGeneration):
     # the published checkpoint's names (``thinker.*``) and the learner's (the thinker's own)
-    hf_to_vllm_mapper = WeightsMapper(orig_to_new_prefix={
-        **Qwen2_5OmniThinkerForConditionalGeneration.hf_to_vllm_mapper.orig_to_new_prefix,
-        "lm_head.": "language_model.lm_head.", "model.": "language_model.model."})
+    hf_to_vllm_mapper = WeightsMapper(
+        orig_to_new_prefix={
+            **Qwen2_5OmniThinkerForConditionalGeneration.hf_to_vllm_mapper.orig_to_new_prefix,
+            "lm_head.": "language_model.lm_head.",
+            "model.": "language_model.model.",
+        }
+    )
 
     def get_mrope_input_positions(self, input_tokens: List[int], mm_features: List[Any]) -> tuple[torch.Tensor, int]:
         """``([3, L] positions, delta)`` from transformers' ``get_rope_index`` (what the learner
@@ -164,9 +174,13 @@ class DiademQwen2_5OmniThinker(Qwen2_5OmniThinkerForConditionalGeneration):
         audio = _feature_values(mm_features, "audio_feature_lengths")
         seconds = _feature_values(mm_features, "second_per_grid_ts")
         in_video = any(bool(t.reshape(-1)[0]) for t in _feature_values(mm_features, "use_audio_in_video") if t.numel())
-        pos, delta = _RopeIndex(self.config).get_rope_index(
-            ids, torch.stack([t.reshape(3) for t in images]) if images else None,
-            torch.stack([t.reshape(3) for t in videos]) if videos else None, torch.ones_like(ids), in_video,
+        pos, delta = _RopeIndex(self.config).get_rope_index(  # type: ignore[attr-defined]
+            ids,
+            torch.stack([t.reshape(3) for t in images]) if images else None,
+            torch.stack([t.reshape(3) for t in videos]) if videos else None,
+            torch.ones_like(ids),
+            in_video,
             torch.cat([t.reshape(-1) for t in audio]) if audio else None,
-            torch.cat([t.reshape(-1).float() for t in seconds]) if seconds else None)
+            torch.cat([t.reshape(-1).float() for t in seconds]) if seconds else None,
+        )
         return pos[:, 0], int(delta.reshape(-1)[0])

@@ -21,7 +21,9 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("DIADEM_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "diadem-ray")
+    root = os.environ.get("DIADEM_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "diadem-ray"
+    )
     return Path(root)
 
 
@@ -48,7 +50,9 @@ def smollm2_checkpoint(cache_dir: Optional[str | Path] = None) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src = gguf_file()
-    quantised = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32, local_files_only=True)
+    quantised = AutoModelForCausalLM.from_pretrained(
+        src.parent, gguf_file=src.name, dtype=torch.float32, local_files_only=True
+    )
     config = quantised.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # a GGUF-loaded model refuses save_pretrained otherwise

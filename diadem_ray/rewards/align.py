@@ -96,7 +96,9 @@ DISTANCE_UNITS = 5
 CHAR_PAIRS_PER_UNIT = 4096
 
 
-def alignment_lookups(dt: Sequence[CleanItem], gt: Sequence[CleanItem], *, max_merge_window: int = MAX_MERGE_WINDOW) -> int:
+def alignment_lookups(
+    dt: Sequence[CleanItem], gt: Sequence[CleanItem], *, max_merge_window: int = MAX_MERGE_WINDOW
+) -> int:
     """The number of (cell, candidate) similarity look-ups :func:`align` makes, exactly: Σ_i r_i ·
     Σ_j s_j, where r_i (s_j) is how many items item i (j) can merge back over — 1 for a line whose
     speaker differs from the line before, up to ``max_merge_window``. O(m + n).
@@ -104,6 +106,7 @@ def alignment_lookups(dt: Sequence[CleanItem], gt: Sequence[CleanItem], *, max_m
     >>> alignment_lookups([("A", "x"), ("A", "y")], [("A", "x"), ("B", "y")])
     6
     """
+
     def runs(items: Sequence[CleanItem]) -> int:
         total, run = 0, 0
         for i, (speaker, _) in enumerate(items):
@@ -145,7 +148,11 @@ def align(
     budget = -1 if max_work is None else max_work
     if budget >= 0:
         chars = sum(len(r[0]) for r in dmerge) * sum(len(r[0]) for r in gmerge)
-        spent = alignment_lookups(dt, gt, max_merge_window=max_merge_window) + DISTANCE_UNITS * m * n + chars // CHAR_PAIRS_PER_UNIT
+        spent = (
+            alignment_lookups(dt, gt, max_merge_window=max_merge_window)
+            + DISTANCE_UNITS * m * n
+            + chars // CHAR_PAIRS_PER_UNIT
+        )
         _check_work(spent, budget, m, n)
     single = _single_similarities([r[0] for r in dmerge], [r[0] for r in gmerge], threshold)
     dp = [[0.0] * (n + 1) for _ in range(m + 1)]
@@ -176,8 +183,9 @@ def align(
 
 def _check_work(spent: int, budget: int, m: int, n: int) -> None:
     if spent > budget:
-        raise AlignmentTooLarge(f"aligning {m} against {n} lines needs more than {budget:,} work units "
-                                f"({spent:,} counted when stopped)")
+        raise AlignmentTooLarge(
+            f"aligning {m} against {n} lines needs more than {budget:,} work units ({spent:,} counted when stopped)"
+        )
 
 
 _SKIP_DT, _SKIP_GT, _ONE_ONE = (1, 0), (0, 1), (1, 1)
@@ -190,8 +198,9 @@ def _single_similarities(d1: List[str], g1: List[str], threshold: float) -> List
     to the reference's ``1 - d / max_len``.
     """
     dist = cdist(d1, g1, scorer=Levenshtein.distance, dtype=np.int64, workers=1)
-    longest = np.maximum(np.fromiter(map(len, d1), np.int64, len(d1))[:, None],
-                         np.fromiter(map(len, g1), np.int64, len(g1))[None, :])
+    longest = np.maximum(
+        np.fromiter(map(len, d1), np.int64, len(d1))[:, None], np.fromiter(map(len, g1), np.int64, len(g1))[None, :]
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
         sim = 1.0 - dist / longest
     sim[longest == 0] = 1.0
@@ -199,8 +208,16 @@ def _single_similarities(d1: List[str], g1: List[str], threshold: float) -> List
     return out
 
 
-def _merge_candidates(dp: List[List[float]], i: int, j: int, drow: Sequence[str], grow: Sequence[str], best: float,
-                      best_step: Tuple[int, int], threshold: float) -> Tuple[float, Tuple[int, int], int]:
+def _merge_candidates(
+    dp: List[List[float]],
+    i: int,
+    j: int,
+    drow: Sequence[str],
+    grow: Sequence[str],
+    best: float,
+    best_step: Tuple[int, int],
+    threshold: float,
+) -> Tuple[float, Tuple[int, int], int]:
     """Candidates with a merge on either side, in the reference's order, after 1-against-1.
     Returns ``(best, best_step, work units of the edit distances computed)``."""
     used = 0

@@ -79,14 +79,18 @@ def read_jsonl(path: str | Path, label: str, problems: List[str]) -> Iterator[Tu
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
-                problems.append(f"{label} {path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno}); line skipped")
+                problems.append(
+                    f"{label} {path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno}); line skipped"
+                )
                 continue
             except (ValueError, RecursionError) as exc:  # an integer of thousands of digits; nesting too deep
                 why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
                 problems.append(f"{label} {path}:{lineno}: not usable JSON ({why}); line skipped")
                 continue
             if not isinstance(obj, dict):
-                problems.append(f"{label} {path}:{lineno}: expected a JSON object, got {type(obj).__name__}; line skipped")
+                problems.append(
+                    f"{label} {path}:{lineno}: expected a JSON object, got {type(obj).__name__}; line skipped"
+                )
                 continue
             yield lineno, obj
 
@@ -98,18 +102,25 @@ def check_annotation(obj: Dict[str, Any]) -> List[str]:
         if key not in obj:
             out.append(f"missing field '{key}'")
         elif not isinstance(obj[key], types) or (types == (int,) and isinstance(obj[key], bool)):
-            out.append(f"field '{key}' should be {' or '.join(t.__name__ for t in types)}, got {type(obj[key]).__name__}")
+            out.append(
+                f"field '{key}' should be {' or '.join(t.__name__ for t in types)}, got {type(obj[key]).__name__}"
+            )
     if isinstance(obj.get("gt_dialogues"), list) and not all(isinstance(x, str) for x in obj["gt_dialogues"]):
         out.append("field 'gt_dialogues' must be a list of strings")
     return out
 
 
-def _index(items: Sequence[Tuple[str, int, Dict[str, Any]]], label: str, problems: List[str]) -> Dict[str, Tuple[int, Dict[str, Any]]]:
+def _index(
+    items: Sequence[Tuple[str, int, Dict[str, Any]]], label: str, problems: List[str]
+) -> Dict[str, Tuple[int, Dict[str, Any]]]:
     out: Dict[str, Tuple[int, Dict[str, Any]]] = {}
     for where, lineno, obj in items:
         vid = obj["video_id"]
         if vid in out:
-            problems.append(f"{label} {where}:{lineno}: duplicate video_id {vid!r} (first at line {out[vid][0]}); later line ignored")
+            problems.append(
+                f"{label} {where}:{lineno}: duplicate video_id {vid!r} (first at line {out[vid][0]}); later line "
+                "ignored"
+            )
             continue
         out[vid] = (lineno, obj)
     return out
@@ -131,16 +142,25 @@ def load_predictions(path: str | Path, problems: List[str]) -> Dict[str, Dict[st
     for lineno, obj in read_jsonl(path, "predictions", problems):
         vid = obj.get("video_id")
         if not isinstance(vid, str):
-            problems.append(f"predictions {path}:{lineno}: 'video_id' must be a string, got {type(vid).__name__}; line skipped")
+            problems.append(
+                f"predictions {path}:{lineno}: 'video_id' must be a string, got {type(vid).__name__}; line skipped"
+            )
             continue
         has_pred, has_lines = "pred" in obj, "pred_dialogues" in obj
         if has_pred == has_lines:
-            problems.append(f"predictions {path}:{lineno}: give exactly one of 'pred' (caption) or 'pred_dialogues' (lines); line skipped")
+            problems.append(
+                f"predictions {path}:{lineno}: give exactly one of 'pred' (caption) or 'pred_dialogues' (lines); "
+                "line skipped"
+            )
             continue
         if has_pred and not isinstance(obj["pred"], str):
-            problems.append(f"predictions {path}:{lineno}: 'pred' must be a string, got {type(obj['pred']).__name__}; line skipped")
+            problems.append(
+                f"predictions {path}:{lineno}: 'pred' must be a string, got {type(obj['pred']).__name__}; line skipped"
+            )
             continue
-        if has_lines and not (isinstance(obj["pred_dialogues"], list) and all(isinstance(x, str) for x in obj["pred_dialogues"])):
+        if has_lines and not (
+            isinstance(obj["pred_dialogues"], list) and all(isinstance(x, str) for x in obj["pred_dialogues"])
+        ):
             problems.append(f"predictions {path}:{lineno}: 'pred_dialogues' must be a list of strings; line skipped")
             continue
         good.append((str(path), lineno, obj))
@@ -160,13 +180,26 @@ def _buckets(ann: Dict[str, Any]) -> Dict[str, str]:
 
 def _row(vid: str, score: Optional[ClipScore], error: Optional[str]) -> Dict[str, Any]:
     if score is None:
-        return {"video_id": vid, "clean_dt": None, "clean_gt": None, "groups": None, "dt_num": None, "gt_num": None,
-                "asr_recall": None, "asr_precision": None, "ref_recall": None, "ref_precision": None, "error": error}
+        return {
+            "video_id": vid,
+            "clean_dt": None,
+            "clean_gt": None,
+            "groups": None,
+            "dt_num": None,
+            "gt_num": None,
+            "asr_recall": None,
+            "asr_precision": None,
+            "ref_recall": None,
+            "ref_precision": None,
+            "error": error,
+        }
     return {
         "video_id": vid,
         "clean_dt": [list(x) for x in score.clean_dt],
         "clean_gt": [list(x) for x in score.clean_gt],
-        "groups": [{"dt_indices": list(g.dt_indices), "gt_indices": list(g.gt_indices), "score": g.score} for g in score.groups],
+        "groups": [
+            {"dt_indices": list(g.dt_indices), "gt_indices": list(g.gt_indices), "score": g.score} for g in score.groups
+        ],
         "dt_num": score.dt_num,
         "gt_num": score.gt_num,
         "asr_recall": score.asr_recall,
@@ -191,29 +224,47 @@ class OverLimit(ValueError):
         self.limit = limit
 
 
-def score_prediction(pred: Dict[str, Any], ann: Dict[str, Any], *, extract: Callable[[str], List[Turn]],
-                     judge: Optional[SpeakerJudge], max_caption_chars: int, max_lines: int,
-                     max_align_work: Optional[int] = None) -> ClipScore:
+def score_prediction(
+    pred: Dict[str, Any],
+    ann: Dict[str, Any],
+    *,
+    extract: Callable[[str], List[Turn]],
+    judge: Optional[SpeakerJudge],
+    max_caption_chars: int,
+    max_lines: int,
+    max_align_work: Optional[int] = None,
+) -> ClipScore:
     """Score one prediction against its annotation; raises ``ValueError`` with the reason
     (:class:`OverLimit` past ``max_caption_chars`` / ``max_lines``,
     :class:`~diadem_ray.rewards.align.AlignmentTooLarge` past ``max_align_work``)."""
     if "pred" in pred:
         caption = pred["pred"]
         if len(caption) > max_caption_chars:
-            raise OverLimit(f"caption has {len(caption):,} characters; the limit is {max_caption_chars:,}", "max_caption_chars")
+            raise OverLimit(
+                f"caption has {len(caption):,} characters; the limit is {max_caption_chars:,}", "max_caption_chars"
+            )
         lines = turns_to_lines(extract(caption))
     else:
         lines = pred["pred_dialogues"]
     if len(lines) > max_lines or len(ann["gt_dialogues"]) > max_lines:
-        raise OverLimit(f"more than {max_lines} dialogue lines (the caption gave {len(lines)}, the reference has "
-                        f"{len(ann['gt_dialogues'])})", "max_lines")
+        raise OverLimit(
+            f"more than {max_lines} dialogue lines (the caption gave {len(lines)}, the reference has "
+            f"{len(ann['gt_dialogues'])})",
+            "max_lines",
+        )
     return score_dialogue(lines, ann["gt_dialogues"], judge=judge, max_work=max_align_work)
 
 
-def evaluate(annotations: Sequence[Dict[str, Any]] | Dict[str, Dict[str, Any]], predictions: Sequence[Dict[str, Any]] | Dict[str, Dict[str, Any]],
-             *, extract: Optional[Callable[[str], List[Turn]]] = None, judge: Optional[SpeakerJudge] = None,
-             max_caption_chars: int = 200_000, max_lines: int = 2_000,
-             input_problems: Optional[List[str]] = None) -> EvalResult:
+def evaluate(
+    annotations: Sequence[Dict[str, Any]] | Dict[str, Dict[str, Any]],
+    predictions: Sequence[Dict[str, Any]] | Dict[str, Dict[str, Any]],
+    *,
+    extract: Optional[Callable[[str], List[Turn]]] = None,
+    judge: Optional[SpeakerJudge] = None,
+    max_caption_chars: int = 200_000,
+    max_lines: int = 2_000,
+    input_problems: Optional[List[str]] = None,
+) -> EvalResult:
     """Score predictions against annotations (lists, or dicts keyed by video_id)."""
     from diadem_ray.rewards.extract import extract_structured
 
@@ -228,8 +279,9 @@ def evaluate(annotations: Sequence[Dict[str, Any]] | Dict[str, Dict[str, Any]], 
             res.rows.append(_row(vid, None, "no prediction for this video_id"))
             continue
         try:
-            score = score_prediction(preds[vid], a, extract=extract, judge=judge,
-                                     max_caption_chars=max_caption_chars, max_lines=max_lines)
+            score = score_prediction(
+                preds[vid], a, extract=extract, judge=judge, max_caption_chars=max_caption_chars, max_lines=max_lines
+            )
         except OverLimit as exc:
             flag = "--max-lines" if exc.limit == "max_lines" else "--max-caption-chars"
             res.rows.append(_row(vid, None, f"OverLimit: {exc} ({flag})"))
@@ -264,7 +316,10 @@ def format_table(res: EvalResult, title: str, category: str, buckets: Sequence[s
 
 def format_report(res: EvalResult) -> str:
     """Headline, every breakdown table, skipped clips with reasons, and input problems."""
-    lines = [f"REF / ASR (F1 x100): {res.overall.table_cell()}   [{res.overall.clips} clips scored, {len(res.skipped)} skipped]"]
+    lines = [
+        f"REF / ASR (F1 x100): {res.overall.table_cell()}   [{res.overall.clips} clips scored, {len(res.skipped)} "
+        "skipped]"
+    ]
     lines += [format_table(res, *t) for t in TABLES]
     if res.skipped:
         reasons = Counter(r["error"].split(":")[0] for r in res.skipped)
@@ -279,4 +334,3 @@ def format_report(res: EvalResult) -> str:
         if len(res.input_problems) > 50:
             lines.append(f"  … and {len(res.input_problems) - 50} more")
     return "\n".join(lines)
-

@@ -105,9 +105,15 @@ def _seglst(turns: Sequence[Turn]) -> Any:
     for t in turns:
         if t.start_s is None or t.end_s is None:
             raise ValueError(f"turn {t.speaker!r}: tcpWER needs start_s and end_s on every turn")
-        rows.append({"session_id": "clip", "speaker": normalize_speaker(t.speaker) or "?",
-                     "words": _normalize_words(t.text), "start_time": float(t.start_s),
-                     "end_time": float(max(t.end_s, t.start_s))})
+        rows.append(
+            {
+                "session_id": "clip",
+                "speaker": normalize_speaker(t.speaker) or "?",
+                "words": _normalize_words(t.text),
+                "start_time": float(t.start_s),
+                "end_time": float(max(t.end_s, t.start_s)),
+            }
+        )
     return SegLST(rows)
 
 

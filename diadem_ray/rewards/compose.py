@@ -113,8 +113,16 @@ def check_spec(spec: Any) -> List[str]:
 class Composition:
     """A checked reward spec, ready to score captions. Build with :meth:`from_spec`."""
 
-    def __init__(self, name: str, extractor: str, speaker_judge: str, judge_threshold: float, parts: Sequence[Part],
-                 judge_prompt: str = "", extract_prompt: str = ""):
+    def __init__(
+        self,
+        name: str,
+        extractor: str,
+        speaker_judge: str,
+        judge_threshold: float,
+        parts: Sequence[Part],
+        judge_prompt: str = "",
+        extract_prompt: str = "",
+    ):
         self.name = name
         self.extractor_name = extractor
         self.judge_name = speaker_judge
@@ -133,12 +141,24 @@ class Composition:
 
             raise ConfigError(f"reward '{spec.name}'", problems)
         parts = [
-            Part(c.name, float(c.weight), int(c.enable_step), None if c.disable_step is None else int(c.disable_step),
-                 tuple(sorted((k, float(v)) for k, v in dict(c.params).items())))
+            Part(
+                c.name,
+                float(c.weight),
+                int(c.enable_step),
+                None if c.disable_step is None else int(c.disable_step),
+                tuple(sorted((k, float(v)) for k, v in dict(c.params).items())),
+            )
             for c in spec.components
         ]
-        return cls(spec.name, spec.extractor, spec.speaker_judge, float(spec.judge_threshold), parts,
-                   judge_prompt=str(spec.judge_prompt), extract_prompt=str(spec.extract_prompt))
+        return cls(
+            spec.name,
+            spec.extractor,
+            spec.speaker_judge,
+            float(spec.judge_threshold),
+            parts,
+            judge_prompt=str(spec.judge_prompt),
+            extract_prompt=str(spec.extract_prompt),
+        )
 
     def canonical(self) -> Dict[str, Any]:
         """What defines the reward (the name is a label and is left out)."""
@@ -151,8 +171,16 @@ class Composition:
         if self.extractor_name == "llm":
             extractor["prompt"] = self.extract_prompt
         parts = sorted(
-            ({"name": p.name, "weight": p.weight, "enable_step": p.enable_step, "disable_step": p.disable_step,
-              "params": dict(p.params)} for p in self.parts),
+            (
+                {
+                    "name": p.name,
+                    "weight": p.weight,
+                    "enable_step": p.enable_step,
+                    "disable_step": p.disable_step,
+                    "params": dict(p.params),
+                }
+                for p in self.parts
+            ),
             key=lambda d: json.dumps(d, sort_keys=True),
         )
         return {"extractor": extractor, "speaker_judge": judge, "components": parts}
@@ -165,7 +193,9 @@ class Composition:
     def bind(self, *, generate: Optional[Callable[[List[str]], List[str]]] = None) -> "Composition":
         """Attach the extractor and judge (``generate`` serves the ``llm`` ones)."""
         self._extract = make_extractor(self.extractor_name, generate=generate, prompt=self.extract_prompt)
-        self._judge = make_judge(self.judge_name, threshold=self.judge_threshold, generate=generate, prompt=self.judge_prompt)
+        self._judge = make_judge(
+            self.judge_name, threshold=self.judge_threshold, generate=generate, prompt=self.judge_prompt
+        )
         return self
 
     def extract(self, caption: str) -> List[Turn]:
@@ -174,8 +204,16 @@ class Composition:
         assert self._extract is not None
         return self._extract(caption)
 
-    def score(self, caption: str, reference: Sequence[Turn], *, step: int, response_tokens: int = 0,
-              judge: Optional[Callable[..., Any]] = None, lines: bool = False) -> Scored:
+    def score(
+        self,
+        caption: str,
+        reference: Sequence[Turn],
+        *,
+        step: int,
+        response_tokens: int = 0,
+        judge: Optional[Callable[..., Any]] = None,
+        lines: bool = False,
+    ) -> Scored:
         """Score one caption at GRPO ``step``; raises on any failure (callers decide what to do).
 
         ``lines=True`` also returns which lines got their speaker right (:func:`line_hits`, the
@@ -187,14 +225,17 @@ class Composition:
         spans: Optional[List[Tuple[Turn, Tuple[int, int]]]] = None
         if lines:
             if self.extractor_name != "structured":
-                raise ValueError(f"reward '{self.name}': per-line credit needs extractor: structured "
-                                 f"(this reward uses {self.extractor_name!r}, whose turns do not map back to caption lines)")
+                raise ValueError(
+                    f"reward '{self.name}': per-line credit needs extractor: structured "
+                    f"(this reward uses {self.extractor_name!r}, whose turns do not map back to caption lines)"
+                )
             spans = extract_structured_spans(caption)
             hyp = tuple(t for t, _ in spans)
         else:
             hyp = tuple(self.extract(caption))
-        ctx = C.Context(caption=caption, hyp=hyp, ref=tuple(reference), response_tokens=response_tokens,
-                        judge=judge or self._judge)
+        ctx = C.Context(
+            caption=caption, hyp=hyp, ref=tuple(reference), response_tokens=response_tokens, judge=judge or self._judge
+        )
         values: Dict[str, float] = {}
         reward = 0.0
         for part in self.parts:

@@ -29,19 +29,23 @@ UNKNOWN_SPEAKER = "unknown speaker"
 _TIME = r"(?:\d{1,2}:)?\d{1,2}:\d{2}(?:\.\d+)?"
 # The head of a timed line, up to where its speaker phrase starts. Matched on its own it does linear
 # work: every part is optional or bounded, so a failure never sends the engine back over a run.
-_TIMED_HEAD = re.compile(rf"\s*(?:[-*•]\s*)?\[?(?P<start>{_TIME})\s*[-–~to]+\s*(?P<end>{_TIME})\]?\s*[,:]?\s*", re.IGNORECASE)
+_TIMED_HEAD = re.compile(
+    rf"\s*(?:[-*•]\s*)?\[?(?P<start>{_TIME})\s*[-–~to]+\s*(?P<end>{_TIME})\]?\s*[,:]?\s*", re.IGNORECASE
+)
 _VERB_END = re.compile(r"(?:said|says|asks|asked)\Z", re.IGNORECASE)
 # A timed line whose speaker phrase is empty at the head's greedy end may still parse with a head
 # character lent to the speaker ('[0:01-0:02] said: …' → speaker ']'). That one case is decided by
 # the full pattern below, run only on a line start this short (its cost is then bounded).
 _TIMED_FULL = re.compile(
     rf"\s*(?:[-*•]\s*)?\[?(?P<start>{_TIME})\s*[-–~to]+\s*(?P<end>{_TIME})\]?\s*[,:]?\s*"
-    r"(?P<speaker>[^:\n]+?)\s+(?:said|says|asks|asked)\s*:", re.IGNORECASE)
+    r"(?P<speaker>[^:\n]+?)\s+(?:said|says|asks|asked)\s*:",
+    re.IGNORECASE,
+)
 _TIMED_FULL_MAX_CHARS = 512
 _SPEAKER_MAX_CHARS = 200
 _BULLETS = "-*•"
-_QUOTES = "\"“”"
-_OPEN_QUOTES = "\"“"
+_QUOTES = '"“”'
+_OPEN_QUOTES = '"“'
 
 
 def _seconds(stamp: str) -> float:
@@ -100,10 +104,10 @@ def _timed(line: str) -> Optional[Tuple[Turn, Tuple[int, int]]]:
         span, start_s, end_s = full.span("speaker"), full["start"], full["end"]
     else:
         return None
-    rest = line[colon + 1:]
+    rest = line[colon + 1 :]
     text = rest.strip() or rest[-1:]
     start, end = _seconds(start_s), _seconds(end_s)
-    return Turn(_speaker(line[span[0]:span[1]]), _unquote(text), start, max(start, end)), span
+    return Turn(_speaker(line[span[0] : span[1]]), _unquote(text), start, max(start, end)), span
 
 
 def _plain(line: str) -> Optional[Tuple[Turn, Tuple[int, int]]]:
@@ -140,8 +144,8 @@ def _plain(line: str) -> Optional[Tuple[Turn, Tuple[int, int]]]:
     if len(text) < 2:
         if len(line) - quote < 2:
             return None
-        text = line[quote:quote + 2]
-    return Turn(_speaker(line[q:q + length]), _unquote(text)), (q, q + length)
+        text = line[quote : quote + 2]
+    return Turn(_speaker(line[q : q + length]), _unquote(text)), (q, q + length)
 
 
 def extract_structured(caption: str) -> List[Turn]:
@@ -162,7 +166,12 @@ def extract_structured_spans(caption: str) -> List[Tuple[Turn, Tuple[int, int]]]
         found = _timed(line)
         if found is None:
             found = _plain(line)
-            if found is not None and line[found[1][0]:found[1][1]].strip().lower() in ("none", "note", "summary", "dialogue"):
+            if found is not None and line[found[1][0] : found[1][1]].strip().lower() in (
+                "none",
+                "note",
+                "summary",
+                "dialogue",
+            ):
                 found = None
         if found is not None:
             turn, (start, end) = found
@@ -224,10 +233,20 @@ _FRONTED = re.compile(
 # whitespace would otherwise be rescanned from each of its marks (quadratic in its length).
 _SENTENCE_END = re.compile(r"(?<![.!?])[.!?]+(?:\s+|$)")
 _PRONOUNS = {"he": "m", "him": "m", "she": "f", "her": "f", "they": None, "i": None, "we": None}
-_MALE = re.compile(r"\b(man|men|boy|guy|gentleman|father|dad|son|brother|husband|king|prince|sir|mr|male|grandfather|grandpa|uncle|soldier|monk|priest)\b", re.I)
-_FEMALE = re.compile(r"\b(woman|women|girl|lady|mother|mom|daughter|sister|wife|queen|princess|madam|mrs|ms|female|grandmother|grandma|aunt|nun)\b", re.I)
+_MALE = re.compile(
+    r"\b(man|men|boy|guy|gentleman|father|dad|son|brother|husband|king|prince|sir|mr|male|grandfather|grandpa|uncle|soldier|monk|priest)\b",
+    re.I,
+)
+_FEMALE = re.compile(
+    r"\b(woman|women|girl|lady|mother|mom|daughter|sister|wife|queen|princess|madam|mrs|ms|female|grandmother|grandma|aunt|nun)\b",
+    re.I,
+)
 _GENDERED_NP = re.compile(
-    r"\b(?:the|a|an|his|her|their|my|your)\s+(?:[\w'-]+\s+){0,3}?(?:" + _MALE.pattern[5:-3] + "|" + _FEMALE.pattern[5:-3] + r")\b",
+    r"\b(?:the|a|an|his|her|their|my|your)\s+(?:[\w'-]+\s+){0,3}?(?:"
+    + _MALE.pattern[5:-3]
+    + "|"
+    + _FEMALE.pattern[5:-3]
+    + r")\b",
     re.IGNORECASE,
 )
 
@@ -284,7 +303,8 @@ def _looks_like_verb(raw: str, prev: str, nxt: Optional[str]) -> bool:
 def _has_verb(text: str) -> bool:
     tokens = text.split()
     return any(
-        t.strip(",;:").lower() in _VERB_FORMS or (i and _looks_like_verb(t, tokens[i - 1], tokens[i + 1] if i + 1 < len(tokens) else None))
+        t.strip(",;:").lower() in _VERB_FORMS
+        or (i and _looks_like_verb(t, tokens[i - 1], tokens[i + 1] if i + 1 < len(tokens) else None))
         for i, t in enumerate(tokens)
     )
 
@@ -323,7 +343,7 @@ def _quotes(caption: str) -> List[_Quote]:
         if ch in closing and i + 1 < missing[ch]:
             j = caption.find(closing[ch], i + 1)
             if j >= 0:
-                out.append(_Quote(i, j + 1, caption[i + 1:j]))
+                out.append(_Quote(i, j + 1, caption[i + 1 : j]))
                 i = j + 1
                 continue
             missing[ch] = i + 1
@@ -345,7 +365,7 @@ class _Mentions:
     def add_text(self, text: str, offset: int) -> None:
         start = 0
         for m in _SENTENCE_END.finditer(text + "."):
-            part = text[start:m.start()]
+            part = text[start : m.start()]
             lead = len(part) - len(part.lstrip())
             np_ = _noun_phrase(part) if _has_verb(part) else None
             if np_ and np_.lower() not in _PRONOUNS:
@@ -376,7 +396,7 @@ class _Mentions:
             return UNKNOWN_SPEAKER
         latest = self._latest[k - 1]
         want = _PRONOUNS[key]
-        for choice in (("any",) if want is None else (want, None)):
+        for choice in ("any",) if want is None else (want, None):
             # None: no gendered antecedent, so the latest person whose description carries no gender.
             if choice in latest:
                 return self.items[latest[choice]][1]
@@ -390,7 +410,7 @@ def extract_prose(caption: str) -> List[Turn]:
     mentions = _Mentions()
     prev_end = 0
     for q in quotes:
-        mentions.add_text(caption[prev_end:q.start], prev_end)
+        mentions.add_text(caption[prev_end : q.start], prev_end)
         prev_end = q.end
     mentions.add_text(caption[prev_end:], prev_end)
     mentions.freeze()
@@ -399,7 +419,7 @@ def extract_prose(caption: str) -> List[Turn]:
     prev_end = 0
     for idx, q in enumerate(quotes):
         text = q.text.strip()
-        before = caption[prev_end:q.start]
+        before = caption[prev_end : q.start]
         prev_end = q.end
         if not text:
             continue
@@ -408,7 +428,7 @@ def extract_prose(caption: str) -> List[Turn]:
         lead = fragments[-1] if fragments else ""
         phrase = _noun_phrase(lead) if lead.strip() and lead.rstrip().endswith((",", ":")) or _has_verb(lead) else None
         if phrase is None:
-            phrase = _after_phrase(caption[q.end:next_start])
+            phrase = _after_phrase(caption[q.end : next_start])
         if phrase is None:
             earlier = [f for f in fragments[:-1] if f.strip()]
             phrase = _noun_phrase(earlier[-1]) if earlier and _has_verb(earlier[-1]) else None
@@ -428,7 +448,9 @@ LLM_EXTRACT_PROMPT = (
 )
 
 
-def extract_llm(caption: str, generate: Callable[[List[str]], List[str]], *, prompt: str = LLM_EXTRACT_PROMPT) -> List[Turn]:
+def extract_llm(
+    caption: str, generate: Callable[[List[str]], List[str]], *, prompt: str = LLM_EXTRACT_PROMPT
+) -> List[Turn]:
     """Ask a served LLM (greedy) to rewrite prose into lines, then parse them structurally."""
     answers = generate([prompt.format(caption=caption)])
     if len(answers) != 1:
@@ -438,7 +460,9 @@ def extract_llm(caption: str, generate: Callable[[List[str]], List[str]], *, pro
     return extract_structured(answers[0])
 
 
-def make_extractor(name: str, *, generate: Optional[Callable[[List[str]], List[str]]] = None, prompt: str = "") -> Callable[[str], List[Turn]]:
+def make_extractor(
+    name: str, *, generate: Optional[Callable[[List[str]], List[str]]] = None, prompt: str = ""
+) -> Callable[[str], List[Turn]]:
     """``structured`` | ``prose`` | ``llm`` (needs ``generate``; ``prompt`` with ``{caption}``
     replaces the built-in one) → ``caption -> turns``."""
     if name == "structured":

@@ -43,7 +43,9 @@ def line_hits(hyp: Sequence[Turn], spans: Sequence[Tuple[int, int]], score: Clip
         raise ValueError(f"{len(hyp)} turns but {len(spans)} speaker spans")
     kept: List[int] = [i for i, t in enumerate(hyp) if clean_line(t.line()) is not None]  # clean_dialogue's rule
     if len(kept) != len(score.clean_dt):
-        raise ValueError(f"the score was computed from {len(score.clean_dt)} cleaned lines, these turns give {len(kept)}")
+        raise ValueError(
+            f"the score was computed from {len(score.clean_dt)} cleaned lines, these turns give {len(kept)}"
+        )
     if len(score.verdicts) != len(score.groups):
         raise ValueError("the score carries no per-group verdicts (build it with metrics.score_clean)")
     out: List[LineHit] = []

@@ -125,8 +125,17 @@ class Totals:
         return NotImplemented
 
     def _values(self) -> Tuple[float, ...]:
-        return (self.clips, self.asr_recall_sum, self.asr_precision_sum, self.ref_recall_sum,
-                self.ref_precision_sum, self.similarity_sum, self.ref_hits, self.dt_num, self.gt_num)
+        return (
+            self.clips,
+            self.asr_recall_sum,
+            self.asr_precision_sum,
+            self.ref_recall_sum,
+            self.ref_precision_sum,
+            self.similarity_sum,
+            self.ref_hits,
+            self.dt_num,
+            self.gt_num,
+        )
 
     def _mean(self, total: float) -> float:
         return total / self.clips if self.clips else 0.0
@@ -183,5 +192,11 @@ def score_dialogue(
     max_work: Optional[int] = None,
 ) -> ClipScore:
     """Clean ``"<speaker>: <utterance>"`` lines of hypothesis and reference, then score."""
-    return score_clean(clean_dialogue(dt_lines), clean_dialogue(gt_lines), judge=judge,
-                       threshold=threshold, max_merge_window=max_merge_window, max_work=max_work)
+    return score_clean(
+        clean_dialogue(dt_lines),
+        clean_dialogue(gt_lines),
+        judge=judge,
+        threshold=threshold,
+        max_merge_window=max_merge_window,
+        max_work=max_work,
+    )

@@ -101,8 +101,10 @@ class EmbeddingJudge:
         if self.max_texts is not None:
             texts = len({t for pair in ask for t in pair})
             if texts > self.max_texts:
-                raise JudgeTooLarge(f"the embedding judge would embed {texts} distinct speaker descriptions; "
-                                    f"the limit is {self.max_texts}")
+                raise JudgeTooLarge(
+                    f"the embedding judge would embed {texts} distinct speaker descriptions; "
+                    f"the limit is {self.max_texts}"
+                )
         sims = iter(self.similarities(ask))
         return [True if e else next(sims) >= self.threshold for e in exact]
 
@@ -152,7 +154,9 @@ class MLLMJudge(LLMJudge):
     ``generate(prompts, video_uri) -> texts``; bind the clip per call with :meth:`for_clip`.
     """
 
-    def __init__(self, generate_with_video: Callable[[List[str], str], List[str]], *, prompt: str = DEFAULT_PAIR_PROMPT):
+    def __init__(
+        self, generate_with_video: Callable[[List[str], str], List[str]], *, prompt: str = DEFAULT_PAIR_PROMPT
+    ):
         self._generate_with_video = generate_with_video
         super().__init__(lambda prompts: self._unbound(prompts), prompt=prompt)
 
@@ -163,8 +167,14 @@ class MLLMJudge(LLMJudge):
         return LLMJudge(lambda prompts: self._generate_with_video(prompts, video_uri), prompt=self.prompt)
 
 
-def make_judge(name: str, *, threshold: float = 0.7, generate: Optional[Callable[..., List[str]]] = None,
-               prompt: str = "", max_texts: Optional[int] = None) -> Callable[[Sequence[Pair]], List[bool]]:
+def make_judge(
+    name: str,
+    *,
+    threshold: float = 0.7,
+    generate: Optional[Callable[..., List[str]]] = None,
+    prompt: str = "",
+    max_texts: Optional[int] = None,
+) -> Callable[[Sequence[Pair]], List[bool]]:
     """Build a judge by name: ``exact`` | ``embedding`` | ``llm`` | ``mllm`` (the last two need
     ``generate``; ``prompt`` replaces the built-in pair prompt when given; ``max_texts`` bounds
     the embedding judge's work per call)."""

@@ -15,8 +15,17 @@ def _loss_and_grad(device):
     adv, _ = grpo.group_advantages(torch.randn(2, 4))
     x = logits.to(device).requires_grad_(True)
     lp = grpo.token_logprobs(x, tokens.to(device))
-    loss, _ = grpo.grpo_loss(lp, old.to(device), adv.flatten().to(device), mask.to(device), ref_logprobs=ref.to(device),
-                             entropy=grpo.entropy_from_logits(x), kl_coef=0.05, entropy_coef=0.01, dual_clip_c=3.0)
+    loss, _ = grpo.grpo_loss(
+        lp,
+        old.to(device),
+        adv.flatten().to(device),
+        mask.to(device),
+        ref_logprobs=ref.to(device),
+        entropy=grpo.entropy_from_logits(x),
+        kl_coef=0.05,
+        entropy_coef=0.01,
+        dual_clip_c=3.0,
+    )
     (grad,) = torch.autograd.grad(loss, x)
     return loss.detach().cpu(), grad.cpu()
 

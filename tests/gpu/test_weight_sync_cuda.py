@@ -28,10 +28,25 @@ def _step_sync_compare(tmp_path, *, rollout_gpus, learner_gpus, mode, sleep_mode
     from diadem_ray.cluster.weight_sync import WeightSync
 
     model = str(build_tiny_lm(tmp_path / "m"))
-    rollouts = RolloutGroup(num_replicas=1, num_cpus_per_replica=1, num_gpus_per_replica=rollout_gpus, model_path=model,
-                            max_model_len=256, gpu_memory_utilization=0.2, weight_transfer=mode, sleep_mode=sleep_mode)
-    learners = LearnerGroup(num_ranks=1, num_cpus_per_rank=1, num_gpus_per_rank=learner_gpus, model_path=model, zero_stage=2,
-                            lr=1e-2, need_reference=False)
+    rollouts = RolloutGroup(
+        num_replicas=1,
+        num_cpus_per_replica=1,
+        num_gpus_per_replica=rollout_gpus,
+        model_path=model,
+        max_model_len=256,
+        gpu_memory_utilization=0.2,
+        weight_transfer=mode,
+        sleep_mode=sleep_mode,
+    )
+    learners = LearnerGroup(
+        num_ranks=1,
+        num_cpus_per_rank=1,
+        num_gpus_per_rank=learner_gpus,
+        model_path=model,
+        zero_stage=2,
+        lr=1e-2,
+        need_reference=False,
+    )
     sync = WeightSync(learners, rollouts, timeout_s=120, mode=mode)
     try:
         prompts = [[5, 9, 17, 33], [7, 8, 9]]
@@ -41,8 +56,12 @@ def _step_sync_compare(tmp_path, *, rollout_gpus, learner_gpus, mode, sleep_mode
         m = sync.push()
         rollouts.wake_up(["kv_cache"])
         assert m["sync/policy_version"] == 1 and m["sync/bytes"] > 0
-        outs, _ = rollouts.generate([Prompt(str(i), tuple(p)) for i, p in enumerate(prompts)],
-                                    samples_per_prompt=1, max_new_tokens=8, temperature=1.0)
+        outs, _ = rollouts.generate(
+            [Prompt(str(i), tuple(p)) for i, p in enumerate(prompts)],
+            samples_per_prompt=1,
+            max_new_tokens=8,
+            temperature=1.0,
+        )
         mine = learners.compute_logprobs([list(o.prompt_token_ids) for o in outs], [list(o.token_ids) for o in outs])
         for o, lp in zip(outs, mine):
             assert o.policy_version == 1

@@ -37,8 +37,9 @@ def main(out: str, workdir: str, config: str, args) -> int:
             lose_cpu = (stage, int(step))
         args = args[2:]
     store = 120 * 1024 * 1024
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": store,
-                                                            "include_dashboard": False})
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": store, "include_dashboard": False}
+    )
     nodes = {}
     try:
         gpu = cluster.add_node(num_cpus=2, resources={"diadem_gpu_node": 1}, object_store_memory=store)
@@ -56,13 +57,16 @@ def main(out: str, workdir: str, config: str, args) -> int:
             def swap_node() -> None:
                 cluster.remove_node(gpu, allow_graceful=False)
                 time.sleep(3.0)
-                nodes["gpu_after"] = cluster.add_node(num_cpus=2, resources={"diadem_gpu_node": 1},
-                                                      object_store_memory=store).node_id
+                nodes["gpu_after"] = cluster.add_node(
+                    num_cpus=2, resources={"diadem_gpu_node": 1}, object_store_memory=store
+                ).node_id
 
             def end_and_lose(self, stage, step, total, metrics, summary):
                 end_step(self, stage, step, total, metrics, summary)
                 if (stage, step) == lose and not first:
-                    first.update(placement={k: list(v) for k, v in self.res.placement.items()}, lost_at=self.state.global_step)
+                    first.update(
+                        placement={k: list(v) for k, v in self.res.placement.items()}, lost_at=self.state.global_step
+                    )
                     print(f"removing the GPU-like node {gpu.node_id[:8]} after {stage} step {step + 1}", flush=True)
                     swap_node()  # here, on the main thread: the harness starts processes with signal handlers
 
@@ -74,18 +78,30 @@ def main(out: str, workdir: str, config: str, args) -> int:
 
             def lose_then_score(pool, items, *, step, **kwargs):
                 if (driver.state.stage, step) == lose_cpu and "cpu_after" not in nodes:
-                    first.update(placement={k: list(v) for k, v in driver.res.placement.items()}, lost_at=driver.state.global_step)
-                    print(f"removing the CPU node {cpu.node_id[:8]} in {driver.state.stage} step {step + 1}", flush=True)
+                    first.update(
+                        placement={k: list(v) for k, v in driver.res.placement.items()},
+                        lost_at=driver.state.global_step,
+                    )
+                    print(
+                        f"removing the CPU node {cpu.node_id[:8]} in {driver.state.stage} step {step + 1}", flush=True
+                    )
                     cluster.remove_node(cpu, allow_graceful=False)  # on the main thread, as the harness needs
                     time.sleep(3.0)
-                    nodes["cpu_after"] = cluster.add_node(num_cpus=2, resources={"reward_cpu": 4, "decode_cpu": 4},
-                                                          object_store_memory=store).node_id
+                    nodes["cpu_after"] = cluster.add_node(
+                        num_cpus=2, resources={"reward_cpu": 4, "decode_cpu": 4}, object_store_memory=store
+                    ).node_id
                 return score(pool, items, step=step, **kwargs)
 
             RewardPool.score = lose_then_score
         driver.run()
-        result = {"nodes": nodes, "placement": first.get("placement", driver.res.placement), "placement_after": driver.res.placement,
-                  "lost_at": first.get("lost_at"), "evals": driver.state.evals, "global_step": driver.state.global_step}
+        result = {
+            "nodes": nodes,
+            "placement": first.get("placement", driver.res.placement),
+            "placement_after": driver.res.placement,
+            "lost_at": first.get("lost_at"),
+            "evals": driver.state.evals,
+            "global_step": driver.state.global_step,
+        }
         Path(out).write_text(json.dumps(result))
         return 0
     finally:

@@ -25,15 +25,24 @@ def main(out: str) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     store = 100 * 1024 * 1024
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": store,
-                                                            "include_dashboard": False})
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": store, "include_dashboard": False}
+    )
     try:
         cpu = cluster.add_node(num_cpus=2, resources={"reward_cpu": 2, "decode_cpu": 1}, object_store_memory=store)
         cluster.wait_for_nodes()
         cluster.connect()
         spec = {"name": "t", "components": [{"name": "asr_f1"}, {"name": "ref_f1"}]}
-        pool = RewardPool(spec, num_workers=2, num_cpus_per_worker=0.5, batch_size=1, resources={"reward_cpu": 1},
-                          max_task_retries=3, node_wait_s=120.0, wait_log_s=2.0)
+        pool = RewardPool(
+            spec,
+            num_workers=2,
+            num_cpus_per_worker=0.5,
+            batch_size=1,
+            resources={"reward_cpu": 1},
+            max_task_retries=3,
+            node_wait_s=120.0,
+            wait_log_s=2.0,
+        )
         # A step's worth of captions that take a while each (one speaker, unrelated lines: about 0.2 s).
         import random
 
@@ -48,13 +57,25 @@ def main(out: str) -> int:
         from diadem_ray.data.synth import synthesize
 
         clips = synthesize(f"{out}.clips", 3, seed=1, workers=1, progress=False)
-        decoders = DecodePool(num_workers=1, num_cpus_per_worker=0.5, resources={"decode_cpu": 1}, node_wait_s=120.0,
-                              family="tiny_av", max_frames=8)
+        decoders = DecodePool(
+            num_workers=1,
+            num_cpus_per_worker=0.5,
+            resources={"decode_cpu": 1},
+            node_wait_s=120.0,
+            family="tiny_av",
+            max_frames=8,
+        )
         want = {c.clip_id: decoders.result(decoders.submit(c.clip_id, c.video_uri)).evidence for c in clips}
         box = {}
         runner = threading.Thread(target=lambda: box.update(zip(("scored", "stats"), pool.score(items, step=1))))
-        decoding = threading.Thread(target=lambda: box.update(decoded=[
-            decoders.result(p) for p in [decoders.submit(c.clip_id, c.video_uri) for _ in range(3) for c in clips]]))
+        decoding = threading.Thread(
+            target=lambda: box.update(
+                decoded=[
+                    decoders.result(p)
+                    for p in [decoders.submit(c.clip_id, c.video_uri) for _ in range(3) for c in clips]
+                ]
+            )
+        )
         runner.start()
         decoding.start()
         time.sleep(1.0)  # mid-step
@@ -66,12 +87,20 @@ def main(out: str) -> int:
         decoding.join(300)
         decoded = box["decoded"]
         scored, stats = box["scored"], box["stats"]
-        result = {"results": len(scored), "errors": sorted({s.error for s in scored if s.error}),
-                  "resubmitted": stats.resubmitted_batches, "lost": lost, "new": new.node_id,
-                  "nodes_after": pool.nodes, "same_reward": all(s.reward == before[0].reward for s in scored),
-                  "decoded": len(decoded), "decode_errors": sorted({d.error for d in decoded if d.error}),
-                  "decode_same": all(d.evidence == want[d.clip_id] for d in decoded),
-                  "decode_resubmitted": decoders.resubmitted, "decode_nodes": sorted({d.node for d in decoded})}
+        result = {
+            "results": len(scored),
+            "errors": sorted({s.error for s in scored if s.error}),
+            "resubmitted": stats.resubmitted_batches,
+            "lost": lost,
+            "new": new.node_id,
+            "nodes_after": pool.nodes,
+            "same_reward": all(s.reward == before[0].reward for s in scored),
+            "decoded": len(decoded),
+            "decode_errors": sorted({d.error for d in decoded if d.error}),
+            "decode_same": all(d.evidence == want[d.clip_id] for d in decoded),
+            "decode_resubmitted": decoders.resubmitted,
+            "decode_nodes": sorted({d.node for d in decoded}),
+        }
         with open(out, "w") as fh:
             json.dump(result, fh)
         pool.shutdown()

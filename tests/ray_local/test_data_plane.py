@@ -43,9 +43,18 @@ def shards(tmp_path_factory):
 def _pool(thinker, cache_dir="", cache_max_bytes=0):
     from diadem_ray.cluster.decode_pool import DecodePool
 
-    return DecodePool(num_workers=1, num_cpus_per_worker=0.25, node_wait_s=60, family="qwen2_5_omni",
-                      model_path=str(thinker), max_frames=8, sample_rate_hz=16000, options=SETTINGS,
-                      cache_dir=cache_dir, cache_max_bytes=cache_max_bytes)
+    return DecodePool(
+        num_workers=1,
+        num_cpus_per_worker=0.25,
+        node_wait_s=60,
+        family="qwen2_5_omni",
+        model_path=str(thinker),
+        max_frames=8,
+        sample_rate_hz=16000,
+        options=SETTINGS,
+        cache_dir=cache_dir,
+        cache_max_bytes=cache_max_bytes,
+    )
 
 
 def _kill_owner(pool, refs) -> None:
@@ -90,12 +99,23 @@ def test_media_owned_by_decode_workers_reach_replica_and_learner(ray_local, thin
     try:
         stats = FeedStats()
         # a stream seed whose order puts the unreadable clip among the first two, so the first take meets it
-        seed = next(s for s in range(100) if [c.clip_id for c in ClipStream(shards, ["hard"], seed=s).take(2)].count("broken"))
+        seed = next(
+            s for s in range(100) if [c.clip_id for c in ClipStream(shards, ["hard"], seed=s).take(2)].count("broken")
+        )
 
         def feed(cursors=None):
             streams = {b: ClipStream(shards, [b], seed=seed, cursor=(cursors or {}).get(b)) for b in ("easy", "hard")}
-            return StageFeed(pool, streams, {"hard": 1.0, "easy": 1e-9}, seed=0, stage="grpo_stage1", per_step=2,
-                             steps=3, prefetch_steps=1, stats=stats)
+            return StageFeed(
+                pool,
+                streams,
+                {"hard": 1.0, "easy": 1e-9},
+                seed=0,
+                stage="grpo_stage1",
+                per_step=2,
+                steps=3,
+                prefetch_steps=1,
+                stats=stats,
+            )
 
         f = feed()
         f.prefetch(0)
@@ -119,19 +139,32 @@ def test_media_owned_by_decode_workers_reach_replica_and_learner(ray_local, thin
         prompt = Prompt(f"{enc.clip_id}#t", enc.prompt_token_ids, enc.clip_id, enc.media)
 
         # A replica fetches the media from the reference (and an equal inline prompt samples the same).
-        replica = ray.remote(RolloutWorker).options(num_cpus=0.25).remote(model_path=str(thinker), backend="hf",
-                                                                            family="qwen2_5_omni")
+        replica = (
+            ray.remote(RolloutWorker)
+            .options(num_cpus=0.25)
+            .remote(model_path=str(thinker), backend="hf", family="qwen2_5_omni")
+        )
         ray.get(replica.setup.remote())
         by_ref = ray.get(replica.generate.remote([prompt], samples_per_prompt=2, max_new_tokens=4, seed=1))
-        by_value = ray.get(replica.generate.remote([replace(prompt, media=inline)], samples_per_prompt=2, max_new_tokens=4, seed=1))
+        by_value = ray.get(
+            replica.generate.remote([replace(prompt, media=inline)], samples_per_prompt=2, max_new_tokens=4, seed=1)
+        )
         assert [r.logprobs for r in by_ref] == [r.logprobs for r in by_value]
         ray.kill(replica)
 
         # A learner rank does too: the references score as the media themselves.
         ids = [list(enc.prompt_token_ids)] * 2
         resp = [list(r.token_ids) or [1] for r in by_ref]
-        g = LearnerGroup(num_ranks=1, num_cpus_per_rank=0.25, model_path=str(thinker), family="qwen2_5_omni",
-                         zero_stage=0, lr=1e-3, micro_batch_size=2, need_reference=False)
+        g = LearnerGroup(
+            num_ranks=1,
+            num_cpus_per_rank=0.25,
+            model_path=str(thinker),
+            family="qwen2_5_omni",
+            zero_stage=0,
+            lr=1e-3,
+            micro_batch_size=2,
+            need_reference=False,
+        )
         try:
             lp_ref = g.compute_logprobs(ids, resp, media=[enc.media, enc.media])
             lp_val = g.compute_logprobs(ids, resp, media=[inline, inline])
@@ -215,8 +248,9 @@ def test_media_lost_with_their_worker_are_decoded_again(ray_local, thinker, shar
                 return ray.get(replica.remote(prompts)), {}
 
         res = SimpleNamespace(family=get_family("qwen2_5_omni"), tokens=None, decoders=pool, rollouts=Rollouts())
-        calls = ClipCalls(SimpleNamespace(model=SimpleNamespace(max_prompt_tokens=100_000)), res,
-                          {c.clip_id: c for c in clips})
+        calls = ClipCalls(
+            SimpleNamespace(model=SimpleNamespace(max_prompt_tokens=100_000)), res, {c.clip_id: c for c in clips}
+        )
         prompts, (frames, _) = calls.roll(taken, ["a", "b"])
         assert Rollouts.calls == 2 and all(n > 0 for n in frames)  # failed once, then ran on media decoded again
         assert "media of 2 clip(s) lost with their decode worker; decoded again" in capsys.readouterr().out
@@ -224,8 +258,16 @@ def test_media_lost_with_their_worker_are_decoded_again(ray_local, thinker, shar
 
         from diadem_ray.cluster.learner_group import LearnerGroup
 
-        g = LearnerGroup(num_ranks=1, num_cpus_per_rank=0.25, model_path=str(thinker), family="qwen2_5_omni",
-                         zero_stage=0, lr=1e-3, micro_batch_size=2, need_reference=False)
+        g = LearnerGroup(
+            num_ranks=1,
+            num_cpus_per_rank=0.25,
+            model_path=str(thinker),
+            family="qwen2_5_omni",
+            zero_stage=0,
+            lr=1e-3,
+            micro_batch_size=2,
+            need_reference=False,
+        )
         try:
             _kill_owner(pool, [p.media.ref for p in prompts])  # the media the prompts refer to are lost again
             ids, resp = [list(p.prompt_token_ids) for p in prompts], [[1, 2], [3]]

@@ -24,8 +24,9 @@ def thinker(tmp_path_factory):
     return q.build_tiny_thinker(tmp_path_factory.mktemp("thinker"))[0]
 
 
-def test_train_runs_every_stage_with_qwen_media_and_resumes_after_a_crash(ray_local, repo_root, thinker, tmp_path,
-                                                                           capsys, monkeypatch):
+def test_train_runs_every_stage_with_qwen_media_and_resumes_after_a_crash(
+    ray_local, repo_root, thinker, tmp_path, capsys, monkeypatch
+):
     import mlflow
 
     from diadem_ray.driver import Driver
@@ -47,24 +48,48 @@ def test_train_runs_every_stage_with_qwen_media_and_resumes_after_a_crash(ray_lo
 
     monkeypatch.setattr(Driver, "_end_step", crash_once)
     db = tmp_path / "mlflow.db"
-    argv = ["train", "--config", str(repo_root / "configs/demo_cpu.yaml"),
-            "run.name=qwen-tiny", f"run.output_dir={tmp_path / 'runs'}", f"tracking.tracking_uri=sqlite:///{db}",
-            "model.family=qwen2_5_omni", f"model.path={thinker}", "model.max_prompt_tokens=4096", "data.decode_workers=1",
-            "model.max_pixels_per_frame=6272", f"data.root={tmp_path / 'data'}", "data.train_clips=3", "data.eval_clips=1",
-            "data.frames_per_clip=16", "rollout.backend=hf", "rollout.samples_per_prompt=2", "rollout.max_new_tokens=6",
-            "rollout.cpu_threads=1", "rollout.prompts_per_task=1",  # profile and eval then load media clip by clip
-            "learner.num_ranks=1", "learner.micro_batch_size=2",  # 2 ranks with media: test_qwen_family.py
-            "stages.sft.steps=2", "stages.sft.prompts_per_step=2",
-            "stages.profile.quantiles=true", "stages.grpo_stage1.steps=1", "stages.grpo_stage1.prompts_per_step=2",
-            "stages.grpo_stage2.steps=2", "stages.grpo_stage2.prompts_per_step=2", "stages.eval.max_new_tokens=6",
-            "checkpoint.every_steps=2",
-            "grpo.line_credit_weight=0.5",  # the per-line credit path through the reward pool (its maths: unit tests)
-            "grpo.kl_coef=0.05",  # the KL reference moves to the SFT policy when GRPO begins
-            "run.stages=[sft,profile,grpo_stage1,grpo_stage2,eval]"]
+    argv = [
+        "train",
+        "--config",
+        str(repo_root / "configs/demo_cpu.yaml"),
+        "run.name=qwen-tiny",
+        f"run.output_dir={tmp_path / 'runs'}",
+        f"tracking.tracking_uri=sqlite:///{db}",
+        "model.family=qwen2_5_omni",
+        f"model.path={thinker}",
+        "model.max_prompt_tokens=4096",
+        "data.decode_workers=1",
+        "model.max_pixels_per_frame=6272",
+        f"data.root={tmp_path / 'data'}",
+        "data.train_clips=3",
+        "data.eval_clips=1",
+        "data.frames_per_clip=16",
+        "rollout.backend=hf",
+        "rollout.samples_per_prompt=2",
+        "rollout.max_new_tokens=6",
+        "rollout.cpu_threads=1",
+        "rollout.prompts_per_task=1",  # profile and eval then load media clip by clip
+        "learner.num_ranks=1",
+        "learner.micro_batch_size=2",  # 2 ranks with media: test_qwen_family.py
+        "stages.sft.steps=2",
+        "stages.sft.prompts_per_step=2",
+        "stages.profile.quantiles=true",
+        "stages.grpo_stage1.steps=1",
+        "stages.grpo_stage1.prompts_per_step=2",
+        "stages.grpo_stage2.steps=2",
+        "stages.grpo_stage2.prompts_per_step=2",
+        "stages.eval.max_new_tokens=6",
+        "checkpoint.every_steps=2",
+        "grpo.line_credit_weight=0.5",  # the per-line credit path through the reward pool (its maths: unit tests)
+        "grpo.kl_coef=0.05",  # the KL reference moves to the SFT policy when GRPO begins
+        "run.stages=[sft,profile,grpo_stage1,grpo_stage2,eval]",
+    ]
     with pytest.raises(RuntimeError, match="simulated preemption"):
         main(argv)
     out = capsys.readouterr().out
-    assert "1 decode worker(s) for the qwen2_5_omni front-end; clips are decoded 1 step(s) ahead of use; no cache" in out
+    assert (
+        "1 decode worker(s) for the qwen2_5_omni front-end; clips are decoded 1 step(s) ahead of use; no cache" in out
+    )
     assert "KL reference anchored at the current policy (global step 2)" in out
     assert "grpo_stage1 done; recorded in the latest checkpoint" in out
     rc = main(argv[:3] + ["--resume"] + argv[3:])

@@ -24,8 +24,17 @@ def batch(n=8, seed=0):
 def group(model, **kw):
     from diadem_ray.cluster.learner_group import LearnerGroup
 
-    args = dict(num_ranks=2, num_cpus_per_rank=0.5, model_path=model, zero_stage=2, lr=1e-2, micro_batch_size=2,
-                collective_timeout_s=60, need_reference=False, grad_clip_norm=0.0)
+    args = dict(
+        num_ranks=2,
+        num_cpus_per_rank=0.5,
+        model_path=model,
+        zero_stage=2,
+        lr=1e-2,
+        micro_batch_size=2,
+        collective_timeout_s=60,
+        need_reference=False,
+        grad_clip_norm=0.0,
+    )
     args.update(kw)
     return LearnerGroup(**args)
 
@@ -73,8 +82,12 @@ def test_gradient_split_invariance(ray_local, tiny_model, tmp_path):
 
 def test_lora_changes_only_adapters(ray_local, tiny_model, tmp_path):
     p, r, a = batch()
-    g = group(tiny_model, lora={"enabled": True, "rank": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
-              need_reference=True, lr=1e-2)
+    g = group(
+        tiny_model,
+        lora={"enabled": True, "rank": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        need_reference=True,
+        lr=1e-2,
+    )
     try:
         before = g.parameter_snapshot(trainable_only=False)
         g.grpo_step(p, r, a, kl_coef=0.1)
@@ -94,8 +107,18 @@ def test_lora_changes_only_adapters(ray_local, tiny_model, tmp_path):
 
         from diadem_ray.models.policy import read_policy
 
-        meta = dict(family="tiny_av", policy_version=3, stage="grpo_stage1", learner_step=1, run="t", frontend_version="2",
-                    frames_per_clip=8, sample_rate_hz=16000, max_prompt_tokens=64, max_new_tokens=16)
+        meta = dict(
+            family="tiny_av",
+            policy_version=3,
+            stage="grpo_stage1",
+            learner_step=1,
+            run="t",
+            frontend_version="2",
+            frames_per_clip=8,
+            sample_rate_hz=16000,
+            max_prompt_tokens=64,
+            max_new_tokens=16,
+        )
         d, got = read_policy(g.save_policy(str(tmp_path / "policy"), meta))
         assert got.policy_version == 3 and got.stage == "grpo_stage1"
         model = AutoModelForCausalLM.from_pretrained(str(d), local_files_only=True, dtype=torch.float32).eval()
@@ -103,7 +126,7 @@ def test_lora_changes_only_adapters(ray_local, tiny_model, tmp_path):
         for prompt, resp, lp in zip(p[:2], r[:2], want):
             ids = torch.tensor([prompt + resp])
             with torch.no_grad():
-                logits = model(ids).logits[0, len(prompt) - 1:-1].log_softmax(-1)
+                logits = model(ids).logits[0, len(prompt) - 1 : -1].log_softmax(-1)
             mine = logits.gather(-1, torch.tensor(resp)[:, None])[:, 0]
             assert torch.allclose(mine, torch.tensor(lp), atol=1e-4)
     finally:
@@ -111,8 +134,9 @@ def test_lora_changes_only_adapters(ray_local, tiny_model, tmp_path):
 
 
 @pytest.mark.parametrize("lora,stage", [(False, 3), (True, 2)], ids=["full-zero3", "lora-zero2"])
-def test_sft_then_grpo_with_the_kl_reference_resumes_exactly_and_a_dead_rank_is_named(ray_local, tiny_model, tmp_path, lora,
-                                                                                      stage):
+def test_sft_then_grpo_with_the_kl_reference_resumes_exactly_and_a_dead_rank_is_named(
+    ray_local, tiny_model, tmp_path, lora, stage
+):
     """A learner's life in a run: SFT lowers the loss; GRPO then measures KL against the policy it
     starts from, not the backbone it loaded (after anchoring, the KL of an unchanged policy is 0),
     and a GRPO step changes every trainable parameter. A group resumed from the checkpoint with the

@@ -12,8 +12,12 @@ import pytest
 from diadem_ray.models.tiny_lm import build_tiny_lm
 from diadem_ray.types import Rollout, Turn
 
-SPEC = {"name": "llm", "speaker_judge": "llm", "judge_prompt": "Same person? {pairs}\nAnswer Yes or No per pair.",
-        "components": [{"name": "ref_f1"}]}
+SPEC = {
+    "name": "llm",
+    "speaker_judge": "llm",
+    "judge_prompt": "Same person? {pairs}\nAnswer Yes or No per pair.",
+    "components": [{"name": "ref_f1"}],
+}
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +48,38 @@ def test_reward_pool_with_vllm_served_judge(ray_local, text_model):
 def test_eval_cli_llm_judge_with_local_model(text_model, tmp_path, capsys):
     from diadem_ray.cli import main
 
-    ann = {"video_id": "v", "gt_dialogues": ["the man: where were you"], "speaker_num": 1, "people_num_in_screen": 1,
-           "is_single_shot": 1, "has_off_screen_speaker": 0, "has_same_sex_speakers": 0, "only_opposite_sex_speakers": 0}
+    ann = {
+        "video_id": "v",
+        "gt_dialogues": ["the man: where were you"],
+        "speaker_num": 1,
+        "people_num_in_screen": 1,
+        "is_single_shot": 1,
+        "has_off_screen_speaker": 0,
+        "has_same_sex_speakers": 0,
+        "only_opposite_sex_speakers": 0,
+    }
     (tmp_path / "a.jsonl").write_text(json.dumps(ann) + "\n" + json.dumps(dict(ann, video_id="w")) + "\n")
-    (tmp_path / "p.jsonl").write_text(json.dumps({"video_id": "v", "pred_dialogues": ["a stranger: where were you"]}) + "\n"
-                                      + json.dumps({"video_id": "w", "pred_dialogues": ["the man: where were you"]}) + "\n")
-    rc = main(["eval", "--annotations", str(tmp_path / "a.jsonl"), "--predictions", str(tmp_path / "p.jsonl"),
-               "--speaker-judge", "llm", "--judge-model", text_model, "--per-sample", str(tmp_path / "o.jsonl")])
+    (tmp_path / "p.jsonl").write_text(
+        json.dumps({"video_id": "v", "pred_dialogues": ["a stranger: where were you"]})
+        + "\n"
+        + json.dumps({"video_id": "w", "pred_dialogues": ["the man: where were you"]})
+        + "\n"
+    )
+    rc = main(
+        [
+            "eval",
+            "--annotations",
+            str(tmp_path / "a.jsonl"),
+            "--predictions",
+            str(tmp_path / "p.jsonl"),
+            "--speaker-judge",
+            "llm",
+            "--judge-model",
+            text_model,
+            "--per-sample",
+            str(tmp_path / "o.jsonl"),
+        ]
+    )
     rows = {r["video_id"]: r for r in map(json.loads, (tmp_path / "o.jsonl").read_text().splitlines())}
     assert rc == 0
     assert rows["v"]["error"].startswith("JudgeError")  # skipped with its reason

@@ -14,15 +14,33 @@ import sys
 import pytest
 
 JOB = [
-    "model.family=qwen2_5_omni", "model.max_prompt_tokens=4096", "model.max_pixels_per_frame=6272",
-    "data.train_clips=2", "data.eval_clips=1", "data.frames_per_clip=16",
-    "rollout.backend=hf", "rollout.samples_per_prompt=2", "rollout.max_new_tokens=4", "rollout.cpu_threads=1",
-    "rollout.prompts_per_task=1", "learner.num_ranks=1", "learner.micro_batch_size=2",
-    "stages.sft.steps=1", "stages.sft.prompts_per_step=2", "stages.profile.quantiles=true",
-    "stages.grpo_stage1.steps=2", "stages.grpo_stage1.prompts_per_step=2", "stages.eval.max_new_tokens=4",
-    "run.stages=[sft,profile,grpo_stage1]", "checkpoint.every_steps=1", "cluster.node_wait_s=120",
-    "learner.custom_resources={diadem_gpu_node: 0.001}", "rollout.custom_resources={diadem_gpu_node: 0.001}",
-    "reward.custom_resources={reward_cpu: 1}", "data.decode_resources={decode_cpu: 1}", "data.decode_workers=1",
+    "model.family=qwen2_5_omni",
+    "model.max_prompt_tokens=4096",
+    "model.max_pixels_per_frame=6272",
+    "data.train_clips=2",
+    "data.eval_clips=1",
+    "data.frames_per_clip=16",
+    "rollout.backend=hf",
+    "rollout.samples_per_prompt=2",
+    "rollout.max_new_tokens=4",
+    "rollout.cpu_threads=1",
+    "rollout.prompts_per_task=1",
+    "learner.num_ranks=1",
+    "learner.micro_batch_size=2",
+    "stages.sft.steps=1",
+    "stages.sft.prompts_per_step=2",
+    "stages.profile.quantiles=true",
+    "stages.grpo_stage1.steps=2",
+    "stages.grpo_stage1.prompts_per_step=2",
+    "stages.eval.max_new_tokens=4",
+    "run.stages=[sft,profile,grpo_stage1]",
+    "checkpoint.every_steps=1",
+    "cluster.node_wait_s=120",
+    "learner.custom_resources={diadem_gpu_node: 0.001}",
+    "rollout.custom_resources={diadem_gpu_node: 0.001}",
+    "reward.custom_resources={reward_cpu: 1}",
+    "data.decode_resources={decode_cpu: 1}",
+    "data.decode_workers=1",
 ]
 
 
@@ -30,11 +48,29 @@ def _job(repo_root, tmp_path, name, *extra):
     out = tmp_path / f"{name}.json"
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)  # its own cluster, not one the environment names
-    args = [*extra, f"run.name={name}", f"run.output_dir={tmp_path / 'runs'}", f"data.root={tmp_path / 'data'}",
-            f"tracking.tracking_uri=sqlite:///{tmp_path / (name + '.db')}", *JOB]
-    proc = subprocess.run([sys.executable, str(repo_root / "tests/ray_local/multinode_job.py"), str(out), str(tmp_path),
-                           str(repo_root / "configs/demo_cpu.yaml"), *args],
-                          cwd=repo_root, env=env, capture_output=True, text=True, timeout=560)
+    args = [
+        *extra,
+        f"run.name={name}",
+        f"run.output_dir={tmp_path / 'runs'}",
+        f"data.root={tmp_path / 'data'}",
+        f"tracking.tracking_uri=sqlite:///{tmp_path / (name + '.db')}",
+        *JOB,
+    ]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(repo_root / "tests/ray_local/multinode_job.py"),
+            str(out),
+            str(tmp_path),
+            str(repo_root / "configs/demo_cpu.yaml"),
+            *args,
+        ],
+        cwd=repo_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=560,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return json.loads(out.read_text()), proc.stdout + proc.stderr
 
@@ -76,8 +112,11 @@ def test_roles_land_on_their_nodes_and_lost_gpu_and_cpu_nodes_are_survived(repo_
     assert f"is back on node {new_cpu[:8]}" in cpu_log, cpu_log[-3000:]
     assert f"lost with their decode worker; decoded again on ['{new_cpu[:8]}']" in cpu_log, cpu_log[-3000:]
     with sqlite3.connect(tmp_path / "cpulost.db") as db:
-        at = dict(db.execute("SELECT key, value FROM metrics WHERE step = 3 AND key IN "
-                             "('grpo/scored_rollouts', 'reward/failed')").fetchall())
+        at = dict(
+            db.execute(
+                "SELECT key, value FROM metrics WHERE step = 3 AND key IN ('grpo/scored_rollouts', 'reward/failed')"
+            ).fetchall()
+        )
     assert at == {"grpo/scored_rollouts": 4.0, "reward/failed": 0.0}, at
     # The same run never interrupted: the same weights and scores as both.
     whole, _ = _job(repo_root, tmp_path, "whole")
@@ -97,15 +136,23 @@ def test_reward_workers_and_decode_work_come_back_after_their_node_is_lost(repo_
     out = tmp_path / "result.json"
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([sys.executable, str(repo_root / "tests/ray_local/node_loss_rewards.py"), str(out)],
-                          cwd=repo_root, env=env, capture_output=True, text=True, timeout=580)
+    proc = subprocess.run(
+        [sys.executable, str(repo_root / "tests/ray_local/node_loss_rewards.py"), str(out)],
+        cwd=repo_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=580,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     r = json.loads(out.read_text())
     assert r["results"] == 60 and r["errors"] == [] and r["same_reward"], r
     assert r["resubmitted"] >= 1, r
     assert set(r["nodes_after"]) <= {r["new"], None} and r["new"] in r["nodes_after"], r
     log = proc.stderr
-    assert f"on node {r['lost'][:8]}" in log and ("died while scoring batch" in log or "is unavailable" in log), log[-3000:]
+    assert f"on node {r['lost'][:8]}" in log and ("died while scoring batch" in log or "is unavailable" in log), log[
+        -3000:
+    ]
     assert f"is back on node {r['new'][:8]}" in log, log[-3000:]
     # Decode work: every clip decoded, to the same evidence, the lost worker's clips resubmitted and
     # finished on the node that joined.

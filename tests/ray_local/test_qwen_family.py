@@ -24,7 +24,9 @@ def clip_inputs(tok, fe, seed, seconds=2, fps=2.0):
     times = np.arange(8) * seconds / 8
     audio = (0.1 * np.sin(np.arange(16_000 * seconds) * 2 * np.pi * (180 + 40 * seed) / 16_000)).astype(np.float32)
     s = q.Settings(max_pixels=16 * 28 * 28, min_pixels=4 * 28 * 28, fps=fps)
-    return split_inputs(q.build_inputs(frames, times, audio, "Who says what?", tokenizer=tok, feature_extractor=fe, s=s))
+    return split_inputs(
+        q.build_inputs(frames, times, audio, "Who says what?", tokenizer=tok, feature_extractor=fe, s=s)
+    )
 
 
 def _close(got, want, atol=1e-5):
@@ -66,8 +68,18 @@ def test_thinker_engines_and_learner_agree_before_and_after_training(ray_local, 
     # vLLM expands and encodes the clip as build_inputs and the transformers thinker do
     _close(vl.sequence_logprobs(p_ids, r_ids, media), [r.logprobs for r in ro])
 
-    g = LearnerGroup(num_ranks=2, num_cpus_per_rank=0.5, model_path=str(path), family="qwen2_5_omni", zero_stage=2, lr=1e-2,
-                     micro_batch_size=2, collective_timeout_s=60, need_reference=False, grad_clip_norm=0.0)
+    g = LearnerGroup(
+        num_ranks=2,
+        num_cpus_per_rank=0.5,
+        model_path=str(path),
+        family="qwen2_5_omni",
+        zero_stage=2,
+        lr=1e-2,
+        micro_batch_size=2,
+        collective_timeout_s=60,
+        need_reference=False,
+        grad_clip_norm=0.0,
+    )
     try:
         learner_lp = g.compute_logprobs(p_ids, r_ids, media=media)
         _close(learner_lp, [r.logprobs for r in ro])
@@ -88,7 +100,9 @@ def test_thinker_engines_and_learner_agree_before_and_after_training(ray_local, 
         after_learner = g.compute_logprobs(p_ids, r_ids, media=media)
         _close(hf.sequence_logprobs(p_ids, r_ids, media), after_learner)
         _close(vl.sequence_logprobs(p_ids, r_ids, media), after_learner)
-        assert max(abs(a - b) for x, y in zip(after_learner, learner_lp) for a, b in zip(x, y)) > 1e-3  # training moved them
+        assert (
+            max(abs(a - b) for x, y in zip(after_learner, learner_lp) for a, b in zip(x, y)) > 1e-3
+        )  # training moved them
     finally:
         g.shutdown()
 

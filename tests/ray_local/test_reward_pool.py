@@ -35,9 +35,9 @@ def test_pool_scores_in_order_like_a_direct_worker(ray_local):
 
 
 def test_killed_worker_costs_no_sample(ray_local):
-    from diadem_ray.cluster.reward_pool import RewardPool
-
     import ray
+
+    from diadem_ray.cluster.reward_pool import RewardPool
 
     items = make_items(3000, seed=1)
     pool = RewardPool(SPEC, num_workers=2, num_cpus_per_worker=0.5, batch_size=250, max_task_retries=3)

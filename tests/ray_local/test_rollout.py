@@ -17,9 +17,19 @@ def stack(ray_local, tmp_path_factory):
     from diadem_ray.cluster.rollout_group import RolloutGroup
 
     model = str(build_tiny_lm(tmp_path_factory.mktemp("tiny_lm_rollout"), seed=3))
-    learners = LearnerGroup(num_ranks=2, num_cpus_per_rank=0.5, model_path=model, zero_stage=3, lr=2e-2,
-                            micro_batch_size=4, need_reference=False, collective_timeout_s=60)
-    rollouts = RolloutGroup(num_replicas=1, num_cpus_per_replica=0.5, model_path=model, max_model_len=256, max_num_seqs=16)
+    learners = LearnerGroup(
+        num_ranks=2,
+        num_cpus_per_rank=0.5,
+        model_path=model,
+        zero_stage=3,
+        lr=2e-2,
+        micro_batch_size=4,
+        need_reference=False,
+        collective_timeout_s=60,
+    )
+    rollouts = RolloutGroup(
+        num_replicas=1, num_cpus_per_replica=0.5, model_path=model, max_model_len=256, max_num_seqs=16
+    )
     yield learners, rollouts
     rollouts.shutdown()
     learners.shutdown()
@@ -65,8 +75,9 @@ def test_tempered_rollout_logprobs_match_the_learner_at_that_temperature(stack):
     assert _max_abs_diff(learners.compute_logprobs(p, resp, temperature=0.6), engine) < 1e-4
     assert _max_abs_diff(learners.compute_logprobs(p, resp), engine) > 1e-2  # temperature 1 is another distribution
     # plus two rollouts that ended before their first token (empty rows, as a dropped placeholder leaves)
-    step = learners.grpo_step(p + p[:2], resp + [[], []], [0.0] * len(out) + [1.0, -1.0], rollout_logprobs=engine + [[], []],
-                              temperature=0.6)
+    step = learners.grpo_step(
+        p + p[:2], resp + [[], []], [0.0] * len(out) + [1.0, -1.0], rollout_logprobs=engine + [[], []], temperature=0.6
+    )
     assert step["learner/rollout_logprob_abs_diff"] < 1e-4 and step["learner/tokens"] == sum(map(len, resp))
     with pytest.raises(Exception, match="temperature must be > 0"):
         learners.compute_logprobs(p[:2], resp[:2], temperature=0.0)
@@ -95,11 +106,15 @@ def test_version_mismatch_and_sync_timeout_fail_loudly(stack):
     learners, rollouts = stack
     replica = rollouts.replicas[0]
     held = ray.get(replica.get_version.remote())
-    with pytest.raises(VersionMismatch, match=f"rollout replica 0 holds policy_version {held}, the batch expects {held + 5}"):
+    with pytest.raises(
+        VersionMismatch, match=f"rollout replica 0 holds policy_version {held}, the batch expects {held + 5}"
+    ):
         ray.get(replica.generate.remote(PROMPTS[:1], samples_per_prompt=1, max_new_tokens=2, expected_version=held + 5))
     with pytest.raises(VersionMismatch, match=f"refusing policy_version {held}"):
         ray.get(replica.update_weights.remote(held))
-    with pytest.raises(WeightSyncTimeout, match=rf"replica\(s\) \[0\] did not load policy_version {held + 1} within 1e-06 s"):
+    with pytest.raises(
+        WeightSyncTimeout, match=rf"replica\(s\) \[0\] did not load policy_version {held + 1} within 1e-06 s"
+    ):
         WeightSync(learners, rollouts, timeout_s=1e-6).push()
 
 

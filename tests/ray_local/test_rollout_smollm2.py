@@ -31,9 +31,19 @@ def test_smollm2_logprobs_match_after_step_and_sync(ray_local, smollm2):
     tok = AutoTokenizer.from_pretrained(smollm2, local_files_only=True)
     texts = ["Describe who speaks in the clip.", "The man said:"]
     prompts = [Prompt(f"s{i}", tuple(tok(t)["input_ids"])) for i, t in enumerate(texts)]
-    learners = LearnerGroup(num_ranks=2, num_cpus_per_rank=0.5, model_path=smollm2, zero_stage=2, lr=1e-4,
-                            micro_batch_size=2, need_reference=False, collective_timeout_s=120)
-    rollouts = RolloutGroup(num_replicas=1, num_cpus_per_replica=0.5, model_path=smollm2, max_model_len=256, max_num_seqs=8)
+    learners = LearnerGroup(
+        num_ranks=2,
+        num_cpus_per_rank=0.5,
+        model_path=smollm2,
+        zero_stage=2,
+        lr=1e-4,
+        micro_batch_size=2,
+        need_reference=False,
+        collective_timeout_s=120,
+    )
+    rollouts = RolloutGroup(
+        num_replicas=1, num_cpus_per_replica=0.5, model_path=smollm2, max_model_len=256, max_num_seqs=8
+    )
     try:
         out, _ = rollouts.generate(prompts, samples_per_prompt=2, max_new_tokens=10, seed=0)
         assert all(r.text for r in out)  # a real tokenizer decodes real text

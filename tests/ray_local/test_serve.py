@@ -27,10 +27,21 @@ def _tiny_policy(out):
 
     src = build_tiny_lm(out / "src", with_tokenizer=True)
     model = AutoModelForCausalLM.from_pretrained(str(src), local_files_only=True)
-    meta = PolicyMeta(family="tiny_av", policy_version=7, stage="grpo_stage2", learner_step=20, run="t",
-                      frontend_version=FRONTEND_VERSION, frames_per_clip=16, sample_rate_hz=16000, max_prompt_tokens=256,
-                      max_new_tokens=24)
-    return write_policy(out / "run" / "policy", list(model.state_dict().items()), source_model_path=src, meta=meta).parent
+    meta = PolicyMeta(
+        family="tiny_av",
+        policy_version=7,
+        stage="grpo_stage2",
+        learner_step=20,
+        run="t",
+        frontend_version=FRONTEND_VERSION,
+        frames_per_clip=16,
+        sample_rate_hz=16000,
+        max_prompt_tokens=256,
+        max_new_tokens=24,
+    )
+    return write_policy(
+        out / "run" / "policy", list(model.state_dict().items()), source_model_path=src, meta=meta
+    ).parent
 
 
 def _long_clip(path, seconds=70):
@@ -78,9 +89,21 @@ def served(ray_local, tmp_path_factory):
     (tmp / "outside.mp4").write_bytes(open(clips[0].video_uri, "rb").read())
     port = _free_port()
     _big_frames_clip(tmp / "clips" / "big.mp4")
-    deploy(host="127.0.0.1", port=port, policy=str(run_dir), num_cpus=0.25, max_caption_chars=5_000, max_dialogue_lines=500,
-           max_line_chars=500, max_request_bytes=200_000, max_clip_bytes=2_000_000, max_clip_duration_s=60.0,
-           allowed_uri_roots=[str(tmp / "clips")], max_batch_size=4, batch_wait_timeout_s=1.5)
+    deploy(
+        host="127.0.0.1",
+        port=port,
+        policy=str(run_dir),
+        num_cpus=0.25,
+        max_caption_chars=5_000,
+        max_dialogue_lines=500,
+        max_line_chars=500,
+        max_request_bytes=200_000,
+        max_clip_bytes=2_000_000,
+        max_clip_duration_s=60.0,
+        allowed_uri_roots=[str(tmp / "clips")],
+        max_batch_size=4,
+        batch_wait_timeout_s=1.5,
+    )
     yield {"url": f"http://127.0.0.1:{port}", "clip": clips[0].video_uri, "root": tmp / "clips", "tmp": tmp}
     serve.shutdown()
 
@@ -92,8 +115,9 @@ def base_url(served):
 
 def call(url, path, body=None, raw=None, ctype="application/json"):
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    req = urllib.request.Request(url + path, data=data, headers={"Content-Type": ctype},
-                                 method="POST" if data is not None else "GET")
+    req = urllib.request.Request(
+        url + path, data=data, headers={"Content-Type": ctype}, method="POST" if data is not None else "GET"
+    )
     try:
         with urllib.request.urlopen(req, timeout=120) as r:
             return r.status, json.loads(r.read())
@@ -103,8 +127,14 @@ def call(url, path, body=None, raw=None, ctype="application/json"):
 
 def multipart(data, name="clip.mp4"):
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
-            "Content-Type: video/mp4\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            "Content-Type: video/mp4\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, f"multipart/form-data; boundary={boundary}"
 
 
@@ -115,10 +145,16 @@ def test_caption_upload_bytes_and_uri_agree_and_batch(served):
     status, health = call(url, "/healthz")
     assert status == 200 and "POST /caption" in health["endpoints"] and health["model"]["policy_version"] == 7
     body, ctype = multipart(data)
-    requests = {"upload": dict(raw=body, ctype=ctype), "bytes": dict(raw=data, ctype="video/mp4"), "uri": dict(body={"uri": clip})}
+    requests = {
+        "upload": dict(raw=body, ctype=ctype),
+        "bytes": dict(raw=data, ctype="video/mp4"),
+        "uri": dict(body={"uri": clip}),
+    }
     results = {}
-    threads = [threading.Thread(target=lambda k=k, kw=kw: results.__setitem__(k, call(url, "/caption", **kw)))
-               for k, kw in requests.items()]
+    threads = [
+        threading.Thread(target=lambda k=k, kw=kw: results.__setitem__(k, call(url, "/caption", **kw)))
+        for k, kw in requests.items()
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -177,29 +213,37 @@ def test_health_and_openapi(base_url):
 def test_score_caption_and_lines_same_as_eval(base_url):
     from diadem_ray.rewards.metrics import score_dialogue
 
-    status, body = call(base_url, "/score", {"caption": 'Anna: "Where were you last night?"\nBen: "At home."', "reference": REF})
+    status, body = call(
+        base_url, "/score", {"caption": 'Anna: "Where were you last night?"\nBen: "At home."', "reference": REF}
+    )
     want = score_dialogue(["Anna: Where were you last night?", "Ben: At home."], REF)
     assert status == 200
     assert body["asr_recall"] == pytest.approx(want.asr_recall) and body["ref_f1"] == pytest.approx(want.ref_f1)
     assert body["groups"][0] == {"dt_indices": [0], "gt_indices": [0], "score": 1.0}
     status, body = call(base_url, "/score", {"dialogue": REF, "reference": REF})
     assert status == 200 and body["asr_f1"] == pytest.approx(1.0)
-    status, body = call(base_url, "/score", {"caption": '"Hi," says the old man.', "reference": ["the old man: Hi"],
-                                             "extractor": "prose"})
+    status, body = call(
+        base_url,
+        "/score",
+        {"caption": '"Hi," says the old man.', "reference": ["the old man: Hi"], "extractor": "prose"},
+    )
     assert status == 200 and body["ref_recall"] == 1.0
 
 
-@pytest.mark.parametrize("body,needle", [
-    ({"reference": REF}, "exactly one of 'caption'"),
-    ({"caption": "x", "dialogue": [], "reference": REF}, "exactly one of 'caption'"),
-    ({"caption": 5, "reference": REF}, "caption"),
-    ({"caption": "x"}, "reference"),
-    ({"caption": "x" * 5001, "reference": REF}, "caption"),
-    ({"dialogue": ["A: x"] * 501, "reference": REF}, "dialogue"),
-    ({"dialogue": ["A: " + "x" * 600], "reference": REF}, "dialogue[0] has 603 characters"),
-    ({"caption": "x", "reference": REF, "speaker_judge": "llm"}, "speaker_judge"),
-    ({"caption": "x", "reference": REF, "surprise": 1}, "surprise"),
-])
+@pytest.mark.parametrize(
+    "body,needle",
+    [
+        ({"reference": REF}, "exactly one of 'caption'"),
+        ({"caption": "x", "dialogue": [], "reference": REF}, "exactly one of 'caption'"),
+        ({"caption": 5, "reference": REF}, "caption"),
+        ({"caption": "x"}, "reference"),
+        ({"caption": "x" * 5001, "reference": REF}, "caption"),
+        ({"dialogue": ["A: x"] * 501, "reference": REF}, "dialogue"),
+        ({"dialogue": ["A: " + "x" * 600], "reference": REF}, "dialogue[0] has 603 characters"),
+        ({"caption": "x", "reference": REF, "speaker_judge": "llm"}, "speaker_judge"),
+        ({"caption": "x", "reference": REF, "surprise": 1}, "surprise"),
+    ],
+)
 def test_bad_requests_get_4xx_with_reason(base_url, body, needle):
     status, out = call(base_url, "/score", body)
     assert status == 422

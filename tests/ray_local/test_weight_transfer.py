@@ -35,7 +35,9 @@ class FakeReplica:
 def test_replica_client_ranks_versions_and_deadlines(ray_local):
     replicas = [FakeReplica.remote(), FakeReplica.remote()]
     client = ReplicaSyncClient(replicas, timeout_s=10)
-    client.init_weight_transfer_engine({"master_address": "10.0.0.1", "master_port": 1234, "rank_offset": 1, "world_size": 3})
+    client.init_weight_transfer_engine(
+        {"master_address": "10.0.0.1", "master_port": 1234, "rank_offset": 1, "world_size": 3}
+    )
     client.version = 4
     client.start_weight_update()
     client.update_weights({"names": ["a", "b"], "dtype_names": ["float32"] * 2, "shapes": [[1], [2]]})

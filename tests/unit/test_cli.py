@@ -1,12 +1,13 @@
 import subprocess
 import sys
 
-
 from diadem_ray.cli import COMMANDS, main
 
 
 def test_help_lists_every_subcommand_with_purpose():
-    out = subprocess.run([sys.executable, "-m", "diadem_ray.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "diadem_ray.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for name, purpose in COMMANDS.items():
         assert name in out
         assert purpose.split(":")[0][:30] in out.replace("\n", " ").replace("  ", " ") or purpose[:20] in out
@@ -23,7 +24,9 @@ def test_profile_and_serve_refuse_a_checkpoint_that_is_no_policy(repo_root, tmp_
 
 
 def test_config_check_cli(repo_root, capsys):
-    rc = main(["config", "check", str(repo_root / "configs/base.yaml"), "learner.zero_stage=7", "rollout.samples_per_promt=4"])
+    rc = main(
+        ["config", "check", str(repo_root / "configs/base.yaml"), "learner.zero_stage=7", "rollout.samples_per_promt=4"]
+    )
     err = capsys.readouterr().err
     assert rc != 0
     assert "learner.zero_stage: 7" in err and "did you mean 'rollout.samples_per_prompt'" in err

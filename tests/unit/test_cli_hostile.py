@@ -13,8 +13,16 @@ from diadem_ray.cli import main
 from diadem_ray.data.ingest import ingest, read_rows
 from diadem_ray.rewards.benchmark import load_annotations, load_predictions, read_jsonl
 
-ANN = {"video_id": "v1", "gt_dialogues": ["Anna: hi there"], "speaker_num": 1, "people_num_in_screen": 1,
-       "is_single_shot": 1, "has_off_screen_speaker": 0, "has_same_sex_speakers": 0, "only_opposite_sex_speakers": 0}
+ANN = {
+    "video_id": "v1",
+    "gt_dialogues": ["Anna: hi there"],
+    "speaker_num": 1,
+    "people_num_in_screen": 1,
+    "is_single_shot": 1,
+    "has_off_screen_speaker": 0,
+    "has_same_sex_speakers": 0,
+    "only_opposite_sex_speakers": 0,
+}
 PRED = {"video_id": "v1", "pred_dialogues": ["Anna: hi there"]}
 
 
@@ -32,10 +40,13 @@ def _eval(tmp_path, ann, pred, *extra):
 GOOD_ANN, GOOD_PRED = json.dumps(ANN) + "\n", json.dumps(PRED) + "\n"
 
 
-@pytest.mark.parametrize("pred,needle", [
-    ("[" * 100_000 + "\n" + GOOD_PRED, "nested too deeply"),
-    ('{"video_id": "v2", "n": ' + "1" * 5000 + "}\n" + GOOD_PRED, "not usable JSON"),
-])
+@pytest.mark.parametrize(
+    "pred,needle",
+    [
+        ("[" * 100_000 + "\n" + GOOD_PRED, "nested too deeply"),
+        ('{"video_id": "v2", "n": ' + "1" * 5000 + "}\n" + GOOD_PRED, "not usable JSON"),
+    ],
+)
 def test_eval_hostile_lines_are_problems_not_tracebacks(tmp_path, capsys, pred, needle):
     rc = _eval(tmp_path, GOOD_ANN, pred)
     out = capsys.readouterr().out
@@ -70,7 +81,21 @@ def test_eval_refuses_folders_and_fifos_as_inputs(tmp_path, capsys):
 @pytest.mark.parametrize("value", ["0", "-1", "x"])
 def test_numeric_options_are_range_checked_by_the_parser(tmp_path, capsys, value):
     with pytest.raises(SystemExit) as info:
-        main(["ingest", "--annotations", "a", "--videos", ".", "--format", "diadembench", "--out", "o", "--clips-per-shard", value])
+        main(
+            [
+                "ingest",
+                "--annotations",
+                "a",
+                "--videos",
+                ".",
+                "--format",
+                "diadembench",
+                "--out",
+                "o",
+                "--clips-per-shard",
+                value,
+            ]
+        )
     assert info.value.code == 2 and "--clips-per-shard" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["eval", "--annotations", "a", "--predictions", "p", "--max-lines", value])
@@ -79,12 +104,40 @@ def test_numeric_options_are_range_checked_by_the_parser(tmp_path, capsys, value
 def test_ingest_refuses_an_existing_file_as_out_and_binary_annotations(tmp_path, capsys):
     ann = _write(tmp_path / "a.jsonl", json.dumps(ANN) + "\n")
     (tmp_path / "out").write_text("x")
-    assert main(["ingest", "--annotations", ann, "--videos", str(tmp_path), "--format", "diadembench",
-                 "--out", str(tmp_path / "out")]) == 1
+    assert (
+        main(
+            [
+                "ingest",
+                "--annotations",
+                ann,
+                "--videos",
+                str(tmp_path),
+                "--format",
+                "diadembench",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 1
+    )
     assert "not a folder" in capsys.readouterr().err
     binary = _write(tmp_path / "b.jsonl", b'{"a": 1}\n\xff\xfe\x00garbage')
-    assert main(["ingest", "--annotations", binary, "--videos", str(tmp_path), "--format", "diadembench",
-                 "--out", str(tmp_path / "o")]) == 1
+    assert (
+        main(
+            [
+                "ingest",
+                "--annotations",
+                binary,
+                "--videos",
+                str(tmp_path),
+                "--format",
+                "diadembench",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "b.jsonl:2" in err and "not UTF-8" in err
 
@@ -101,9 +154,17 @@ def test_ingest_does_not_open_a_fifo_as_a_video(tmp_path):
     assert not done[0].clips and "not a regular file" in done[0].problems[0]
 
 
-lines = st.lists(st.one_of(st.binary(max_size=60), st.text(max_size=60).map(lambda s: s.encode("utf-8", "surrogatepass")),
-                           st.just(b"[" * 5000), st.just(b'{"video_id": ' + b"9" * 5000 + b"}"),
-                           st.just(json.dumps(ANN).encode()), st.just(json.dumps(PRED).encode())), max_size=8)
+lines = st.lists(
+    st.one_of(
+        st.binary(max_size=60),
+        st.text(max_size=60).map(lambda s: s.encode("utf-8", "surrogatepass")),
+        st.just(b"[" * 5000),
+        st.just(b'{"video_id": ' + b"9" * 5000 + b"}"),
+        st.just(json.dumps(ANN).encode()),
+        st.just(json.dumps(PRED).encode()),
+    ),
+    max_size=8,
+)
 
 
 @settings(max_examples=150, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
@@ -128,7 +189,7 @@ def test_config_check_refuses_a_fifo_or_folder_without_blocking(tmp_path, capsys
     os.mkfifo(fifo)
     for bad in (str(fifo), str(tmp_path)):
         done = []
-        t = threading.Thread(target=lambda b=bad: done.append(main(["config", "check", b])), daemon=True)
+        t = threading.Thread(target=lambda b=bad, d=done: d.append(main(["config", "check", b])), daemon=True)
         t.start()
         t.join(20)
         assert done == [1], f"config check blocked or passed on {bad}"
@@ -136,5 +197,10 @@ def test_config_check_refuses_a_fifo_or_folder_without_blocking(tmp_path, capsys
 
 
 def test_compare_refuses_a_folder_as_png(tmp_path, capsys):
-    assert main(["compare", "--experiment", "x", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--png", str(tmp_path)]) == 1
+    assert (
+        main(
+            ["compare", "--experiment", "x", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--png", str(tmp_path)]
+        )
+        == 1
+    )
     assert "--png" in capsys.readouterr().err

@@ -20,7 +20,7 @@ def test_launcher_configs_validate(repo_root, name):
     assert types["cpu_worker"]["min_workers"] < types["cpu_worker"]["max_workers"]  # autoscaled
     bad = copy.deepcopy(raw)
     bad["available_node_types"]["cpu_worker"]["max_wokers"] = 3
-    with pytest.raises(Exception):
+    with pytest.raises(Exception, match="max_wokers"):  # the schema validator's error names the key
         validate_config(fillout_defaults(bad))
 
 

@@ -56,8 +56,14 @@ def _spec(components, **kw):
 
 
 def test_composition_weights_and_schedule():
-    comp = Composition.from_spec(_spec([{"name": "asr_f1", "weight": 1.0},
-                                        {"name": "temporal_iou", "weight": 2.0, "enable_step": 5, "disable_step": 9}]))
+    comp = Composition.from_spec(
+        _spec(
+            [
+                {"name": "asr_f1", "weight": 1.0},
+                {"name": "temporal_iou", "weight": 2.0, "enable_step": 5, "disable_step": 9},
+            ]
+        )
+    )
     cap = '0:00 - 0:02, Anna said: "Where were you last night?"\n0:02 - 0:03, Ben said: "At the office."'
     early = comp.score(cap, REF, step=0)
     assert early.reward == pytest.approx(1.0) and set(early.components) == {"asr_f1"}
@@ -67,9 +73,17 @@ def test_composition_weights_and_schedule():
 
 
 def test_hash_stable_across_key_order_component_order_and_name():
-    a = _spec([{"name": "asr_f1", "weight": 0.5}, {"name": "length_penalty", "weight": 0.1, "params": {"max_tokens": 512}}], name="a")
-    b = _spec([{"params": {"max_tokens": 512.0}, "weight": 0.1, "name": "length_penalty"}, {"weight": 0.5, "name": "asr_f1"}], name="b")
-    c = _spec([{"name": "asr_f1", "weight": 0.6}, {"name": "length_penalty", "weight": 0.1, "params": {"max_tokens": 512}}])
+    a = _spec(
+        [{"name": "asr_f1", "weight": 0.5}, {"name": "length_penalty", "weight": 0.1, "params": {"max_tokens": 512}}],
+        name="a",
+    )
+    b = _spec(
+        [{"params": {"max_tokens": 512.0}, "weight": 0.1, "name": "length_penalty"}, {"weight": 0.5, "name": "asr_f1"}],
+        name="b",
+    )
+    c = _spec(
+        [{"name": "asr_f1", "weight": 0.6}, {"name": "length_penalty", "weight": 0.1, "params": {"max_tokens": 512}}]
+    )
     ha, hb, hc = (Composition.from_spec(x).hash() for x in (a, b, c))
     assert ha == hb and ha != hc and len(ha) == 12
 
@@ -99,8 +113,12 @@ def test_judges():
 
 def test_embedding_judge_offline():
     judge = EmbeddingJudge(threshold=0.6)
-    sims = judge.similarities([("a tall man in a black suit", "the man wearing a black suit"),
-                               ("a tall man in a black suit", "a little girl with a red balloon")])
+    sims = judge.similarities(
+        [
+            ("a tall man in a black suit", "the man wearing a black suit"),
+            ("a tall man in a black suit", "a little girl with a red balloon"),
+        ]
+    )
     assert sims[0] > 0.6 > sims[1]
     assert judge([("a tall man in a black suit", "the man wearing a black suit")]) == [True]
 
@@ -108,8 +126,13 @@ def test_embedding_judge_offline():
 def test_llm_prompts_are_checked_and_hashed():
     from diadem_ray.rewards.compose import check_spec
 
-    bad = _spec([{"name": "ref_f1"}], speaker_judge="llm", judge_prompt="no placeholder", extractor="llm",
-                extract_prompt="nothing")
+    bad = _spec(
+        [{"name": "ref_f1"}],
+        speaker_judge="llm",
+        judge_prompt="no placeholder",
+        extractor="llm",
+        extract_prompt="nothing",
+    )
     problems = check_spec(bad)
     assert any("judge_prompt" in p and "{pairs}" in p for p in problems)
     assert any("extract_prompt" in p and "{caption}" in p for p in problems)

@@ -2,7 +2,14 @@ from pathlib import Path
 
 import pytest
 
-from diadem_ray.config import ConfigError, TrainConfig, load_config, load_reward_spec, save_resolved, weight_transfer_mode
+from diadem_ray.config import (
+    ConfigError,
+    TrainConfig,
+    load_config,
+    load_reward_spec,
+    save_resolved,
+    weight_transfer_mode,
+)
 from diadem_ray.rewards.compose import check_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,8 +56,17 @@ def test_bad_value_and_misspelt_key_reported_together():
 
 def test_type_error_and_cross_field_errors_all_reported():
     with pytest.raises(ConfigError) as err:
-        load_config(None, ["learner.lr=fast", "rollout.samples_per_prompt=1", "grpo.dual_clip_c=0.5",
-                           "run.stages=[eval,sft]", "tracking.tracking_uri=file:///tmp/mlruns", "oops"])
+        load_config(
+            None,
+            [
+                "learner.lr=fast",
+                "rollout.samples_per_prompt=1",
+                "grpo.dual_clip_c=0.5",
+                "run.stages=[eval,sft]",
+                "tracking.tracking_uri=file:///tmp/mlruns",
+                "oops",
+            ],
+        )
     problems = err.value.problems
     assert any(p.startswith("learner.lr") and "'fast'" in p for p in problems)
     assert any("samples_per_prompt" in p and "at least 2" in p for p in problems)
@@ -75,7 +91,8 @@ def test_nucleus_sampling_is_refused_for_grpo_rollouts_only():
         load_config(None, ["rollout.top_p=0.9"])
     assert [p for p in err.value.problems if p.startswith("rollout.top_p")] == [
         "rollout.top_p: 0.9 samples GRPO rollouts from a renormalised nucleus that the learner does not score "
-        "(biased updates); set rollout.top_p: 1.0 and use rollout.temperature to sharpen sampling"]
+        "(biased updates); set rollout.top_p: 1.0 and use rollout.temperature to sharpen sampling"
+    ]
     assert load_config(None, ["rollout.top_p=0.9", "run.stages=[sft,profile,eval]"]).rollout.top_p == 0.9
     assert load_config(None, ["rollout.temperature=0.7"]).rollout.temperature == 0.7
 
@@ -87,7 +104,8 @@ def test_kl_after_sft_with_lora_under_zero3_is_refused_before_anything_runs():
     assert [p for p in err.value.problems if p.startswith("grpo.kl_coef")] == [
         "grpo.kl_coef: a KL term after SFT in the same run anchors the reference at the SFT adapter, which LoRA under "
         "ZeRO-3 cannot do; use learner.zero_stage <= 2, grpo.kl_coef=0, or run SFT as its own job and start GRPO from "
-        "its exported policy (model.path)"]
+        "its exported policy (model.path)"
+    ]
     assert load_config(None, lora_kl + ["run.stages=[profile,grpo_stage1,eval]"]).grpo.kl_coef == 0.01
     assert load_config(None, lora_kl[:1] + lora_kl[2:]).learner.zero_stage == 2
 
@@ -132,7 +150,8 @@ def test_reward_spec_errors():
 def test_reward_spec_unknown_component_and_param(tmp_path):
     (tmp_path / "r.yaml").write_text(
         "name: r\ncomponents:\n  - {name: asr_f11}\n  - {name: length_penalty, params: {max_tokenz: 3}}\n"
-        "  - {name: wer, enable_step: 5, disable_step: 2}\n")
+        "  - {name: wer, enable_step: 5, disable_step: 2}\n"
+    )
     problems = check_spec(load_reward_spec(str(tmp_path / "r.yaml")))
     assert any("did you mean 'asr_f1'" in p for p in problems)
     assert any("max_tokenz" in p for p in problems)
@@ -157,7 +176,9 @@ def test_qwen_family_needs_a_checkpoint_and_a_pixel_budget():
     problems = err.value.problems
     assert any(p.startswith("model.path") for p in problems)
     assert any(p.startswith("model.max_pixels_per_frame") for p in problems)
-    assert not any(p.startswith("rollout.backend") for p in problems)  # vLLM and transformers engines both take its media
+    assert not any(
+        p.startswith("rollout.backend") for p in problems
+    )  # vLLM and transformers engines both take its media
     for backend in ("vllm", "hf"):
         cfg = load_config(None, ["model.family=qwen2_5_omni", f"rollout.backend={backend}", "model.path=/models/omni"])
         assert cfg.model.max_pixels_per_frame == 512 * 28 * 28 and cfg.model.video_fps == 2.0

@@ -8,10 +8,23 @@ from diadem_ray.types import Clip, Turn
 
 
 def clip(i, bucket="", **kw):
-    args = dict(clip_id=f"c{i:03d}", video_uri=f"/v/c{i}.mp4", duration_s=4.0, language="en", prompt="Describe.",
-                characters=("a man", "a woman"), dialogue=(Turn("a man", f"line {i}", 0.1, 1.0), Turn("a woman", "ok", 1.2, 2.0)),
-                speaker_num=2, people_on_screen=2, is_single_shot=True, has_off_screen_speaker=False,
-                has_same_sex_speakers=False, only_opposite_sex_speakers=True, bucket=bucket, pass_rate=None)
+    args = dict(
+        clip_id=f"c{i:03d}",
+        video_uri=f"/v/c{i}.mp4",
+        duration_s=4.0,
+        language="en",
+        prompt="Describe.",
+        characters=("a man", "a woman"),
+        dialogue=(Turn("a man", f"line {i}", 0.1, 1.0), Turn("a woman", "ok", 1.2, 2.0)),
+        speaker_num=2,
+        people_on_screen=2,
+        is_single_shot=True,
+        has_off_screen_speaker=False,
+        has_same_sex_speakers=False,
+        only_opposite_sex_speakers=True,
+        bucket=bucket,
+        pass_rate=None,
+    )
     args.update(kw)
     return Clip(**args)
 
@@ -29,13 +42,24 @@ def test_hive_partitioned_round_trip(tmp_path):
 
 
 def test_validation_names_clip_and_field_and_writes_nothing(tmp_path):
-    bad = [clip(1, duration_s=0.0), clip(2, bucket="../x"), clip(3, pass_rate=1.5),
-           clip(4, dialogue=(Turn("a man", "hi", 3.0, 9.0),)), clip(5), clip(5)]
+    bad = [
+        clip(1, duration_s=0.0),
+        clip(2, bucket="../x"),
+        clip(3, pass_rate=1.5),
+        clip(4, dialogue=(Turn("a man", "hi", 3.0, 9.0),)),
+        clip(5),
+        clip(5),
+    ]
     with pytest.raises(ValueError) as err:
         write_shards(bad, str(tmp_path))
     msg = str(err.value)
-    for needle in ("clip 'c001': duration_s", "clip 'c002': bucket '../x'", "clip 'c003': pass_rate",
-                   "clip 'c004': dialogue[0] span", "clip 'c005': duplicate clip_id"):
+    for needle in (
+        "clip 'c001': duration_s",
+        "clip 'c002': bucket '../x'",
+        "clip 'c003': pass_rate",
+        "clip 'c004': dialogue[0] span",
+        "clip 'c005': duplicate clip_id",
+    ):
         assert needle in msg
     assert not list(tmp_path.iterdir())
     assert validate_clip(clip(7)) == []

@@ -10,14 +10,19 @@ DATA = Path(__file__).parent / "data"
 
 
 def test_structured_timed_and_plain_forms():
-    cap = ("Intro narration without dialogue.\n"
-           '0:01 - 0:04, the man in scrubs said: "I don\'t know anyone."\n'
-           '1:02:03 - 1:02:05.5, Anna says: "Hi."\n'
-           'The woman: "Three times."\n'
-           "None: nothing\n")
+    cap = (
+        "Intro narration without dialogue.\n"
+        '0:01 - 0:04, the man in scrubs said: "I don\'t know anyone."\n'
+        '1:02:03 - 1:02:05.5, Anna says: "Hi."\n'
+        'The woman: "Three times."\n'
+        "None: nothing\n"
+    )
     turns = extract_structured(cap)
     assert [(t.speaker, t.text) for t in turns] == [
-        ("the man in scrubs", "I don't know anyone."), ("Anna", "Hi."), ("The woman", "Three times.")]
+        ("the man in scrubs", "I don't know anyone."),
+        ("Anna", "Hi."),
+        ("The woman", "Three times."),
+    ]
     assert (turns[0].start_s, turns[0].end_s) == (1.0, 4.0)
     assert (turns[1].start_s, turns[1].end_s) == (3723.0, 3725.5)
     assert turns[2].start_s is None
@@ -34,7 +39,9 @@ def _accuracy(path):
         got = extract_prose(case["caption"])
         for i, (speaker, text) in enumerate(case["turns"]):
             total += 1
-            correct += i < len(got) and got[i].text == text and normalize_speaker(got[i].speaker) == normalize_speaker(speaker)
+            correct += (
+                i < len(got) and got[i].text == text and normalize_speaker(got[i].speaker) == normalize_speaker(speaker)
+            )
     return correct, total
 
 
@@ -46,7 +53,11 @@ def test_prose_accuracy_on_hand_labelled_captions(name, minimum):
 
 
 def test_labelled_set_size():
-    assert sum(1 for _ in (DATA / "prose_captions.jsonl").open()) + sum(1 for _ in (DATA / "prose_captions_heldout.jsonl").open()) >= 30
+    assert (
+        sum(1 for _ in (DATA / "prose_captions.jsonl").open())
+        + sum(1 for _ in (DATA / "prose_captions_heldout.jsonl").open())
+        >= 30
+    )
 
 
 def test_prose_pronoun_and_trailing_attribution():

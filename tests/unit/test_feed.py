@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+
 import pytest
 
 from diadem_ray.data.clip_cache import ClipCache, cache_root
@@ -18,9 +19,22 @@ BROKEN = {"h3", "e1"}
 
 
 def _clip(cid: str, bucket: str) -> Clip:
-    return Clip(clip_id=cid, video_uri=f"/v/{cid}.mp4", duration_s=1.0, language="en", prompt="p", characters=(),
-                dialogue=(), speaker_num=1, people_on_screen=1, is_single_shot=True, has_off_screen_speaker=False,
-                has_same_sex_speakers=False, only_opposite_sex_speakers=False, bucket=bucket)
+    return Clip(
+        clip_id=cid,
+        video_uri=f"/v/{cid}.mp4",
+        duration_s=1.0,
+        language="en",
+        prompt="p",
+        characters=(),
+        dialogue=(),
+        speaker_num=1,
+        people_on_screen=1,
+        is_single_shot=True,
+        has_off_screen_speaker=False,
+        has_same_sex_speakers=False,
+        only_opposite_sex_speakers=False,
+        bucket=bucket,
+    )
 
 
 class Pool:
@@ -68,8 +82,9 @@ def _reference_take(streams, weights, n, seed, stage, key, skipped=None):
 def test_stage_feed_keeps_the_driver_order_bound_and_resume(root):
     weights = {"hard": 2.0, "easy": 1.0}
     pool, stats = Pool(), FeedStats()
-    feed = StageFeed(pool, _streams(root), weights, seed=3, stage="grpo_stage1", per_step=3, steps=6,
-                     prefetch_steps=1, stats=stats)
+    feed = StageFeed(
+        pool, _streams(root), weights, seed=3, stage="grpo_stage1", per_step=3, steps=6, prefetch_steps=1, stats=stats
+    )
     ref = _streams(root)
     skipped: set = set()
     feed.prefetch(0)
@@ -87,8 +102,17 @@ def test_stage_feed_keeps_the_driver_order_bound_and_resume(root):
     assert set(stats.failed) == skipped  # the unreadable clips drawn: named and skipped
     assert all(len(ids) == 3 for ids in got)  # every step filled
     # A feed rebuilt from the saved cursors (a resumed run) continues exactly.
-    resumed = StageFeed(Pool(), _streams(root, dict(feed.cursors)), weights, seed=3, stage="grpo_stage1", per_step=3,
-                        steps=6, prefetch_steps=1, stats=FeedStats())
+    resumed = StageFeed(
+        Pool(),
+        _streams(root, dict(feed.cursors)),
+        weights,
+        seed=3,
+        stage="grpo_stage1",
+        per_step=3,
+        steps=6,
+        prefetch_steps=1,
+        stats=FeedStats(),
+    )
     assert [c.clip_id for c, _ in resumed.take(3, key=400)] == [c.clip_id for c, _ in feed.take(3, key=400)]
 
 
@@ -96,7 +120,11 @@ def test_list_feed_groups_in_order_without_failed_clips():
     clips = [_clip(f"h{i}", "hard") for i in range(7)]
     pool, stats = Pool(), FeedStats()
     groups = list(ListFeed(pool, clips, lookahead=2, stats=stats).groups(3))
-    assert [(s, [c.clip_id for c, _ in g]) for s, g in groups] == [(0, ["h0", "h1", "h2"]), (3, ["h4", "h5"]), (6, ["h6"])]
+    assert [(s, [c.clip_id for c, _ in g]) for s, g in groups] == [
+        (0, ["h0", "h1", "h2"]),
+        (3, ["h4", "h5"]),
+        (6, ["h6"]),
+    ]
     assert list(stats.failed) == ["h3"] and stats.decoded == 6
 
 
@@ -139,8 +167,17 @@ def test_cache_mode_auto(repo_root):
 def test_a_refill_round_is_decoded_ahead_and_nothing_in_vain(root):
     weights = {"hard": 1.0, "easy": 1.0}
     pool = Pool(broken=set())  # (a failed clip would pull one draw more than was submitted ahead)
-    feed = StageFeed(pool, _streams(root), weights, seed=1, stage="grpo_stage1", per_step=2, steps=4, prefetch_steps=0,
-                     stats=FeedStats())
+    feed = StageFeed(
+        pool,
+        _streams(root),
+        weights,
+        seed=1,
+        stage="grpo_stage1",
+        per_step=2,
+        steps=4,
+        prefetch_steps=0,
+        stats=FeedStats(),
+    )
     feed.prefetch(0)
     first = [c.clip_id for c, _ in feed.take(2, key=0)]
     feed.prefetch(1, also=[1])  # step 0 may refill (key 1) while step 1's clips decode

@@ -44,11 +44,15 @@ def test_advantages_reject_bad_shapes_and_modes():
         grpo.group_advantages(t([[1.0, 2.0]]), baseline="median")
 
 
-rewards = st.lists(st.lists(st.floats(-5, 5, allow_nan=False), min_size=2, max_size=8).map(tuple), min_size=1, max_size=6)
+rewards = st.lists(
+    st.lists(st.floats(-5, 5, allow_nan=False), min_size=2, max_size=8).map(tuple), min_size=1, max_size=6
+)
 
 
 @settings(max_examples=100, deadline=None)
-@given(rewards, st.sampled_from(["mean", "leave_one_out"]), st.sampled_from(["group", "batch", "none"]), st.floats(-3, 3))
+@given(
+    rewards, st.sampled_from(["mean", "leave_one_out"]), st.sampled_from(["group", "batch", "none"]), st.floats(-3, 3)
+)
 def test_advantage_properties(rows, baseline, norm, shift):
     g = min(len(r) for r in rows)
     r = t([list(row[:g]) for row in rows])
@@ -95,7 +99,9 @@ def test_aggregation_modes_hand_computed():
     assert grpo.aggregate(loss, mask, mode="token_mean").item() == pytest.approx(10 / 4)
     assert grpo.aggregate(loss, mask, mode="token_mean", num_tokens=8).item() == pytest.approx(10 / 8)
     assert grpo.aggregate(loss, mask, mode="seq_mean_token_mean").item() == pytest.approx((2 + 4) / 2)
-    assert grpo.aggregate(loss, mask, mode="seq_mean_token_sum_norm", max_response_len=5).item() == pytest.approx(10 / (5 * 2))
+    assert grpo.aggregate(loss, mask, mode="seq_mean_token_sum_norm", max_response_len=5).item() == pytest.approx(
+        10 / (5 * 2)
+    )
 
 
 @pytest.mark.parametrize("mode", ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"])

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from diadem_ray.rewards.align import AlignmentTooLarge, align, alignment_lookups
-from diadem_ray.rewards.extract import _speaker, _unquote, _seconds, extract_prose, extract_structured_spans
+from diadem_ray.rewards.extract import _seconds, _speaker, _unquote, extract_prose, extract_structured_spans
 from diadem_ray.rewards.metrics import score_dialogue
 from diadem_ray.rewards.normalize import clean_dialogue
 from diadem_ray.types import Turn
@@ -19,7 +19,9 @@ from diadem_ray.types import Turn
 _T = r"(?:\d{1,2}:)?\d{1,2}:\d{2}(?:\.\d+)?"
 ORACLE_TIMED = re.compile(
     rf"^\s*(?:[-*•]\s*)?\[?(?P<start>{_T})\s*[-–~to]+\s*(?P<end>{_T})\]?\s*[,:]?\s*"
-    r"(?P<speaker>[^:\n]+?)\s+(?:said|says|asks|asked)\s*:\s*(?P<text>.+?)\s*$", re.IGNORECASE)
+    r"(?P<speaker>[^:\n]+?)\s+(?:said|says|asks|asked)\s*:\s*(?P<text>.+?)\s*$",
+    re.IGNORECASE,
+)
 ORACLE_PLAIN = re.compile(r'^\s*(?:[-*•]\s*)?(?P<speaker>[^:"“\n]{1,200}?)\s*:\s*(?P<text>["“].+?)\s*$')
 
 
@@ -31,24 +33,75 @@ def oracle(caption):
         m = ORACLE_TIMED.match(line)
         if m:
             start, end = _seconds(m["start"]), _seconds(m["end"])
-            out.append((Turn(_speaker(m["speaker"]), _unquote(m["text"]), start, max(start, end)),
-                        (at + m.start("speaker"), at + m.end("speaker"))))
+            out.append(
+                (
+                    Turn(_speaker(m["speaker"]), _unquote(m["text"]), start, max(start, end)),
+                    (at + m.start("speaker"), at + m.end("speaker")),
+                )
+            )
             continue
         m = ORACLE_PLAIN.match(line)
         if m and m["speaker"].strip().lower() not in ("none", "note", "summary", "dialogue"):
-            out.append((Turn(_speaker(m["speaker"]), _unquote(m["text"])), (at + m.start("speaker"), at + m.end("speaker"))))
+            out.append(
+                (Turn(_speaker(m["speaker"]), _unquote(m["text"])), (at + m.start("speaker"), at + m.end("speaker")))
+            )
     return out
 
 
-PIECES = [" ", "  ", "\t", "\u00a0", ":", '"', "“", "”", "-", "*", "•", "[", "]", ",", "0:01", "1:02:03", "0:05.5", " - ",
-          "to", "~", "said", "Says", "ASKED", "asks", "ſaid", "the man", "A", "x", "none", "\n"]
+PIECES = [
+    " ",
+    "  ",
+    "\t",
+    "\u00a0",
+    ":",
+    '"',
+    "“",
+    "”",
+    "-",
+    "*",
+    "•",
+    "[",
+    "]",
+    ",",
+    "0:01",
+    "1:02:03",
+    "0:05.5",
+    " - ",
+    "to",
+    "~",
+    "said",
+    "Says",
+    "ASKED",
+    "asks",
+    "ſaid",
+    "the man",
+    "A",
+    "x",
+    "none",
+    "\n",
+]
 W = st.sampled_from(["", " ", "  ", "\t"])
-timed_lines = st.tuples(W, st.sampled_from(["", "-", "•"]), W, st.sampled_from(["", "["]), st.sampled_from(["0:01", "1:02:03"]),
-                        W, st.sampled_from(["-", "to", " - "]), W, st.sampled_from(["0:02", "0:05.5", "1:02:03"]),
-                        st.sampled_from(["", "]"]), W, st.sampled_from(["", ",", ":"]), W,
-                        st.lists(st.sampled_from(PIECES), max_size=4).map("".join),
-                        st.sampled_from(["said", "asks", "SAYS", "asked", "sayd"]), W, st.sampled_from([":", ""]), W,
-                        st.sampled_from(["", '"hi"', "x", " "])).map("".join)
+timed_lines = st.tuples(
+    W,
+    st.sampled_from(["", "-", "•"]),
+    W,
+    st.sampled_from(["", "["]),
+    st.sampled_from(["0:01", "1:02:03"]),
+    W,
+    st.sampled_from(["-", "to", " - "]),
+    W,
+    st.sampled_from(["0:02", "0:05.5", "1:02:03"]),
+    st.sampled_from(["", "]"]),
+    W,
+    st.sampled_from(["", ",", ":"]),
+    W,
+    st.lists(st.sampled_from(PIECES), max_size=4).map("".join),
+    st.sampled_from(["said", "asks", "SAYS", "asked", "sayd"]),
+    W,
+    st.sampled_from([":", ""]),
+    W,
+    st.sampled_from(["", '"hi"', "x", " "]),
+).map("".join)
 free_lines = st.lists(st.sampled_from(PIECES), max_size=14).map("".join)
 
 
@@ -96,8 +149,10 @@ def _dialogue(m, length, seed, same_speaker=True):
     import random
 
     rng = random.Random(seed)
-    return [f"{'A' if same_speaker else 'AB'[i % 2]}: " + "".join(rng.choice("abcdefghij") for _ in range(length))
-            for i in range(m)]
+    return [
+        f"{'A' if same_speaker else 'AB'[i % 2]}: " + "".join(rng.choice("abcdefghij") for _ in range(length))
+        for i in range(m)
+    ]
 
 
 def test_alignment_budget_refuses_only_what_is_over_it():

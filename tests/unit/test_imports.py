@@ -14,18 +14,62 @@ ROOT = Path(__file__).resolve().parents[2] / "diadem_ray"
 FORBIDDEN = {
     "diadem_ray.types": ["diadem_ray."],
     "diadem_ray.scene": ["diadem_ray."],
-    "diadem_ray.models.families": ["diadem_ray.config", "diadem_ray.data", "diadem_ray.actors", "diadem_ray.cluster",
-                                   "diadem_ray.driver", "diadem_ray.serve", "diadem_ray.cli"],
-    "diadem_ray.config": ["diadem_ray.models", "diadem_ray.grpo", "diadem_ray.rewards", "diadem_ray.data", "diadem_ray.actors",
-                          "diadem_ray.cluster", "diadem_ray.driver", "diadem_ray.serve", "diadem_ray.cli"],
-    "diadem_ray.grpo": ["diadem_ray.rewards", "diadem_ray.data", "diadem_ray.models", "diadem_ray.actors",
-                        "diadem_ray.cluster", "diadem_ray.driver", "diadem_ray.serve", "diadem_ray.cli"],
-    "diadem_ray.rewards": ["diadem_ray.grpo", "diadem_ray.data", "diadem_ray.models", "diadem_ray.actors",
-                           "diadem_ray.cluster", "diadem_ray.driver", "diadem_ray.serve", "diadem_ray.cli"],
-    "diadem_ray.data": ["diadem_ray.models", "diadem_ray.actors", "diadem_ray.cluster", "diadem_ray.driver",
-                        "diadem_ray.serve", "diadem_ray.cli"],
-    "diadem_ray.models": ["diadem_ray.data", "diadem_ray.actors", "diadem_ray.cluster", "diadem_ray.driver",
-                          "diadem_ray.serve", "diadem_ray.cli"],
+    "diadem_ray.models.families": [
+        "diadem_ray.config",
+        "diadem_ray.data",
+        "diadem_ray.actors",
+        "diadem_ray.cluster",
+        "diadem_ray.driver",
+        "diadem_ray.serve",
+        "diadem_ray.cli",
+    ],
+    "diadem_ray.config": [
+        "diadem_ray.models",
+        "diadem_ray.grpo",
+        "diadem_ray.rewards",
+        "diadem_ray.data",
+        "diadem_ray.actors",
+        "diadem_ray.cluster",
+        "diadem_ray.driver",
+        "diadem_ray.serve",
+        "diadem_ray.cli",
+    ],
+    "diadem_ray.grpo": [
+        "diadem_ray.rewards",
+        "diadem_ray.data",
+        "diadem_ray.models",
+        "diadem_ray.actors",
+        "diadem_ray.cluster",
+        "diadem_ray.driver",
+        "diadem_ray.serve",
+        "diadem_ray.cli",
+    ],
+    "diadem_ray.rewards": [
+        "diadem_ray.grpo",
+        "diadem_ray.data",
+        "diadem_ray.models",
+        "diadem_ray.actors",
+        "diadem_ray.cluster",
+        "diadem_ray.driver",
+        "diadem_ray.serve",
+        "diadem_ray.cli",
+    ],
+    "diadem_ray.data": [
+        "diadem_ray.models",
+        "diadem_ray.actors",
+        "diadem_ray.cluster",
+        "diadem_ray.driver",
+        "diadem_ray.serve",
+        "diadem_ray.cli",
+    ],
+    "diadem_ray.models": [
+        "diadem_ray.data",
+        "diadem_ray.actors",
+        "diadem_ray.cluster",
+        "diadem_ray.driver",
+        "diadem_ray.serve",
+        "diadem_ray.cli",
+    ],
     "diadem_ray.actors": ["diadem_ray.cluster", "diadem_ray.driver", "diadem_ray.serve", "diadem_ray.cli"],
     "diadem_ray.cluster": ["diadem_ray.driver", "diadem_ray.serve", "diadem_ray.cli"],
 }
@@ -126,7 +170,9 @@ def violations(graph: Dict[str, Set[str]]) -> List[str]:
             if src != prefix and not src.startswith(prefix + "."):
                 continue
             for t in sorted(targets):
-                if (src, t) not in ALLOWED and any(t == b.rstrip(".") or t.startswith(b.rstrip(".") + ".") for b in banned):
+                if (src, t) not in ALLOWED and any(
+                    t == b.rstrip(".") or t.startswith(b.rstrip(".") + ".") for b in banned
+                ):
                     bad.append(f"{src} -> {t}")
     return sorted(set(bad))
 
@@ -136,7 +182,10 @@ def test_no_import_against_the_layering():
 
 
 def test_the_layering_check_names_an_arrow_that_runs_back_up():
-    graph = {"diadem_ray.models.tiny_av_frontend": {"diadem_ray.data.render"}, "diadem_ray.config": {"diadem_ray.models.families"}}
+    graph = {
+        "diadem_ray.models.tiny_av_frontend": {"diadem_ray.data.render"},
+        "diadem_ray.config": {"diadem_ray.models.families"},
+    }
     assert violations(graph) == ["diadem_ray.models.tiny_av_frontend -> diadem_ray.data.render"]
 
 

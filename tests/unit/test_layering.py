@@ -4,11 +4,26 @@ import json
 import subprocess
 import sys
 
-PURE = ["diadem_ray.types", "diadem_ray.config", "diadem_ray.grpo", "diadem_ray.rewards.normalize", "diadem_ray.rewards.align",
-        "diadem_ray.rewards.metrics", "diadem_ray.rewards.extract", "diadem_ray.rewards.speakers",
-        "diadem_ray.rewards.components", "diadem_ray.rewards.compose", "diadem_ray.rewards.benchmark",
-        "diadem_ray.data.schema", "diadem_ray.data.shards", "diadem_ray.data.cursor", "diadem_ray.data.feed",
-        "diadem_ray.data.clip_cache", "diadem_ray.data.media_refs", "diadem_ray.cli"]
+PURE = [
+    "diadem_ray.types",
+    "diadem_ray.config",
+    "diadem_ray.grpo",
+    "diadem_ray.rewards.normalize",
+    "diadem_ray.rewards.align",
+    "diadem_ray.rewards.metrics",
+    "diadem_ray.rewards.extract",
+    "diadem_ray.rewards.speakers",
+    "diadem_ray.rewards.components",
+    "diadem_ray.rewards.compose",
+    "diadem_ray.rewards.benchmark",
+    "diadem_ray.data.schema",
+    "diadem_ray.data.shards",
+    "diadem_ray.data.cursor",
+    "diadem_ray.data.feed",
+    "diadem_ray.data.clip_cache",
+    "diadem_ray.data.media_refs",
+    "diadem_ray.cli",
+]
 HEAVY = ["ray", "vllm", "deepspeed"]
 
 

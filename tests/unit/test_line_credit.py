@@ -14,27 +14,37 @@ from diadem_ray.rewards.lines import line_hits
 from diadem_ray.rewards.metrics import score_dialogue
 from diadem_ray.types import LineHit, Rollout, ScoredRollout, Turn
 
-REF = (Turn("the old man", "Did the driver call this morning?"), Turn("the woman", "No, I left the map at the hospital."),
-       Turn("the old man", "Then we should check the door first."))
+REF = (
+    Turn("the old man", "Did the driver call this morning?"),
+    Turn("the woman", "No, I left the map at the hospital."),
+    Turn("the old man", "Then we should check the door first."),
+)
 
 
 def test_spans_point_at_the_raw_speaker_phrase_of_each_form():
-    caption = ('Intro line without a quote.\r\n  - the old man :  "Did the driver call?"\n'
-               '0:01 - 0:03, the woman in red said: "No."\n\nthe man: "Fine."')
+    caption = (
+        'Intro line without a quote.\r\n  - the old man :  "Did the driver call?"\n'
+        '0:01 - 0:03, the woman in red said: "No."\n\nthe man: "Fine."'
+    )
     spans = extract_structured_spans(caption)
     assert [t for t, _ in spans] == extract_structured(caption)
     assert [caption[s:e] for _, (s, e) in spans] == ["the old man", "the woman in red", "the man"]
 
 
 def test_line_hits_agree_with_the_ref_count_line_by_line():
-    caption = ('the old man: "Did the driver call this morning?"\nthe man: "No, I left the map at the hospital."\n'
-               'the old man: "A line nobody said at all, really."\nthe old man: "Then we should check the door first."')
+    caption = (
+        'the old man: "Did the driver call this morning?"\nthe man: "No, I left the map at the hospital."\n'
+        'the old man: "A line nobody said at all, really."\nthe old man: "Then we should check the door first."'
+    )
     spans = extract_structured_spans(caption)
     hyp = [t for t, _ in spans]
     score = score_dialogue([t.line() for t in hyp], [t.line() for t in REF])
     hits = line_hits(hyp, [s for _, s in spans], score)
-    assert [(caption[h.start:h.end], h.ref_index, h.hit) for h in hits] == [
-        ("the old man", 0, True), ("the man", 1, False), ("the old man", 2, True)]  # the invented line is unmatched
+    assert [(caption[h.start : h.end], h.ref_index, h.hit) for h in hits] == [
+        ("the old man", 0, True),
+        ("the man", 1, False),
+        ("the old man", 2, True),
+    ]  # the invented line is unmatched
     assert sum(h.hit for h in hits) == score.ref_hits == 2
 
 
@@ -43,15 +53,22 @@ def test_line_hits_sum_to_ref_hits_on_random_captions():
     speakers = ["the old man", "the woman", "the man", "the old woman", "the man in red"]
     words = "the door map call driver hospital morning check first left no then we should".split()
     for _ in range(200):
-        ref = [Turn(rng.choice(speakers), " ".join(rng.choices(words, k=rng.randint(2, 7)))) for _ in range(rng.randint(1, 5))]
-        hyp_turns = [Turn(rng.choice(speakers), t.text if rng.random() < 0.7 else " ".join(rng.choices(words, k=4)))
-                     for t in ref if rng.random() < 0.9]
+        ref = [
+            Turn(rng.choice(speakers), " ".join(rng.choices(words, k=rng.randint(2, 7))))
+            for _ in range(rng.randint(1, 5))
+        ]
+        hyp_turns = [
+            Turn(rng.choice(speakers), t.text if rng.random() < 0.7 else " ".join(rng.choices(words, k=4)))
+            for t in ref
+            if rng.random() < 0.9
+        ]
         caption = "\n".join(f'{t.speaker}: "{t.text}"' for t in hyp_turns)
         scored = Composition.from_spec(RewardSpec("r", components=[RewardComponentConfig("ref_f1", 1.0)])).score(
-            caption, ref, step=0, lines=True)
+            caption, ref, step=0, lines=True
+        )
         score = score_dialogue([t.line() for t in scored.hyp], [t.line() for t in ref])
         assert sum(h.hit for h in scored.lines) == score.ref_hits
-        assert all(caption[h.start:h.end].strip() for h in scored.lines)
+        assert all(caption[h.start : h.end].strip() for h in scored.lines)
 
 
 def test_composition_lines_leave_the_reward_alone_and_need_the_structured_extractor():
@@ -70,7 +87,9 @@ def test_composition_lines_leave_the_reward_alone_and_need_the_structured_extrac
 
 
 def test_line_advantages_compare_each_reference_line_within_the_group():
-    adv = grpo.line_advantages([[(0, True), (1, False), (2, True)], [(0, False), (1, False)], [(0, True), (2, True)], []])
+    adv = grpo.line_advantages(
+        [[(0, True), (1, False), (2, True)], [(0, False), (1, False)], [(0, True), (2, True)], []]
+    )
     assert adv == [[pytest.approx(1 / 3), 0.0, 0.0], [pytest.approx(-2 / 3), 0.0], [pytest.approx(1 / 3), 0.0], []]
 
 
@@ -101,7 +120,9 @@ def test_per_token_advantages_pack_like_log_probs_and_drive_the_loss():
     lp = torch.log(torch.full(mask.shape, 0.5)).requires_grad_()
     # A row that is constant equals the scalar form; a row that differs moves only its own tokens.
     scalar, _ = grpo.grpo_loss(lp, lp.detach(), torch.tensor([0.5, 0.0]), mask)
-    rowwise, _ = grpo.grpo_loss(lp, lp.detach(), grpo.pack_sequences(prompts, responses, advantages=[[0.5, 0.5], [0.0] * 3])["advantages"], mask)
+    rowwise, _ = grpo.grpo_loss(
+        lp, lp.detach(), grpo.pack_sequences(prompts, responses, advantages=[[0.5, 0.5], [0.0] * 3])["advantages"], mask
+    )
     assert float(scalar.detach()) == pytest.approx(float(rowwise.detach()))
     (grad,) = torch.autograd.grad(grpo.grpo_loss(lp, lp.detach(), packed["advantages"], mask)[0], lp)
     assert grad[mask.bool()].tolist() == pytest.approx([-0.1, -0.1, -0.2, 0.2, 0.0])
@@ -127,10 +148,12 @@ def _scored(text, lines, decoded=None):
 def test_driver_turns_a_group_into_per_token_advantages():
     a = 'the man: "Hi."\nthe woman: "No."'
     b = 'the woman: "Hi."\nthe woman: "No."'
-    group = [_scored(a, [LineHit(0, 7, 0, True), LineHit(15, 24, 1, True)]),
-             _scored(b, [LineHit(0, 9, 0, False), LineHit(17, 26, 1, True)]),
-             _scored(a, [], decoded=a + "!"),  # tokens that do not decode to the scored text
-             _scored("", [])]
+    group = [
+        _scored(a, [LineHit(0, 7, 0, True), LineHit(15, 24, 1, True)]),
+        _scored(b, [LineHit(0, 9, 0, False), LineHit(17, 26, 1, True)]),
+        _scored(a, [], decoded=a + "!"),  # tokens that do not decode to the scored text
+        _scored("", []),
+    ]
     counts = {"lines": 0.0, "credited": 0.0, "unmapped": 0.0}
     out = grpo.line_credit(group, [0.25, -0.25, 0.0, 0.0], decode=_CharTokens.decode, weight=2.0, counts=counts)
     assert out[0][:7] == pytest.approx([0.25 + 2.0 * 0.5] * 7) and out[0][7:] == pytest.approx([0.25] * (len(a) - 7))

@@ -53,15 +53,23 @@ def test_nan_at_padded_positions_reaches_neither_loss_nor_gradient(mode):
     old = torch.tensor([[-1.1, -2.0, float("nan")], [-0.4, 0.0, float("nan")]])
     ref = torch.tensor([[-1.0, -2.5, float("nan")], [-0.5, float("nan"), 0.0]])
     adv = torch.tensor([0.5, -1.0])
-    loss, metrics = grpo.grpo_loss(lp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1, loss_aggregation=mode,
-                                   max_response_len=3)
+    loss, metrics = grpo.grpo_loss(
+        lp, old, adv, mask, ref_logprobs=ref, kl_coef=0.1, loss_aggregation=mode, max_response_len=3
+    )
     assert math.isfinite(float(loss.detach())) and all(math.isfinite(v) for v in metrics.values()), metrics
     loss.backward()
     assert torch.isfinite(lp.grad).all() and (lp.grad[mask == 0] == 0).all()
     clean = torch.where(mask > 0, lp.detach(), torch.zeros(()))
-    want, _ = grpo.grpo_loss(clean, torch.where(mask > 0, old, torch.zeros(())), adv, mask,
-                             ref_logprobs=torch.where(mask > 0, ref, torch.zeros(())), kl_coef=0.1, loss_aggregation=mode,
-                             max_response_len=3)
+    want, _ = grpo.grpo_loss(
+        clean,
+        torch.where(mask > 0, old, torch.zeros(())),
+        adv,
+        mask,
+        ref_logprobs=torch.where(mask > 0, ref, torch.zeros(())),
+        kl_coef=0.1,
+        loss_aggregation=mode,
+        max_response_len=3,
+    )
     assert float(loss.detach()) == pytest.approx(float(want))
 
 

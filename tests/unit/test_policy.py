@@ -8,8 +8,18 @@ import torch
 
 from diadem_ray.models.policy import META_FILE, PolicyError, PolicyMeta, read_policy, write_policy
 
-META = PolicyMeta(family="tiny_av", policy_version=2, stage="sft", learner_step=14, run="r", frontend_version="2",
-                  frames_per_clip=8, sample_rate_hz=16000, max_prompt_tokens=64, max_new_tokens=16)
+META = PolicyMeta(
+    family="tiny_av",
+    policy_version=2,
+    stage="sft",
+    learner_step=14,
+    run="r",
+    frontend_version="2",
+    frames_per_clip=8,
+    sample_rate_hz=16000,
+    max_prompt_tokens=64,
+    max_new_tokens=16,
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +46,9 @@ def test_export_round_trips_through_transformers(tiny, tmp_path):
     with torch.no_grad():
         assert torch.equal(back(ids).logits, model(ids).logits)
     # exporting again replaces the folder whole, leaving no temporary folders behind
-    write_policy(run / "policy", tensors, source_model_path=src, meta=PolicyMeta(**{**META.__dict__, "policy_version": 3}))
+    write_policy(
+        run / "policy", tensors, source_model_path=src, meta=PolicyMeta(**{**META.__dict__, "policy_version": 3})
+    )
     assert read_policy(run)[1].policy_version == 3
     assert sorted(p.name for p in run.iterdir()) == ["policy"]
 

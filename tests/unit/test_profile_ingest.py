@@ -15,7 +15,9 @@ NAMES = ["hard", "medium", "easy"]
 
 def test_pass_rate_edges_and_zero_variance():
     rewards = {"a": [0.0, 0.0], "b": [0.7, 0.2], "c": [0.9, 0.8], "d": [0.6, 0.65]}
-    got = {p.clip_id: p for p in profile_clips(rewards, pass_reward=0.6, bucket_names=NAMES, pass_rate_edges=[0.34, 0.67])}
+    got = {
+        p.clip_id: p for p in profile_clips(rewards, pass_reward=0.6, bucket_names=NAMES, pass_rate_edges=[0.34, 0.67])
+    }
     assert {c: p.bucket for c, p in got.items()} == {"a": "hard", "b": "medium", "c": "easy", "d": "easy"}
     assert got["b"].pass_rate == 0.5 and got["b"].mean_reward == pytest.approx(0.45)
     assert got["a"].zero_variance and not got["b"].zero_variance
@@ -53,17 +55,27 @@ def test_ingest_diadembench_rows(tmp_path):
     videos.mkdir()
     for name in ("v1.mp4", "v2.mkv"):
         (videos / name).write_bytes(b"x")
-    ann = _write(tmp_path / "ann.jsonl", [
-        {"video_id": "v1", "gt_dialogues": ["the man in red: Hello there.", "the woman: Hi!"], "speaker_num": 2,
-         "people_num_in_screen": 2, "is_single_shot": 1, "has_off_screen_speaker": 0, "has_same_sex_speakers": 0,
-         "only_opposite_sex_speakers": 1},
-        {"video_id": "v2", "gt_dialogues": ["A: x"], "speaker_num": 1, "people_num_in_screen": 1},
-        {"video_id": "v3", "gt_dialogues": ["A: x"]},
-        {"video_id": "v1", "gt_dialogues": ["A: x"]},
-        {"video_id": "v4", "gt_dialogues": ["no speaker here"], "video": "v1.mp4"},
-        {"video_id": "v5", "gt_dialogues": ["A: x"], "video": "v1.mp4", "is_single_shot": "maybe"},
-        "[1, 2]",
-    ])
+    ann = _write(
+        tmp_path / "ann.jsonl",
+        [
+            {
+                "video_id": "v1",
+                "gt_dialogues": ["the man in red: Hello there.", "the woman: Hi!"],
+                "speaker_num": 2,
+                "people_num_in_screen": 2,
+                "is_single_shot": 1,
+                "has_off_screen_speaker": 0,
+                "has_same_sex_speakers": 0,
+                "only_opposite_sex_speakers": 1,
+            },
+            {"video_id": "v2", "gt_dialogues": ["A: x"], "speaker_num": 1, "people_num_in_screen": 1},
+            {"video_id": "v3", "gt_dialogues": ["A: x"]},
+            {"video_id": "v1", "gt_dialogues": ["A: x"]},
+            {"video_id": "v4", "gt_dialogues": ["no speaker here"], "video": "v1.mp4"},
+            {"video_id": "v5", "gt_dialogues": ["A: x"], "video": "v1.mp4", "is_single_shot": "maybe"},
+            "[1, 2]",
+        ],
+    )
     rep = ingest(ann, str(videos), fmt="diadembench", duration_of=lambda uri: 12.5)
     assert [c.clip_id for c in rep.clips] == ["v1", "v2"]
     v1 = rep.clips[0]
@@ -77,14 +89,34 @@ def test_ingest_diadembench_rows(tmp_path):
 
 
 def test_ingest_dvdbench_times_and_derived_attributes(tmp_path):
-    ann = _write(tmp_path / "dvd.jsonl", [
-        {"video": "clips/a.mp4", "character": ["a tall man in a suit", "a woman with glasses"],
-         "dialogue": [{"speaker": "a tall man in a suit", "content": "Where were you?", "time": ["00:01", "00:03"]},
-                      {"speaker": "a woman with glasses", "content": "Out.", "time": ["00:02", "00:04"]}]},
-        {"video": "s3://bucket/b.mp4", "character": [], "dialogue": [{"speaker": "the man", "content": "Hi", "time": ["00:01", "Unknown"]}]},
-        {"video": "c.mp4", "character": [], "dialogue": [{"speaker": "the man", "content": "Hi", "time": ["00:05", "00:02"]}]},
-        {"video": "d.mp4", "character": [], "dialogue": [{"speaker": "the man", "content": "Hi", "time": ["00:01", "00:30"]}]},
-    ])
+    ann = _write(
+        tmp_path / "dvd.jsonl",
+        [
+            {
+                "video": "clips/a.mp4",
+                "character": ["a tall man in a suit", "a woman with glasses"],
+                "dialogue": [
+                    {"speaker": "a tall man in a suit", "content": "Where were you?", "time": ["00:01", "00:03"]},
+                    {"speaker": "a woman with glasses", "content": "Out.", "time": ["00:02", "00:04"]},
+                ],
+            },
+            {
+                "video": "s3://bucket/b.mp4",
+                "character": [],
+                "dialogue": [{"speaker": "the man", "content": "Hi", "time": ["00:01", "Unknown"]}],
+            },
+            {
+                "video": "c.mp4",
+                "character": [],
+                "dialogue": [{"speaker": "the man", "content": "Hi", "time": ["00:05", "00:02"]}],
+            },
+            {
+                "video": "d.mp4",
+                "character": [],
+                "dialogue": [{"speaker": "the man", "content": "Hi", "time": ["00:01", "00:30"]}],
+            },
+        ],
+    )
     rep = ingest(ann, str(tmp_path), fmt="dvdbench", duration_of=lambda uri: 10.0)
     assert [c.clip_id for c in rep.clips] == ["a", "b"]
     a, b = rep.clips
@@ -106,8 +138,19 @@ def test_ingest_cli_writes_shards_and_annotations_and_reports(tmp_path, capsys):
     rows = (tmp_path / "syn" / "annotations.jsonl").read_text().splitlines()
     _write(ann, rows + [json.dumps({"video_id": "ghost", "gt_dialogues": ["A: x"]})])
     out = tmp_path / "ingested"
-    rc = main(["ingest", "--annotations", str(ann), "--videos", str(tmp_path / "syn" / "videos"), "--format", "diadembench",
-               "--out", str(out)])
+    rc = main(
+        [
+            "ingest",
+            "--annotations",
+            str(ann),
+            "--videos",
+            str(tmp_path / "syn" / "videos"),
+            "--format",
+            "diadembench",
+            "--out",
+            str(out),
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 1 and "skipped" in captured.err and "ghost" in captured.err
     got = [c for p in list_shards(str(out / "shards"), ["unassigned"]) for c in read_shard(p)]
@@ -116,6 +159,20 @@ def test_ingest_cli_writes_shards_and_annotations_and_reports(tmp_path, capsys):
         want = next(x for x in clips if x.clip_id == c.clip_id)
         assert c.duration_s == pytest.approx(want.duration_s, abs=0.1) and c.gt_dialogues() == want.gt_dialogues()
     assert (out / "annotations.jsonl").read_text().splitlines() == rows
-    assert main(["ingest", "--annotations", str(tmp_path / "missing.jsonl"), "--videos", str(tmp_path), "--format",
-                 "dvdbench", "--out", str(out)]) == 1
+    assert (
+        main(
+            [
+                "ingest",
+                "--annotations",
+                str(tmp_path / "missing.jsonl"),
+                "--videos",
+                str(tmp_path),
+                "--format",
+                "dvdbench",
+                "--out",
+                str(out),
+            ]
+        )
+        == 1
+    )
     assert "no such file" in capsys.readouterr().err

@@ -17,7 +17,9 @@ def test_patches_match_transformers_image_processor():
     img = rng.integers(0, 256, (70, 130, 3), dtype=np.uint8)
     s = q.Settings(max_pixels=64 * 28 * 28, min_pixels=4 * 28 * 28)
     mine, grid = q.video_patches(np.stack([img, img]), s)
-    ref = Qwen2VLImageProcessorPil(size={"shortest_edge": s.min_pixels, "longest_edge": s.max_pixels})(img, return_tensors="np")
+    ref = Qwen2VLImageProcessorPil(size={"shortest_edge": s.min_pixels, "longest_edge": s.max_pixels})(
+        img, return_tensors="np"
+    )
     assert list(ref["image_grid_thw"][0]) == list(grid)
     np.testing.assert_allclose(mine, ref["pixel_values"], rtol=0, atol=1e-5)
 
@@ -37,7 +39,12 @@ def tiny_thinker(tmp_path_factory):
     from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
     path, tok, fe = q.build_tiny_thinker(tmp_path_factory.mktemp("thinker"))
-    return Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(str(path), local_files_only=True).eval(), tok, fe, path
+    return (
+        Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(str(path), local_files_only=True).eval(),
+        tok,
+        fe,
+        path,
+    )
 
 
 def test_build_inputs_drive_a_tiny_thinker(tiny_thinker):
@@ -53,7 +60,9 @@ def test_build_inputs_drive_a_tiny_thinker(tiny_thinker):
     t, h, w = inputs["video_grid_thw"][0]
     assert n_video == t * h * w // 4 and int((ids == model.config.audio_token_index).sum()) > 0
     text = tok.decode(ids)
-    assert text.index("<|vision_bos|><|audio_bos|><|VIDEO|>") < text.index("<|AUDIO|>")  # interleaved: video chunk, then audio
+    assert text.index("<|vision_bos|><|audio_bos|><|VIDEO|>") < text.index(
+        "<|AUDIO|>"
+    )  # interleaved: video chunk, then audio
     with torch.no_grad():
         out = model(**q.to_torch(inputs))
     assert out.logits.shape == (1, len(ids), len(tok)) and torch.isfinite(out.logits).all()
@@ -65,9 +74,15 @@ def test_media_split_and_kwargs(tiny_thinker):
 
     _, tok, fe, _ = tiny_thinker
     rng = np.random.default_rng(2)
-    inputs = q.build_inputs(rng.integers(0, 256, (4, 56, 56, 3), dtype=np.uint8), np.arange(4) * 0.5,
-                            np.zeros(16_000, np.float32), "Who?", tokenizer=tok, feature_extractor=fe,
-                            s=q.Settings(max_pixels=16 * 28 * 28))
+    inputs = q.build_inputs(
+        rng.integers(0, 256, (4, 56, 56, 3), dtype=np.uint8),
+        np.arange(4) * 0.5,
+        np.zeros(16_000, np.float32),
+        "Who?",
+        tokenizer=tok,
+        feature_extractor=fe,
+        s=q.Settings(max_pixels=16 * 28 * 28),
+    )
     ids, media = split_inputs(inputs)
     assert ids == inputs["input_ids"][0].tolist() and set(media) == set(MEDIA_KEYS) - {"pixel_values_videos"}
     kw = media_kwargs(media, device="cpu", float_dtype=torch.bfloat16)
@@ -88,7 +103,9 @@ def test_compact_frames_become_the_same_patches(tiny_thinker):
     rng = np.random.default_rng(4)
     frames, times = rng.integers(0, 256, (6, 70, 130, 3), dtype=np.uint8), np.arange(6) * 0.5
     s = q.Settings(max_pixels=32 * 28 * 28)
-    inputs = q.build_inputs(frames, times, np.zeros(16_000, np.float32), "Who?", tokenizer=tok, feature_extractor=fe, s=s)
+    inputs = q.build_inputs(
+        frames, times, np.zeros(16_000, np.float32), "Who?", tokenizer=tok, feature_extractor=fe, s=s
+    )
     assert inputs["video_frames"].dtype == np.uint8 and "pixel_values_videos" not in inputs
     want, grid = q.video_patches(q.sample_frames(frames, times, fps=s.fps, max_frames=s.max_frames), s)
     full = q.model_inputs(inputs)
@@ -146,15 +163,20 @@ def test_vllm_prompt_collapses_the_clip_and_carries_frames_and_audio(tiny_thinke
     frames = rng.integers(0, 256, (8, 56, 84, 3), dtype=np.uint8)
     audio = (0.1 * rng.standard_normal(40 * 16_000)).astype(np.float32)  # 40 s: the features see the first 30
     s = q.Settings(max_pixels=16 * 28 * 28)
-    ids, media = split_inputs(q.build_inputs(frames, np.arange(8) * 0.5, audio, "Who?", tokenizer=tok, feature_extractor=fe, s=s))
+    ids, media = split_inputs(
+        q.build_inputs(frames, np.arange(8) * 0.5, audio, "Who?", tokenizer=tok, feature_extractor=fe, s=s)
+    )
     assert media["audio_waveform"].shape == (30 * 16_000,)
-    np.testing.assert_array_equal(q.audio_features(media["audio_waveform"], fe, s)["input_features"], media["input_features"])
+    np.testing.assert_array_equal(
+        q.audio_features(media["audio_waveform"], fe, s)["input_features"], media["input_features"]
+    )
     special = q.special_token_ids(tok)
     fields = q.vllm_prompt(ids, media, special)
     # the ids vLLM expands again: the prompt text's own tokens, one <|VIDEO|> between the vision markers
     assert fields["prompt_token_ids"] == tok(q.prompt_text("Who?"), add_special_tokens=False)["input_ids"]
     assert fields["multi_modal_data"]["video"] is media["video_frames"] or np.array_equal(
-        fields["multi_modal_data"]["video"], media["video_frames"])
+        fields["multi_modal_data"]["video"], media["video_frames"]
+    )
     wave, rate = fields["multi_modal_data"]["audio"]
     assert rate == 16_000 and np.array_equal(wave, media["audio_waveform"])
     assert fields["mm_processor_kwargs"] == {"use_audio_in_video": True, "fps": 2.0, "second_per_grid_ts": [1.0]}

@@ -11,9 +11,17 @@ from diadem_ray.driver.recovery import RunFailed, group_needs, shortfall, wait_f
 
 
 def test_group_needs_adds_ranks_and_replicas(repo_root):
-    cfg = load_config(str(repo_root / "configs/demo_cpu.yaml"), [
-        "learner.num_ranks=2", "learner.num_cpus_per_rank=0.5", "learner.custom_resources={diadem_gpu_node: 0.001}",
-        "rollout.num_replicas=1", "rollout.num_cpus_per_replica=0.5", "rollout.custom_resources={diadem_gpu_node: 0.001}"])
+    cfg = load_config(
+        str(repo_root / "configs/demo_cpu.yaml"),
+        [
+            "learner.num_ranks=2",
+            "learner.num_cpus_per_rank=0.5",
+            "learner.custom_resources={diadem_gpu_node: 0.001}",
+            "rollout.num_replicas=1",
+            "rollout.num_cpus_per_replica=0.5",
+            "rollout.custom_resources={diadem_gpu_node: 0.001}",
+        ],
+    )
     assert group_needs(cfg) == pytest.approx({"CPU": 1.5, "diadem_gpu_node": 0.003})
     assert shortfall({"CPU": 1.5, "diadem_gpu_node": 0.003}, {"CPU": 4.0}) == {"diadem_gpu_node": 0.003}
     assert shortfall({"CPU": 1.5}, {"CPU": 1.5}) == {}
@@ -22,8 +30,9 @@ def test_group_needs_adds_ranks_and_replicas(repo_root):
 def test_wait_for_capacity_says_what_it_waits_for_and_gives_up():
     said = []
     offers = iter([{}, {}, {"CPU": 1.0}, {"CPU": 2.0}])
-    waited = wait_for_capacity({"CPU": 2.0}, wait_s=10, available=lambda: next(offers), say=said.append, poll_s=0.0,
-                               report_s=0.0)
+    waited = wait_for_capacity(
+        {"CPU": 2.0}, wait_s=10, available=lambda: next(offers), say=said.append, poll_s=0.0, report_s=0.0
+    )
     assert waited < 10 and said and "{'CPU': 2.0} more" in said[0]
     with pytest.raises(RunFailed, match="cluster.node_wait_s"):
         wait_for_capacity({"GPU": 1.0}, wait_s=0.05, available=dict, say=said.append, poll_s=0.01)
@@ -70,6 +79,8 @@ def test_losses_within_max_restarts_are_recovered(repo_root, monkeypatch):
 
 def test_one_loss_more_than_max_restarts_stops_with_the_count_and_last_failure(repo_root, monkeypatch):
     d, calls = _driver(repo_root, monkeypatch, losses=3, max_restarts=2)
-    with pytest.raises(RunFailed, match=r"lost 3 times, more than run.max_restarts 2; last: LearnerDied: .*node gone #3"):
+    with pytest.raises(
+        RunFailed, match=r"lost 3 times, more than run.max_restarts 2; last: LearnerDied: .*node gone #3"
+    ):
         d.run()
     assert calls["recovered"] == [1, 2] and d.res.tracker.ended == "KILLED"

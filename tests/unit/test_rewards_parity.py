@@ -5,7 +5,7 @@ import random
 import pytest
 import reference_diadembench as R
 
-from diadem_ray.rewards.benchmark import evaluate, format_table, TABLES
+from diadem_ray.rewards.benchmark import TABLES, evaluate, format_table
 from diadem_ray.rewards.metrics import score_dialogue
 from diadem_ray.rewards.normalize import clean_line, similarity
 
@@ -22,8 +22,14 @@ def assert_same(dt, gt):
     assert got == want
     for g, w in zip(ours.groups, ref["groups"]):
         assert abs(g.score - w["score"]) <= 1e-9
-    row = {"dt_num": ours.dt_num, "gt_num": ours.gt_num, "asr_recall": ours.asr_recall,
-           "asr_precision": ours.asr_precision, "ref_recall": ours.ref_recall, "ref_precision": ours.ref_precision}
+    row = {
+        "dt_num": ours.dt_num,
+        "gt_num": ours.gt_num,
+        "asr_recall": ours.asr_recall,
+        "asr_precision": ours.asr_precision,
+        "ref_recall": ours.ref_recall,
+        "ref_precision": ours.ref_precision,
+    }
     for f in FIELDS:
         assert abs(row[f] - ref[f]) <= 1e-9, f
     return ours
@@ -31,11 +37,15 @@ def assert_same(dt, gt):
 
 CASES = {
     "identical": (["A: Hello there.", "B: Fine, thanks!"], ["A: Hello there.", "B: Fine, thanks!"]),
-    "dt_merge": (["A: three times three different states", "A: over the past year over 100 grand total", "B: really"],
-                 ["A: Three times, three different states over the past year, over 100 grand total.", "B: Really?"]),
+    "dt_merge": (
+        ["A: three times three different states", "A: over the past year over 100 grand total", "B: really"],
+        ["A: Three times, three different states over the past year, over 100 grand total.", "B: Really?"],
+    ),
     "gt_merge": (["A: where were you last night I waited"], ["A: Where were you last night?", "A: I waited."]),
-    "both_merge": (["A: one two three", "A: four five six seven", "B: ok"],
-                   ["A: one two", "A: three four five six seven", "B: ok"]),
+    "both_merge": (
+        ["A: one two three", "A: four five six seven", "B: ok"],
+        ["A: one two", "A: three four five six seven", "B: ok"],
+    ),
     "merge_blocked_by_speaker": (["A: where were you", "B: last night"], ["A: where were you last night"]),
     "ties": (["A: ab", "A: ab", "B: ab"], ["A: ab", "B: ab", "A: ab"]),
     "tie_skip": (["A: xx", "A: yy"], ["B: zz", "B: ww"]),
@@ -46,7 +56,7 @@ CASES = {
     "empty_gt": (["A: hello"], []),
     "both_empty": ([], []),
     "no_colon_lines": (["just narration", "A: hello world", "another line"], ["A: hello world", "no colon"]),
-    "curly_quotes_trailing": (['The man: “Really?”', "  B: 'fine'.  "], ["The man: Really", "B: fine"]),
+    "curly_quotes_trailing": (["The man: “Really?”", "  B: 'fine'.  "], ["The man: Really", "B: fine"]),
     "empty_contents": (["A: ...", "B: !!"], ["A: ?", "B: hello"]),
     "long_speaker": (["X" * 150 + ": hi"], ["X" * 120 + ": hi"]),
     "colon_in_content": (["A: time is 10:30 now"], ["A: time is 1030 now"]),
@@ -91,8 +101,12 @@ def test_cleaning_rules():
 
 def _random_dialogue(rng, n):
     words = "hi hello there yes no maybe we go now later why because I you they 你好 謝謝 再見 是的 ok".split()
-    return [f"{rng.choice('ABC')}: " + " ".join(rng.choice(words) for _ in range(rng.randint(0, 7))) + rng.choice(["", ".", "?", "!"])
-            for _ in range(n)]
+    return [
+        f"{rng.choice('ABC')}: "
+        + " ".join(rng.choice(words) for _ in range(rng.randint(0, 7)))
+        + rng.choice(["", ".", "?", "!"])
+        for _ in range(n)
+    ]
 
 
 def _perturb(rng, gt):
@@ -104,7 +118,7 @@ def _perturb(rng, gt):
             continue
         if r < 0.27:
             ws = content.split()
-            dt += [f"{spk}: {' '.join(ws[:len(ws) // 2])}", f"{spk}: {' '.join(ws[len(ws) // 2:])}"]
+            dt += [f"{spk}: {' '.join(ws[: len(ws) // 2])}", f"{spk}: {' '.join(ws[len(ws) // 2 :])}"]
         elif r < 0.37 and dt:
             dt[-1] += " " + content
         elif r < 0.47:
@@ -127,9 +141,16 @@ def test_benchmark_table_matches_reference_formatting():
     for i in range(40):
         gt = _random_dialogue(rng, rng.randint(1, 8))
         dt = _perturb(rng, gt)
-        a = {"video_id": f"v{i}", "gt_dialogues": gt, "speaker_num": i % 4, "people_num_in_screen": i % 5,
-             "is_single_shot": i % 2, "has_off_screen_speaker": i % 3 == 0, "has_same_sex_speakers": int(i % 5 == 1),
-             "only_opposite_sex_speakers": 0}
+        a = {
+            "video_id": f"v{i}",
+            "gt_dialogues": gt,
+            "speaker_num": i % 4,
+            "people_num_in_screen": i % 5,
+            "is_single_shot": i % 2,
+            "has_off_screen_speaker": i % 3 == 0,
+            "has_same_sex_speakers": int(i % 5 == 1),
+            "only_opposite_sex_speakers": 0,
+        }
         anns.append(a)
         preds.append({"video_id": f"v{i}", "pred_dialogues": dt})
         ref_rows[f"v{i}"] = (a, R.score(dt, gt))
@@ -143,13 +164,20 @@ def test_benchmark_table_matches_reference_formatting():
         assert lines[1] == f"=== {title} Table ==="
         assert len(lines[2]) == len(lines[5]) and set(lines[2]) == {"-"}
         assert lines[7].startswith(f"| {overall:^18} |")
-        for shot_flag, shot_cells in ((1, lines[7].split("|")[2:2 + len(buckets)]), (0, lines[7].split("|")[2 + len(buckets):2 + 2 * len(buckets)])):
+        for shot_flag, shot_cells in (
+            (1, lines[7].split("|")[2 : 2 + len(buckets)]),
+            (0, lines[7].split("|")[2 + len(buckets) : 2 + 2 * len(buckets)]),
+        ):
             for b, cell in zip(buckets, shot_cells):
-                def key(a):
+
+                def key(a, category=category):
                     if category == "speaker_num":
                         return spk.get(a["speaker_num"], "N>=3")
                     if category == "people_num":
                         return {1: "N=1", 2: "N=2"}.get(a["people_num_in_screen"], "N>=3")
                     return "Yes" if a[category] == 1 else "No"
-                rows = [r for a, r in ref_rows.values() if a["is_single_shot"] == shot_flag and (b == "All" or key(a) == b)]
+
+                rows = [
+                    r for a, r in ref_rows.values() if a["is_single_shot"] == shot_flag and (b == "All" or key(a) == b)
+                ]
                 assert cell == f" {R.f1_cell(rows):^13} "

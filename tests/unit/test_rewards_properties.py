@@ -3,8 +3,8 @@
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from diadem_ray.rewards.compose import Composition
 from diadem_ray.config import RewardComponentConfig, RewardSpec
+from diadem_ray.rewards.compose import Composition
 from diadem_ray.rewards.extract import extract_prose, extract_structured
 from diadem_ray.rewards.metrics import score_dialogue
 from diadem_ray.types import Turn
@@ -49,8 +49,14 @@ def test_extractors_never_crash(caption):
 @SETTINGS
 @given(st.text(max_size=300), lines)
 def test_composed_reward_is_bounded(caption, gt):
-    spec = RewardSpec(name="p", components=[RewardComponentConfig("asr_f1", 0.5), RewardComponentConfig("ref_f1", 0.5),
-                                           RewardComponentConfig("repetition_penalty", 0.1)])
+    spec = RewardSpec(
+        name="p",
+        components=[
+            RewardComponentConfig("asr_f1", 0.5),
+            RewardComponentConfig("ref_f1", 0.5),
+            RewardComponentConfig("repetition_penalty", 0.1),
+        ],
+    )
     ref = tuple(Turn(*l.split(": ", 1)) for l in gt)
     r = Composition.from_spec(spec).score(caption, ref, step=0).reward
     assert -0.1 - 1e-9 <= r <= 1.0 + 1e-9

@@ -35,15 +35,18 @@ def test_good_request_scores_as_eval(client):
     assert r.status_code == 200 and r.json()["asr_f1"] == pytest.approx(want.asr_f1)
 
 
-@pytest.mark.parametrize("raw,ctype,status,needle", [
-    (json.dumps(GOOD).encode(), "text/plain", 415, "text/plain"),
-    (json.dumps(GOOD).encode(), "", 415, "(none)"),
-    (b'{"dialogue": ["\\ud800: hi"], "reference": ["A: hi"]}', "application/json", 422, "lone surrogate"),
-    (b'{"caption": "x", "reference": ["A: \\udfff"]}', "application/json", 422, "lone surrogate"),
-    (b'{"\\ud800": 1, "caption": "x", "reference": []}', "application/json", 422, "valid string"),
-    (b"[" * 100_000, "application/json", 400, "parsing"),
-    (b'{"caption": "x", "reference": [], "n": 1' + b"1" * 5000 + b"}", "application/json", 400, "parsing"),
-])
+@pytest.mark.parametrize(
+    "raw,ctype,status,needle",
+    [
+        (json.dumps(GOOD).encode(), "text/plain", 415, "text/plain"),
+        (json.dumps(GOOD).encode(), "", 415, "(none)"),
+        (b'{"dialogue": ["\\ud800: hi"], "reference": ["A: hi"]}', "application/json", 422, "lone surrogate"),
+        (b'{"caption": "x", "reference": ["A: \\udfff"]}', "application/json", 422, "lone surrogate"),
+        (b'{"\\ud800": 1, "caption": "x", "reference": []}', "application/json", 422, "valid string"),
+        (b"[" * 100_000, "application/json", 400, "parsing"),
+        (b'{"caption": "x", "reference": [], "n": 1' + b"1" * 5000 + b"}", "application/json", 400, "parsing"),
+    ],
+)
 def test_hostile_bodies_get_a_4xx_naming_the_problem(client, raw, ctype, status, needle):
     r = post(client, raw=raw, ctype=ctype)
     assert r.status_code == status and needle in r.text, r.text
@@ -61,8 +64,11 @@ def _worst(lines, chars, seed=7):
 def test_work_over_the_limits_is_refused_with_the_limit_named(client):
     r = post(client, _worst(60, 1000))
     assert r.status_code == 413 and "serve.max_align_work" in r.text
-    many = {"dialogue": [f"person {i}: hello there" for i in range(100)],
-            "reference": [f"someone {i}: hello there" for i in range(100)], "speaker_judge": "embedding"}
+    many = {
+        "dialogue": [f"person {i}: hello there" for i in range(100)],
+        "reference": [f"someone {i}: hello there" for i in range(100)],
+        "speaker_judge": "embedding",
+    }
     r = post(client, many)
     assert r.status_code == 413 and "serve.max_judge_speakers" in r.text
     assert post(client, GOOD).json() == post(client, GOOD).json()
@@ -76,20 +82,38 @@ def test_caption_parsing_is_bounded_at_the_caption_limit(client):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.floats(allow_nan=False) | st.text(max_size=40),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
 hostile_text = st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=200)
 bodies = st.one_of(
     json_values,
-    st.fixed_dictionaries({"caption": hostile_text, "reference": st.lists(hostile_text, max_size=5)},
-                          optional={"extractor": st.sampled_from(["structured", "prose", "x"]),
-                                    "speaker_judge": st.sampled_from(["exact", "llm"])}),
-    st.fixed_dictionaries({"dialogue": st.lists(hostile_text, max_size=5), "reference": st.lists(hostile_text, max_size=5)}),
+    st.fixed_dictionaries(
+        {"caption": hostile_text, "reference": st.lists(hostile_text, max_size=5)},
+        optional={
+            "extractor": st.sampled_from(["structured", "prose", "x"]),
+            "speaker_judge": st.sampled_from(["exact", "llm"]),
+        },
+    ),
+    st.fixed_dictionaries(
+        {"dialogue": st.lists(hostile_text, max_size=5), "reference": st.lists(hostile_text, max_size=5)}
+    ),
 )
 
 
 @settings(max_examples=150, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
-@given(body=bodies, ctype=st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain",
-                                           "application/x-www-form-urlencoded", "application/problem+json"]))
+@given(
+    body=bodies,
+    ctype=st.sampled_from(
+        [
+            "application/json",
+            "application/json; charset=utf-8",
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "application/problem+json",
+        ]
+    ),
+)
 def test_generated_hostile_requests_never_get_a_500(client, body, ctype):
     raw = json.dumps(body, ensure_ascii=True).encode()  # ensure_ascii: lone surrogates travel as \\udXXX escapes
     r = post(client, raw=raw, ctype=ctype)

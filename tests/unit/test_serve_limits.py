@@ -39,8 +39,14 @@ def test_local_uris_must_resolve_inside_a_root(tmp_path):
 def test_remote_uris_need_scheme_bucket_and_prefix():
     roots = ["s3://bucket/clips"]
     assert check_uri("s3://bucket/clips/a.mp4", roots) == "s3://bucket/clips/a.mp4"
-    for uri in ("s3://bucket/clips/../private/a.mp4", "s3://bucket/clips/%2e%2e/private/a.mp4", "s3://other/clips/a.mp4",
-                "gs://bucket/clips/a.mp4", "s3://bucket/clipsX/a.mp4", "/etc/passwd"):
+    for uri in (
+        "s3://bucket/clips/../private/a.mp4",
+        "s3://bucket/clips/%2e%2e/private/a.mp4",
+        "s3://other/clips/a.mp4",
+        "gs://bucket/clips/a.mp4",
+        "s3://bucket/clipsX/a.mp4",
+        "/etc/passwd",
+    ):
         assert _refused(uri, roots)[0] == 403, uri
 
 
@@ -92,8 +98,12 @@ def test_uris_with_control_characters_or_bad_unicode_are_422(tmp_path):
 
 def test_remote_uris_take_no_query_fragment_or_parameters():
     roots = ["s3://bucket/clips"]
-    for uri in ("s3://bucket/clips/a.mp4?endpoint_override=evil.example:9000&scheme=http", "s3://bucket/clips/a.mp4#x",
-                "s3://bucket/clips/a.mp4;region=x", "s3://bucket/clips/a.mp4?"):
+    for uri in (
+        "s3://bucket/clips/a.mp4?endpoint_override=evil.example:9000&scheme=http",
+        "s3://bucket/clips/a.mp4#x",
+        "s3://bucket/clips/a.mp4;region=x",
+        "s3://bucket/clips/a.mp4?",
+    ):
         status, msg = _refused(uri, roots)
         assert status == 403 and "no query" in msg, uri
     for uri in ("s3://user:secret@bucket/clips/a.mp4", "s3://bucket:9000/clips/a.mp4"):

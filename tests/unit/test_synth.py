@@ -76,8 +76,15 @@ def test_speech_is_intelligible_to_whisper(dataset):
             continue  # overlapping speech is not meant to be transcribable word for word
         refs.append(" ".join(t.text for t in c.dialogue))
         hyps.append(" ".join(w for _, _, w in fe.words(m.audio)))
-    norm = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(), jiwer.Strip(),
-                          jiwer.ReduceToListOfListOfWords()])
+    norm = jiwer.Compose(
+        [
+            jiwer.ToLowerCase(),
+            jiwer.RemovePunctuation(),
+            jiwer.RemoveMultipleSpaces(),
+            jiwer.Strip(),
+            jiwer.ReduceToListOfListOfWords(),
+        ]
+    )
     wer = jiwer.wer(refs, hyps, reference_transform=norm, hypothesis_transform=norm)
     assert wer <= 0.35, (wer, list(zip(refs, hyps)))
 

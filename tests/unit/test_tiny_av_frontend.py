@@ -44,7 +44,8 @@ def test_evidence_of_a_synthetic_clip(tmp_path):
     assert colors == sorted(c.split()[-1] for c in clip.characters)
     spoken = " ".join(s.words for s in ev.segments).lower()
     assert sum(w.strip(".,?!").lower() in spoken for t in clip.dialogue for w in t.text.split()) >= 0.6 * sum(
-        len(t.text.split()) for t in clip.dialogue)
+        len(t.text.split()) for t in clip.dialogue
+    )
     text = tiny_av.prompt_text(ev.text())
     assert text.startswith(tiny_av.INSTRUCTION) and text.endswith("Dialogue:\n") and "People:" in text
 

@@ -13,8 +13,21 @@ def test_turn_line_and_frozen():
 
 
 def test_clip_gt_dialogues():
-    c = Clip("c1", "a.mp4", 3.0, "en", "Describe.", ("a man",), (Turn("a man", "Hi."), Turn("a woman", "Hello.")),
-             2, 1, True, True, False, True)
+    c = Clip(
+        "c1",
+        "a.mp4",
+        3.0,
+        "en",
+        "Describe.",
+        ("a man",),
+        (Turn("a man", "Hi."), Turn("a woman", "Hello.")),
+        2,
+        1,
+        True,
+        True,
+        False,
+        True,
+    )
     assert c.gt_dialogues() == ["a man: Hi.", "a woman: Hello."]
 
 
