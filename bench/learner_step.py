@@ -33,6 +33,7 @@ def main() -> None:
     import ray
 
     from diadem_ray.cluster.learner_group import LearnerGroup
+    from diadem_ray.types import GrpoBatch
 
     if args.model == "smollm2":
         from diadem_ray.models.smollm2 import smollm2_checkpoint
@@ -62,14 +63,15 @@ def main() -> None:
             need_reference=False,
             lr=1e-7,
         )
-        learners.grpo_step(prompts, responses, advantages, **loss)  # warm-up (first-step allocations)
+        batch = GrpoBatch.of(prompts, responses, advantages)
+        learners.grpo_step(batch, **loss)  # warm-up (first-step allocations)
         for _ in range(args.repeats):  # interleaved, so drift on the machine hits both alike
             t0 = time.perf_counter()
-            learners.grpo_step(prompts, responses, advantages, **loss)
+            learners.grpo_step(batch, **loss)
             now.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             learners.compute_logprobs(prompts, responses)
-            learners.grpo_step(prompts, responses, advantages, **loss)
+            learners.grpo_step(batch, **loss)
             before.append(time.perf_counter() - t0)
         learners.shutdown()
     finally:

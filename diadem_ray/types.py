@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 
 @dataclass(frozen=True)
@@ -161,6 +161,77 @@ class ScoredRollout:
     components: Mapping[str, float] = field(default_factory=dict)
     error: Optional[str] = None
     lines: Tuple[LineHit, ...] = ()
+
+
+@dataclass(frozen=True)
+class GrpoBatch:
+    """The sequences of one GRPO update, one entry per sequence (a group's samples consecutive), as
+    the driver hands them to the learner group and as each learner rank receives its part.
+
+    Attributes:
+        prompt_token_ids: ``[B][prompt_len_b]``.
+        response_token_ids: ``[B][response_len_b]``; a response may be empty (a sample that ended
+            before its first token trains nothing; its reward still counted in its group's baseline).
+        advantages: ``[B]``: a float per sequence, or a tuple of one float per response token.
+        rollout_logprobs: ``[B][response_len_b]``: the engine's log-probs of the sampled tokens
+            (nats, at the sampling temperature), or empty when not known.
+        media: ``[B]``: each sequence's media (a :class:`MediaRef`, shared by a group's samples)
+            for families with media, or empty.
+    """
+
+    prompt_token_ids: Tuple[Tuple[int, ...], ...]
+    response_token_ids: Tuple[Tuple[int, ...], ...]
+    advantages: Tuple[Any, ...]
+    rollout_logprobs: Tuple[Tuple[float, ...], ...] = ()
+    media: Tuple[Any, ...] = ()
+
+    def __post_init__(self) -> None:
+        n = len(self.prompt_token_ids)
+        for name in ("response_token_ids", "advantages", "rollout_logprobs", "media"):
+            got = len(getattr(self, name))
+            if got != n and not (got == 0 and name in ("rollout_logprobs", "media")):
+                raise ValueError(f"GrpoBatch: {n} prompts but {got} {name.replace('_', ' ')}")
+
+    @classmethod
+    def of(
+        cls,
+        prompt_token_ids: Sequence[Sequence[int]],
+        response_token_ids: Sequence[Sequence[int]],
+        advantages: Sequence[Any],
+        *,
+        rollout_logprobs: Optional[Sequence[Sequence[float]]] = None,
+        media: Optional[Sequence[Any]] = None,
+    ) -> "GrpoBatch":
+        """From lists (any sequences); per-token advantages stay per token."""
+        return cls(
+            tuple(tuple(int(t) for t in p) for p in prompt_token_ids),
+            tuple(tuple(int(t) for t in r) for r in response_token_ids),
+            tuple(tuple(a) if isinstance(a, (list, tuple)) else a for a in advantages),
+            tuple(tuple(row) for row in rollout_logprobs) if rollout_logprobs is not None else (),
+            tuple(media) if media is not None else (),
+        )
+
+    def __len__(self) -> int:
+        return len(self.prompt_token_ids)
+
+    @property
+    def num_tokens(self) -> int:
+        """Response tokens over the whole batch (what token-mean losses divide by)."""
+        return sum(len(r) for r in self.response_token_ids)
+
+    @property
+    def max_response_len(self) -> int:
+        return max((len(r) for r in self.response_token_ids), default=0)
+
+    def part(self, s: slice) -> "GrpoBatch":
+        """The sequences ``s`` (one learner rank's share)."""
+        return GrpoBatch(
+            self.prompt_token_ids[s],
+            self.response_token_ids[s],
+            self.advantages[s],
+            self.rollout_logprobs[s] if self.rollout_logprobs else (),
+            self.media[s] if self.media else (),
+        )
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from diadem_ray import grpo
 from diadem_ray.actors.learner_reference import ReferenceMixin
 from diadem_ray.actors.learner_weights import WeightsMixin
 from diadem_ray.actors.net import free_port
+from diadem_ray.types import GrpoBatch
 
 
 def _skip_shm_build() -> None:
@@ -308,13 +309,10 @@ class Learner(WeightsMixin, ReferenceMixin):
 
     def grpo_step(
         self,
-        prompt_ids: Sequence[Sequence[int]],
-        response_ids: Sequence[Sequence[int]],
-        advantages: Sequence[Any],
+        batch: GrpoBatch,
         *,
         num_tokens: float,
         num_sequences: float,
-        rollout_logprobs: Optional[Sequence[Sequence[float]]] = None,
         clip_eps_low: float = 0.2,
         clip_eps_high: float = 0.28,
         dual_clip_c: Optional[float] = None,
@@ -323,20 +321,20 @@ class Learner(WeightsMixin, ReferenceMixin):
         entropy_coef: float = 0.0,
         loss_aggregation: str = "token_mean",
         max_response_len: Optional[int] = None,
-        media: Optional[Sequence[Any]] = None,
         temperature: float = 1.0,
     ) -> Dict[str, float]:
-        """One optimizer step on this rank's shard. ``advantages``: one float per sequence, or per
-        sequence a list of one float per response token (per-line credit); ``num_tokens`` /
+        """One optimizer step on this rank's part of a batch (advantages per sequence, or per
+        token with per-line credit; media as in :meth:`compute_logprobs`). ``num_tokens`` /
         ``num_sequences``: the whole step's response-token and sequence counts over all ranks;
-        ``media`` as in :meth:`compute_logprobs`; ``temperature``: the rollouts' sampling
-        temperature, applied to the policy's and the reference's logits alike."""
+        ``temperature``: the rollouts' sampling temperature, applied to the policy's and the
+        reference's logits alike."""
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0 (the rollouts' sampling temperature), got {temperature!r}")
         start = time.perf_counter()
-        media = self._media(media, len(prompt_ids))
-        if rollout_logprobs is not None and len(rollout_logprobs) != len(response_ids):
-            raise ValueError(f"{len(response_ids)} responses but {len(rollout_logprobs)} rollout log-prob rows")
+        prompt_ids, response_ids = batch.prompt_token_ids, batch.response_token_ids
+        advantages: Sequence[Any] = batch.advantages
+        rollout_logprobs = batch.rollout_logprobs or None
+        media = self._media(batch.media or None, len(prompt_ids))
         # One optimizer step per rollout batch, so the weights of this forward are the weights that
         # generated the batch: the old log-probs are this forward's, detached (ratio exactly 1, the
         # gradient is A·∇logπ; verl does the same with one mini-batch and one epoch). This saves the

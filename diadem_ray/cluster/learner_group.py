@@ -18,6 +18,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from diadem_ray.actors.learner import Learner
+from diadem_ray.types import GrpoBatch
 
 
 class LearnerDied(RuntimeError):
@@ -123,36 +124,17 @@ class LearnerGroup:
         k = n // self.num_ranks
         return [slice(r * k, (r + 1) * k) for r in range(self.num_ranks)]
 
-    def grpo_step(
-        self,
-        prompt_ids: Sequence[Sequence[int]],
-        response_ids: Sequence[Sequence[int]],
-        advantages: Sequence[Any],
-        *,
-        rollout_logprobs: Optional[Sequence[Sequence[float]]] = None,
-        media: Optional[Sequence[Any]] = None,
-        **loss_kwargs: Any,
-    ) -> Dict[str, float]:
-        """One optimizer step over the whole batch; returns rank-summed loss parts and rank-0 metrics.
-        ``advantages``: per sequence a float, or a list of one float per response token.
-        ``media``: one entry per sequence for multimodal families (see models/families.py)."""
-        self._check_media(media, len(prompt_ids))
-        num_tokens = float(sum(len(r) for r in response_ids))
+    def grpo_step(self, batch: GrpoBatch, **loss_kwargs: Any) -> Dict[str, float]:
+        """One optimizer step over ``batch`` (each rank gets an equal part); returns rank-summed
+        loss parts and rank-0 metrics. ``loss_kwargs``: those of the ranks' ``grpo_step``."""
+        n = len(batch)
+        self._check_media(batch.media or None, n)
         # Dr. GRPO's constant must be the same on every rank and micro-batch: the step's longest response
         # (at least 1: a step whose rollouts all ended before their first token has no loss, not a 0/0).
-        loss_kwargs.setdefault("max_response_len", max(1, max(len(r) for r in response_ids)))
+        loss_kwargs.setdefault("max_response_len", max(1, batch.max_response_len))
         refs = [
-            a.grpo_step.remote(
-                list(prompt_ids[s]),
-                list(response_ids[s]),
-                list(advantages[s]),
-                num_tokens=num_tokens,
-                num_sequences=float(len(prompt_ids)),
-                rollout_logprobs=None if rollout_logprobs is None else list(rollout_logprobs[s]),
-                media=_part(media, s),
-                **loss_kwargs,
-            )
-            for a, s in zip(self.actors, self._shards(len(prompt_ids)))
+            a.grpo_step.remote(batch.part(s), num_tokens=float(batch.num_tokens), num_sequences=float(n), **loss_kwargs)
+            for a, s in zip(self.actors, self._shards(n))
         ]
         metrics = self._get(refs, self.step)
         self.step += 1

@@ -5,13 +5,13 @@ advantages (+ per-line credit) → the dynamic-sampling gate (:class:`~diadem_ra
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, List, Tuple
 
 from diadem_ray.config import TrainConfig
 from diadem_ray.driver.calls import ClipCalls
 from diadem_ray.driver.resources import Resources
-from diadem_ray.types import Clip, EncodedClip, Prompt
+from diadem_ray.types import Clip, EncodedClip, GrpoBatch, Prompt
 
 # (n, key) -> n decoded clips drawn with the stage's bucket weights (the driver records the cursors)
 Take = Callable[[int, int], List[Tuple[Clip, EncodedClip]]]
@@ -54,34 +54,32 @@ class GrpoStep:
         stats = self.res.feed_stats
         m["time/data_wait_s"] = stats.take_wait()
         m.update(stats.metrics())
-        batch: List[Group] = sampled.gate.batch()  # zero-variance groups fill up (their advantage is 0)
-        scored_all = [x for grp in batch for x in grp.scored]
-        seq_prompts = [grp.prompt for grp in batch for _ in grp.scored]
-        prompt_ids = [list(p.prompt_token_ids) for p in seq_prompts]
+        groups: List[Group] = sampled.gate.batch()  # zero-variance groups fill up (their advantage is 0)
+        scored_all = [x for grp in groups for x in grp.scored]
+        seq_prompts = [grp.prompt for grp in groups for _ in grp.scored]
         # A rollout that ended before its first token (vLLM drew a media placeholder, which is dropped) is
         # an empty row: no token is trained, and its reward still counted in its group's baseline.
-        responses = [list(x.rollout.token_ids) for x in scored_all]
-        rollout_lps = [list(x.rollout.logprobs) for x in scored_all]
-        advantages = [a for grp in batch for a in grp.advantages]
+        batch = GrpoBatch.of(
+            [p.prompt_token_ids for p in seq_prompts],
+            [x.rollout.token_ids for x in scored_all],
+            [a for grp in groups for a in grp.advantages],
+            rollout_logprobs=[x.rollout.logprobs for x in scored_all],
+        )
+        loss = dict(
+            clip_eps_low=g.clip_eps_low,
+            clip_eps_high=g.clip_eps_high,
+            dual_clip_c=g.dual_clip_c,
+            kl_coef=g.kl_coef,
+            kl_estimator=g.kl_estimator,
+            entropy_coef=g.entropy_coef,
+            loss_aggregation=g.loss_aggregation,
+            temperature=self.cfg.rollout.temperature,
+        )
         td = time.perf_counter()
         self.res.rollouts.sleep()
+        # the media references ride in the batch; lost ones are decoded again and the step repeated
         lm = self.calls.learn(
-            lambda media: self.res.learners.grpo_step(
-                prompt_ids,
-                responses,
-                advantages,
-                rollout_logprobs=rollout_lps,
-                clip_eps_low=g.clip_eps_low,
-                clip_eps_high=g.clip_eps_high,
-                dual_clip_c=g.dual_clip_c,
-                kl_coef=g.kl_coef,
-                kl_estimator=g.kl_estimator,
-                entropy_coef=g.entropy_coef,
-                loss_aggregation=g.loss_aggregation,
-                media=media,
-                temperature=self.cfg.rollout.temperature,
-            ),
-            seq_prompts,
+            lambda media: self.res.learners.grpo_step(replace(batch, media=tuple(media or ())), **loss), seq_prompts
         )
         te = time.perf_counter()
         sm = self.res.push_weights()
@@ -97,10 +95,10 @@ class GrpoStep:
         m["grpo/scored_rollouts"] = float(len(scored_all))
         m["grpo/zero_variance_groups"] = float(sampled.gate.zero_variance)
         m["grpo/refill_rounds"] = float(sampled.gate.refills)
-        m["grpo/zero_variance_in_batch"] = float(sum(1 for grp in batch if not any(map(_nonzero, grp.advantages))))
+        m["grpo/zero_variance_in_batch"] = float(sum(1 for grp in groups if not any(map(_nonzero, grp.advantages))))
         if g.line_credit_weight > 0:
             m.update({f"grpo/line_credit_{k}": v for k, v in credit.items()})
-        m["rollout/response_tokens_mean"] = sum(len(x) for x in responses) / len(responses)
+        m["rollout/response_tokens_mean"] = batch.num_tokens / len(batch)
         m.update(
             {
                 "time/rollout_s": sampled.rollout_s,

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from diadem_ray.models.tiny_lm import build_tiny_lm
+from diadem_ray.types import GrpoBatch
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def test_gradient_split_invariance(ray_local, tiny_model, tmp_path):
 
     def delta(g, adv, mode):
         before = g.parameter_snapshot()
-        g.grpo_step(p, r, adv, kl_coef=0.0, loss_aggregation=mode)
+        g.grpo_step(GrpoBatch.of(p, r, adv), kl_coef=0.0, loss_aggregation=mode)
         after = g.parameter_snapshot()
         return {k: after[k] - before[k] for k in before}
 
@@ -90,7 +91,7 @@ def test_lora_changes_only_adapters(ray_local, tiny_model, tmp_path):
     )
     try:
         before = g.parameter_snapshot(trainable_only=False)
-        g.grpo_step(p, r, a, kl_coef=0.1)
+        g.grpo_step(GrpoBatch.of(p, r, a), kl_coef=0.1)
         after = g.parameter_snapshot(trainable_only=False)
         changed = {k for k in before if not torch.equal(before[k], after[k])}
         assert changed and all("lora_" in k for k in changed)
@@ -155,7 +156,7 @@ def test_sft_then_grpo_with_the_kl_reference_resumes_exactly_and_a_dead_rank_is_
 
     def kl(g):  # the step's KL with lr 0, so the policy does not move
         g.set_lr(0.0)
-        out = g.grpo_step(p, r, a, kl_coef=0.1)["learner/kl"]
+        out = g.grpo_step(GrpoBatch.of(p, r, a), kl_coef=0.1)["learner/kl"]
         g.set_lr(1e-2)
         return out
 
@@ -173,7 +174,7 @@ def test_sft_then_grpo_with_the_kl_reference_resumes_exactly_and_a_dead_rank_is_
         saved_at = g.step
         g.save_checkpoint(ckpt, {"stage": "grpo_stage1", "policy_version": 1})
         before = g.parameter_snapshot()
-        want_metrics = g.grpo_step(*nxt, **step)
+        want_metrics = g.grpo_step(GrpoBatch.of(*nxt), **step)
         want = g.parameter_snapshot()
         assert [k for k in before if torch.equal(before[k], want[k])] == []
         assert {"learner/kl", "learner/entropy", "learner/grad_norm", "learner/clip_frac"} <= set(want_metrics)
@@ -181,17 +182,17 @@ def test_sft_then_grpo_with_the_kl_reference_resumes_exactly_and_a_dead_rank_is_
         assert want_metrics["learner/kl"] > 1e-5
         ray.kill(g.actors[1], no_restart=True)
         with pytest.raises(LearnerDied, match=f"learner rank 1 died at step {saved_at + 1}"):
-            g.grpo_step(*nxt)
+            g.grpo_step(GrpoBatch.of(*nxt))
     finally:
         g.shutdown()
     g2 = group(tiny_model, **kw)
     try:
         meta = g2.load_checkpoint(ckpt)
         assert meta["policy_version"] == 1 and meta["learner_step"] == saved_at
-        unanchored = g2.grpo_step(*nxt, **step)
+        unanchored = g2.grpo_step(GrpoBatch.of(*nxt), **step)
         g2.load_checkpoint(ckpt)
         g2.load_reference(ref_file)
-        got_metrics = g2.grpo_step(*nxt, **step)
+        got_metrics = g2.grpo_step(GrpoBatch.of(*nxt), **step)
         got = g2.parameter_snapshot()
         assert got_metrics["learner/loss"] == want_metrics["learner/loss"]
         assert got_metrics["learner/kl"] == want_metrics["learner/kl"]

@@ -10,7 +10,7 @@ import pytest
 
 from diadem_ray.models import qwen2_5_omni as q
 from diadem_ray.models.qwen2_5_omni import split_inputs
-from diadem_ray.types import Prompt
+from diadem_ray.types import GrpoBatch, Prompt
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_thinker_engines_and_learner_agree_before_and_after_training(ray_local, 
         for _ in range(3):
             last = g.sft_step(p_ids, r_ids, media=media)["learner/sft_loss"]
         assert last < first
-        m = g.grpo_step(p_ids, r_ids, [1.0, -1.0, 0.5, -0.5], media=media, kl_coef=0.0)
+        m = g.grpo_step(GrpoBatch.of(p_ids, r_ids, [1.0, -1.0, 0.5, -0.5], media=media), kl_coef=0.0)
         assert np.isfinite(m["learner/grad_norm"])
         buckets = g.export_weights()
         hf.load_weight_buckets(1, buckets)

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from diadem_ray.models.tiny_lm import build_tiny_lm
-from diadem_ray.types import Prompt
+from diadem_ray.types import GrpoBatch, Prompt
 
 PROMPTS = [Prompt(f"p{i}", (5 + i, 17, 42, 99, 3 + 7 * i)) for i in range(4)]
 
@@ -52,7 +52,7 @@ def test_rollouts_then_sync_match_learner_logprobs(stack):
     # The sampling log-probs of the engine equal the learner's for the same weights.
     assert _max_abs_diff(learners.compute_logprobs(p, resp), [list(r.logprobs) for r in out]) < 1e-4
     adv = [1.0, -1.0, 0.5, -0.5] * 4
-    step = learners.grpo_step(p, resp, adv, rollout_logprobs=[list(r.logprobs) for r in out])
+    step = learners.grpo_step(GrpoBatch.of(p, resp, adv, rollout_logprobs=[list(r.logprobs) for r in out]))
     assert step["learner/rollout_logprob_abs_diff"] < 1e-4
     sync = WeightSync(learners, rollouts, bucket_bytes=64 << 10, timeout_s=120).push()
     assert sync["sync/policy_version"] == 1 and sync["sync/buckets"] > 1 and sync["sync/bytes"] > 0
@@ -75,9 +75,8 @@ def test_tempered_rollout_logprobs_match_the_learner_at_that_temperature(stack):
     assert _max_abs_diff(learners.compute_logprobs(p, resp, temperature=0.6), engine) < 1e-4
     assert _max_abs_diff(learners.compute_logprobs(p, resp), engine) > 1e-2  # temperature 1 is another distribution
     # plus two rollouts that ended before their first token (empty rows, as a dropped placeholder leaves)
-    step = learners.grpo_step(
-        p + p[:2], resp + [[], []], [0.0] * len(out) + [1.0, -1.0], rollout_logprobs=engine + [[], []], temperature=0.6
-    )
+    batch = GrpoBatch.of(p + p[:2], resp + [[], []], [0.0] * len(out) + [1.0, -1.0], rollout_logprobs=engine + [[], []])
+    step = learners.grpo_step(batch, temperature=0.6)
     assert step["learner/rollout_logprob_abs_diff"] < 1e-4 and step["learner/tokens"] == sum(map(len, resp))
     with pytest.raises(Exception, match="temperature must be > 0"):
         learners.compute_logprobs(p[:2], resp[:2], temperature=0.0)

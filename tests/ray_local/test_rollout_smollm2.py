@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from diadem_ray.types import Prompt
+from diadem_ray.types import GrpoBatch, Prompt
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_smollm2_logprobs_match_after_step_and_sync(ray_local, smollm2):
         resp = [list(r.token_ids) for r in out]
         before = learners.compute_logprobs(p, resp)
         assert max(abs(a - b) for x, y in zip(before, (r.logprobs for r in out)) for a, b in zip(x, y)) < 1e-3
-        learners.grpo_step(p, resp, [1.0, -1.0, 1.0, -1.0])
+        learners.grpo_step(GrpoBatch.of(p, resp, [1.0, -1.0, 1.0, -1.0]))
         WeightSync(learners, rollouts, bucket_bytes=64 << 20).push()
         want = learners.compute_logprobs(p, resp)
         got = ray.get(rollouts.replicas[0].sequence_logprobs.remote(p, resp))

@@ -39,3 +39,27 @@ def test_prompt_travels_whole():
     assert back == p and back.media.clip_id == "c1" and back.multi_modal_data is None
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.clip_id = "c2"  # type: ignore[misc]
+
+
+def test_grpo_batch_checks_its_columns_and_splits_by_sequence():
+    import pickle
+
+    from diadem_ray.types import GrpoBatch
+
+    b = GrpoBatch.of(
+        [[1, 2], [1, 2], [3], [3]],
+        [[5, 6, 7], [], [8], [9, 9]],
+        [0.5, -0.5, [1.0], [0.0, 2.0]],
+        rollout_logprobs=[[-1.0, -2.0, -3.0], [], [-0.5], [-0.1, -0.2]],
+    )
+    assert len(b) == 4 and b.num_tokens == 6 and b.max_response_len == 3 and b.media == ()
+    assert b.advantages[3] == (0.0, 2.0) and isinstance(b.prompt_token_ids[0], tuple)
+    half = b.part(slice(2, 4))
+    assert (
+        half.prompt_token_ids == ((3,), (3,)) and half.rollout_logprobs == ((-0.5,), (-0.1, -0.2)) and half.media == ()
+    )
+    assert pickle.loads(pickle.dumps(half)) == half
+    with pytest.raises(ValueError, match="4 prompts but 3 advantages"):
+        GrpoBatch.of([[1]] * 4, [[2]] * 4, [0.0] * 3)
+    with pytest.raises(ValueError, match="2 prompts but 1 media"):
+        GrpoBatch.of([[1], [1]], [[2], [2]], [0.0, 0.0], media=[None])
