@@ -15,7 +15,7 @@ export VLLM_CPU_KVCACHE_SPACE ?= 1
 export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
-.PHONY: venv lint test test-heavy test-cluster test-unit test-ray demo bench clean-venv
+.PHONY: venv lint test test-heavy test-cluster test-unit test-ray demo bench gpu-kit gpu-check clean-venv
 
 venv: $(STAMP)
 
@@ -45,6 +45,14 @@ test-cluster: $(STAMP)
 
 test-heavy: $(STAMP)
 	$(PY) -m pytest tests -q -m heavy
+
+# The one-GPU check (bench/gpu_check.py): `make gpu-kit` here (wheels and model files, <= 64 MiB),
+# `make gpu-check` on the GPU machine, which needs no .venv: its image's python3 has torch with CUDA.
+gpu-kit: $(STAMP)
+	$(PY) bench/gpu_kit.py --out .gpu-kit
+
+gpu-check:
+	python3 bench/gpu_check.py --kit .gpu-kit --out $${OUT:-.}/gpu_check.txt
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
