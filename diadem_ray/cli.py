@@ -71,7 +71,7 @@ COMMANDS: Dict[str, str] = {
     "ingest": "turn DiaDemBench or DVD-Bench annotations plus their videos into training shards",
     "profile": "roll out the SFT policy on training clips and bucket them by difficulty",
     "eval": "score predictions against DiaDemBench-style annotations (REF / ASR tables)",
-    "compare": "compare MLflow runs grouped by reward-config hash (table + PNG)",
+    "compare": "compare MLflow runs: per run, or per configuration over seeds with intervals (table + PNG)",
     "serve": "serve the captioner and the reward scorer over HTTP with Ray Serve",
     "config": "show or check a resolved configuration",
 }
@@ -279,7 +279,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from diadem_ray.compare import collect, plot, table
+    from diadem_ray.compare import collect, default_keys, group_table, plot, plot_groups, table
 
     if args.png:
         problem = _not_writable_file("--png", args.png)
@@ -296,9 +296,20 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         print(f"error: experiment {args.experiment!r} has no runs yet", file=sys.stderr)
         return 1
     print(table(runs))
-    png = plot(
-        runs, args.png or f"runs/compare_{args.experiment}.png", f"{args.experiment}: runs by reward-config hash"
-    )
+    png_path = args.png or f"runs/compare_{args.experiment}.png"
+    if args.group_by is None:
+        if args.baseline:
+            print("error: --baseline needs --group-by (the keys that make a configuration)", file=sys.stderr)
+            return 1
+        png = plot(runs, png_path, f"{args.experiment}: runs by reward-config hash")
+    else:
+        keys = args.group_by or default_keys(runs)
+        try:
+            print("\n" + group_table(runs, keys, args.baseline))
+        except LookupError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        png = plot_groups(runs, keys, png_path, f"{args.experiment}: by {', '.join(keys)} (mean ± sd over seeds)")
     print(f"\ncurves: {png}")
     return 0
 
@@ -499,6 +510,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--tracking-uri", default="sqlite:///runs/mlflow.db", help="MLflow tracking URI (default: the demo's)"
     )
     p.add_argument("--png", default=None, help="where to write the curves (default: runs/compare_<experiment>.png)")
+    p.add_argument(
+        "--group-by",
+        nargs="*",
+        default=None,
+        metavar="KEY",
+        help="aggregate over seeds per configuration: config params (e.g. grpo.kl_coef) or reward_hash; "
+        "with no KEY, the reward hash and every param that differs between the runs",
+    )
+    p.add_argument("--baseline", default=None, help="the group the others are compared with (its label, or part of it)")
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser(

@@ -1,16 +1,27 @@
-"""``diadem-ray compare``: MLflow runs of one experiment grouped by reward-config hash.
+"""``diadem-ray compare``: MLflow runs of one experiment, one line per run and, with
+``--group-by``, aggregated over seeds per configuration.
 
-The table has one line per run (grouped by the ``reward_hash`` tag the driver sets): reward
+The run table has one line per run (ordered by the ``reward_hash`` tag the driver sets): reward
 names, steps done, final and best held-out REF / ASR F1. The PNG has three panels sharing the step
 axis: mean GRPO reward, and held-out REF F1 and ASR F1, one colour per reward-config hash and one
 line style per run, so two reward configurations on the same seed sit side by side.
+
+Groups: runs whose ``--group-by`` keys (logged config params such as ``grpo.kl_coef``, or the tag
+``reward_hash``) have the same values form a configuration; by default the keys are the reward hash
+and every config param that differs between the runs, except the run's name, seed and paths. The
+group table gives per group the seeds, mean ± sd and n of the final held-out REF and ASR F1 and, for
+every group but ``--baseline``, the difference against it with a 95% interval
+(:mod:`diadem_ray.compare_stats`: paired by seed where the groups share seeds). The group PNG draws
+each group's mean curve with a ± sd band.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from diadem_ray.compare_stats import Difference, Summary, difference, summarize
 
 
 @dataclass
@@ -26,6 +37,12 @@ class RunSummary:
     best_ref: Optional[float]
     best_asr: Optional[float]
     curves: Dict[str, List[Tuple[int, float]]]
+    params: Dict[str, str] = field(default_factory=dict)  # the run's logged config, flattened
+    tags: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int:
+        return int(self.params.get("run.seed", -1))
 
 
 CURVES = ("reward/mean", "eval/ref_f1", "eval/asr_f1")
@@ -63,6 +80,8 @@ def collect(tracking_uri: str, experiment: str) -> List[RunSummary]:
                 best_ref=max(ref) if ref else None,
                 best_asr=max(asr) if asr else None,
                 curves=curves,
+                params=dict(run.data.params),
+                tags=dict(tags),
             )
         )
     return out
@@ -119,6 +138,147 @@ def plot(runs: List[RunSummary], path: str | Path, title: str) -> Path:
     fig.legend(list(handles.values()), list(handles), fontsize=8, title="reward hash, run", loc="upper right")
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0, 0.86, 1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---- groups over seeds ---------------------------------------------------------------------------
+
+# params that differ between runs of one configuration: never a grouping key by default
+PER_RUN = ("run.name", "run.seed", "run.output_dir", "tracking.", "data.root", "data.cache_dir", "model.path")
+
+
+def default_keys(runs: Sequence[RunSummary]) -> List[str]:
+    """The reward hash and every logged param whose value differs between ``runs`` (names, seeds
+    and paths excepted; the hash only when it differs too), sorted."""
+    keys = {k for r in runs for k in r.params if not k.startswith(PER_RUN)}
+    varying = sorted(k for k in keys if len({r.params.get(k) for r in runs}) > 1)
+    return (["reward_hash"] if len({r.reward_hash for r in runs}) > 1 else []) + varying
+
+
+def _value(run: RunSummary, key: str) -> str:
+    if key in run.params:
+        return run.params[key]
+    if key in run.tags:
+        return run.tags[key]
+    return run.reward_hash if key == "reward_hash" else "-"
+
+
+def group_runs(runs: Sequence[RunSummary], keys: Sequence[str]) -> Dict[str, List[RunSummary]]:
+    """Runs by configuration label ``key=value, …`` (``all`` without keys), in label order."""
+    groups: Dict[str, List[RunSummary]] = {}
+    for r in runs:
+        label = ", ".join(f"{k}={_value(r, k)}" for k in keys) or "all"
+        groups.setdefault(label, []).append(r)
+    return dict(sorted(groups.items()))
+
+
+def pick_baseline(labels: Sequence[str], wanted: Optional[str]) -> str:
+    """The baseline group: the label equal to ``wanted``, else the one label containing it; the
+    first label when ``wanted`` is empty. ``LookupError`` names the labels otherwise."""
+    if not wanted:
+        return labels[0]
+    if wanted in labels:
+        return wanted
+    hits = [label for label in labels if wanted in label]
+    if len(hits) == 1:
+        return hits[0]
+    why = "matches no group" if not hits else f"matches {len(hits)} groups"
+    raise LookupError(f"--baseline {wanted!r} {why}; groups: {list(labels)}")
+
+
+def _by_seed(runs: Sequence[RunSummary], metric: str) -> Dict[int, float]:
+    out: Dict[int, float] = {}
+    for r in runs:
+        v = r.final_ref if metric == "ref" else r.final_asr
+        if v is not None:
+            out[r.seed] = v
+    return out
+
+
+def _ms(s: Summary) -> str:
+    return "-" if s.n == 0 else f"{s.mean:.1f} ± {s.sd:.1f}" if s.n > 1 else f"{s.mean:.1f}"
+
+
+def _diff(d: Difference) -> str:
+    if d.low != d.low:  # NaN: no interval
+        return f"{d.mean:+.1f} (no interval)"
+    return f"{d.mean:+.1f} [{d.low:+.1f}, {d.high:+.1f}]"
+
+
+def group_table(runs: Sequence[RunSummary], keys: Sequence[str], baseline: Optional[str] = None) -> str:
+    """Per configuration: seeds, final held-out REF / ASR F1 as mean ± sd (n), and the difference
+    against the baseline group with a 95% interval (``paired`` by seed or ``welch``)."""
+    groups = group_runs(runs, keys)
+    base = pick_baseline(list(groups), baseline)
+    base_ref, base_asr = _by_seed(groups[base], "ref"), _by_seed(groups[base], "asr")
+    w = max(5, *(len(label) for label in groups))
+    lines = [
+        f"groups by {', '.join(keys) or 'nothing'}; baseline: {base}; final held-out F1 x100, mean ± sd over seeds",
+        f"{'group':<{w}} {'n':>2} {'seeds':<12} {'REF':>12} {'ASR':>12}  "
+        f"{'ΔREF [95%]':>22} {'ΔASR [95%]':>22}  pairing",
+    ]
+    for label, members in groups.items():
+        ref, asr = _by_seed(members, "ref"), _by_seed(members, "asr")
+        seeds = ",".join(str(s) for s in sorted({r.seed for r in members}))
+        row = f"{label:<{w}} {len(members):>2} {seeds[:12]:<12} {_ms(summarize(list(ref.values()))):>12} "
+        row += f"{_ms(summarize(list(asr.values()))):>12}  "
+        if label == base:
+            row += f"{'(baseline)':>22} {'':>22}"
+        else:
+            dr, da = difference(ref, base_ref), difference(asr, base_asr)
+            row += f"{_diff(dr):>22} {_diff(da):>22}  {'paired' if dr.paired else 'welch'} n={dr.n}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def plot_groups(runs: Sequence[RunSummary], keys: Sequence[str], path: str | Path, title: str) -> Path:
+    """Each group's mean curve per panel with a ± sd band over its runs (steps a run lacks are left
+    out of that step's mean)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = group_runs(runs, keys)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for i, (label, members) in enumerate(groups.items()):
+        color = plt.get_cmap("tab10")(i % 10)
+        for ax, key in zip(axes, CURVES):
+            at: Dict[int, List[float]] = {}
+            for r in members:
+                for step, v in r.curves[key]:
+                    at.setdefault(step, []).append(v)
+            if not at:
+                continue
+            steps = sorted(at)
+            stats = [summarize(at[s]) for s in steps]
+            mean = [s.mean for s in stats]
+            sd = [s.sd if s.n > 1 else 0.0 for s in stats]
+            ax.plot(
+                steps,
+                mean,
+                color=color,
+                marker="o" if key != "reward/mean" else None,
+                label=f"{label} (n={len(members)})",
+            )
+            ax.fill_between(
+                steps, [m - d for m, d in zip(mean, sd)], [m + d for m, d in zip(mean, sd)], color=color, alpha=0.2
+            )
+    for ax, label in zip(axes, ("mean GRPO reward", "held-out REF F1 (x100)", "held-out ASR F1 (x100)")):
+        ax.set_title(label)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    handles: Dict[str, Any] = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), fontsize=8, title="group (runs), mean ± sd", loc="upper right")
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 0.8, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

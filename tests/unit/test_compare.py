@@ -28,3 +28,35 @@ def test_compare_groups_runs_and_draws(tmp_path, capsys):
     assert png.stat().st_size > 10_000
     assert main(["compare", "--experiment", "nope", "--tracking-uri", uri]) == 1
     assert "no experiment 'nope'" in capsys.readouterr().err
+
+
+def _seeded(uri: str, kl: float, seed: int, ref: float, asr: float) -> None:
+    t = Tracker(tracking_uri=uri, experiment="abl", run_name=f"kl{kl}-s{seed}")
+    t.log_config({"run": {"seed": seed, "name": f"kl{kl}-s{seed}"}, "grpo": {"kl_coef": kl}, "stages": {"x": 1}})
+    t.set_tags({"reward_hash": "aaaaaaaaaaaa", "reward.grpo_stage1": "ref_focus"})
+    t.log_metrics({"reward/mean": 0.5, "eval/ref_f1": ref - 5, "eval/asr_f1": asr}, step=1)
+    t.log_metrics({"reward/mean": 0.6, "eval/ref_f1": ref, "eval/asr_f1": asr}, step=2)
+    t.end()
+
+
+def test_compare_groups_seeds_and_gives_intervals_against_a_baseline(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/a.db"
+    for seed, (base, new) in enumerate([(10.0, 13.0), (12.0, 14.0), (14.0, 18.0)]):
+        _seeded(uri, 0.2, seed, base, 90.0)
+        _seeded(uri, 0.3, seed, new, 91.0 + seed)
+    png = tmp_path / "g.png"
+    argv = ["compare", "--experiment", "abl", "--tracking-uri", uri, "--png", str(png)]
+    assert main([*argv, "--group-by", "grpo.kl_coef", "--baseline", "kl_coef=0.2"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("grpo.kl_coef=")}
+    assert "(baseline)" in rows["grpo.kl_coef=0.2"] and "12.0 ± 2.0" in rows["grpo.kl_coef=0.2"]
+    new = rows["grpo.kl_coef=0.3"]
+    # per-seed REF differences 3, 2, 4: +3.0 [+0.5, +5.5] paired; ASR differences 1, 2, 3: +2.0 [-0.5, +4.5]
+    assert "15.0 ± 2.6" in new and "+3.0 [+0.5, +5.5]" in new and "+2.0 [-0.5, +4.5]" in new and "paired n=3" in new
+    assert png.stat().st_size > 10_000
+    # with no key named, the differing param is found; a baseline that names nothing is refused
+    assert main([*argv, "--group-by"]) == 0
+    assert "groups by grpo.kl_coef;" in capsys.readouterr().out  # the reward hash is the same in every run
+    assert main([*argv, "--group-by", "grpo.kl_coef", "--baseline", "kl_coef=9"]) == 1
+    assert "--baseline 'kl_coef=9' matches no group" in capsys.readouterr().err
+    assert main([*argv, "--baseline", "x"]) == 1 and "--baseline needs --group-by" in capsys.readouterr().err
