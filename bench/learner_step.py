@@ -1,13 +1,17 @@
-"""Seconds per GRPO learner step: the step as it runs now (old log-probs taken from the training
-forward itself, one optimizer step per rollout batch) against the step as it ran before 2026-11-23
-(a separate no-grad forward recomputed the old log-probs first), measured in the same run.
+"""Seconds per GRPO learner step, two comparisons, each measured in one run (interleaved):
 
-The earlier step is rebuilt exactly as it was: ``compute_logprobs`` over the batch (what it did
-first) followed by the update. Shapes follow ``configs/bench_tiny_av.yaml``: SmolLM2-135M (the
+* ``--compare logits`` (default): logits only from the first response position of the batch
+  against logits at every position (``Learner.set_response_logits``);
+* ``--compare old-logprobs``: old log-probs taken from the training forward itself (one optimizer
+  step per rollout batch) against a separate no-grad forward recomputing them first.
+
+For ``old-logprobs`` the earlier step is rebuilt exactly as it was: ``compute_logprobs`` over the
+batch (what it did first) followed by the update. Shapes follow ``configs/bench_tiny_av.yaml``: SmolLM2-135M (the
 tiny_av backbone), 2 ZeRO-2 ranks on gloo, micro-batch 4, 24 sequences of about 300 prompt + 128
 response tokens (``--prompt`` / ``--response`` change them).
 
-    .venv/bin/python bench/learner_step.py [--repeats 5] [--sequences 24] [--model smollm2|tiny]
+    .venv/bin/python bench/learner_step.py [--compare logits|old-logprobs] [--repeats 5] [--sequences 24]
+        [--model smollm2|tiny]
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=300, help="prompt tokens per sequence")
     ap.add_argument("--response", type=int, default=128, help="response tokens per sequence")
     ap.add_argument("--model", choices=("smollm2", "tiny"), default="smollm2")
+    ap.add_argument("--compare", choices=("logits", "old-logprobs"), default="logits")
     args = ap.parse_args()
     import ray
 
@@ -70,8 +75,13 @@ def main() -> None:
             learners.grpo_step(batch, **loss)
             now.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            learners.compute_logprobs(prompts, responses)
-            learners.grpo_step(batch, **loss)
+            if args.compare == "logits":
+                learners.run_all("set_response_logits", False)
+                learners.grpo_step(batch, **loss)
+                learners.run_all("set_response_logits", True)
+            else:
+                learners.compute_logprobs(prompts, responses)
+                learners.grpo_step(batch, **loss)
             before.append(time.perf_counter() - t0)
         learners.shutdown()
     finally:
@@ -83,8 +93,12 @@ def main() -> None:
         f"2 ZeRO-2 ranks, {args.repeats} repeats"
     )
     print("| step | seconds (median) | runs (s) |\n|---|---|---|")
-    print(f"| before: recompute old log-probs, then update | {med_before:.2f} | {[round(x, 2) for x in before]} |")
-    print(f"| now: old log-probs from the training forward | {med_now:.2f} | {[round(x, 2) for x in now]} |")
+    if args.compare == "logits":
+        print(f"| logits at every position | {med_before:.2f} | {[round(x, 2) for x in before]} |")
+        print(f"| logits from the first response position | {med_now:.2f} | {[round(x, 2) for x in now]} |")
+    else:
+        print(f"| before: recompute old log-probs, then update | {med_before:.2f} | {[round(x, 2) for x in before]} |")
+        print(f"| now: old log-probs from the training forward | {med_now:.2f} | {[round(x, 2) for x in now]} |")
     print(f"speed-up: {med_before / med_now:.2f}x")
 
 

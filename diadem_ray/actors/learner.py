@@ -61,6 +61,13 @@ def _lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
     return factor
 
 
+def _first_response_position(response_mask: torch.Tensor) -> int:
+    """The first of the ``[B, L-1]`` positions that predicts a response token in any row (0 when
+    no row has one)."""
+    rows = response_mask.bool().any(dim=0).nonzero()
+    return int(rows[0, 0]) if len(rows) else 0
+
+
 class Learner(WeightsMixin, ReferenceMixin):
     """One DeepSpeed rank. Construct, then :meth:`setup` on every rank with the same address."""
 
@@ -108,6 +115,8 @@ class Learner(WeightsMixin, ReferenceMixin):
         # LoRA: the adapter weights the reference uses (None: the adapter-disabled base model)
         self._reference_adapter: Optional[Dict[str, torch.Tensor]] = None
         self.step_count = 0
+        # logits only where a response token is predicted (text-only batches); False: every position
+        self.response_logits = True
 
     # ---- setup -----------------------------------------------------------------------------
 
@@ -199,14 +208,20 @@ class Learner(WeightsMixin, ReferenceMixin):
         return [slice(i, min(i + self.micro_batch_size, n)) for i in range(0, n, self.micro_batch_size)]
 
     def _logits(self, model, packed: Dict[str, torch.Tensor], media: Optional[Sequence[Any]] = None) -> torch.Tensor:
-        """``[B, L-1, V]`` next-token logits. Sequences with media (video/audio features, see
+        """``[B, L-1, V]`` next-token logits. Text-only batches compute them only from the first
+        position where any row's response is predicted (``response_logits``; the positions before
+        are zeros, which the response mask excludes). Sequences with media (video/audio features, see
         :mod:`diadem_ray.models.families`) run one forward each on their unpadded length, so the
         model builds each one's multimodal positions from its own inputs; padding rows are zero
         (the response mask excludes them)."""
         ids = packed["input_ids"].to(self.device)
         mask = packed["attention_mask"].to(self.device)
         if media is None or not any(media):
-            return model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]
+            start = _first_response_position(packed["response_mask"]) if self.response_logits else 0
+            # lm_head and the softmax over the vocabulary only from the first position any row scores:
+            # the prompt's positions before it feed no loss and no log-prob (padded back with zeros)
+            out = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=ids.shape[1] - start)
+            return torch.nn.functional.pad(out.logits[:, :-1], (0, 0, start, 0))
         from diadem_ray.models.media import media_kwargs
 
         float_dtype = torch.bfloat16 if self.bf16 else torch.float32
@@ -450,6 +465,11 @@ class Learner(WeightsMixin, ReferenceMixin):
             "learner/lr": float(self.scheduler.get_last_lr()[0]),
             "learner/seconds": elapsed,
         }
+
+    def set_response_logits(self, on: bool) -> None:
+        """Logits only from the first response position (default) or at every position (the
+        full-sequence path, kept for comparison: ``bench/learner_step.py --logits``)."""
+        self.response_logits = bool(on)
 
     def set_lr(self, lr: float) -> None:
         """A stage's learning rate: the schedule's base value from now on."""

@@ -204,3 +204,25 @@ def test_sft_then_grpo_with_the_kl_reference_resumes_exactly_and_a_dead_rank_is_
             g2.load_reference(str(tmp_path / "nope.safetensors"))
     finally:
         g2.shutdown()
+
+
+def test_logits_from_the_first_response_position_change_no_log_prob_and_no_gradient(ray_local, tiny_model):
+    """Text-only batches compute logits only from the first position that predicts a response token
+    (the prompts here differ in length, so rows start at different places): the log-probs, the loss
+    and the gradient norm equal those of logits at every position (``set_response_logits(False)``).
+    lr 0 keeps the weights, so both paths score the same model."""
+    p, r, a = batch(seed=5)
+    assert len({len(x) for x in p}) > 1
+    g = group(tiny_model, lr=0.0)
+    try:
+        short = g.compute_logprobs(p, r)
+        s_step = g.grpo_step(GrpoBatch.of(p, r, a), kl_coef=0.0)
+        g.run_all("set_response_logits", False)
+        full = g.compute_logprobs(p, r)
+        f_step = g.grpo_step(GrpoBatch.of(p, r, a), kl_coef=0.0)
+        assert max(abs(x - y) for u, v in zip(short, full) for x, y in zip(u, v)) < 1e-6
+        assert [len(u) for u in short] == [len(x) for x in r]
+        assert s_step["learner/loss"] == pytest.approx(f_step["learner/loss"], abs=1e-6)
+        assert s_step["learner/grad_norm"] == pytest.approx(f_step["learner/grad_norm"], rel=1e-5)
+    finally:
+        g.shutdown()

@@ -37,3 +37,33 @@ def test_amend_checkpoint_only_touches_a_checkpoint_of_the_current_weights(tmp_p
     assert not group.amend_checkpoint(str(tmp_path), {"driver": {"done_stages": ["sft", "profile"]}})
     assert json.loads(meta.read_text())["driver"]["done_stages"] == ["sft"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step_7"]  # no temporary file left
+
+
+def test_logits_start_at_the_first_position_any_row_scores():
+    """The learner asks the model for logits only from the first response position of the batch
+    (rows with longer prompts start later; a row without a response counts for nothing); the
+    positions before it are zeros in the ``[B, L-1, V]`` result."""
+    import torch
+
+    from diadem_ray import grpo
+    from diadem_ray.actors.learner import Learner, _first_response_position
+
+    packed = grpo.pack_sequences([[1, 2, 3, 4], [5, 6], [7, 8, 9]], [[10, 11], [12, 13, 14], []])
+    assert _first_response_position(packed["response_mask"]) == 1  # row 1: prompt of 2 -> predicts at position 1
+    assert _first_response_position(torch.zeros(2, 5)) == 0
+
+    seen = {}
+
+    class Model:
+        def __call__(self, input_ids, attention_mask, use_cache, logits_to_keep):
+            seen["keep"] = logits_to_keep
+            return type("Out", (), {"logits": torch.ones(input_ids.shape[0], logits_to_keep, 7)})()
+
+    learner = Learner.__new__(Learner)
+    learner.device, learner.response_logits = torch.device("cpu"), True
+    out = learner._logits(Model(), packed)
+    width = packed["input_ids"].shape[1]
+    assert seen["keep"] == width - 1 and out.shape == (3, width - 1, 7)
+    assert out[:, :1].abs().sum() == 0 and bool((out[:, 1:] == 1).all())
+    learner.response_logits = False
+    assert learner._logits(Model(), packed).shape == (3, width - 1, 7) and seen["keep"] == width
