@@ -127,22 +127,30 @@ def plot(runs: List[RunSummary], path: str | Path, title: str) -> Path:
                     color=colors[r.reward_hash],
                     label=f"{r.reward_hash} {r.name}",
                 )
-    for ax, _key, label in zip(axes, CURVES, ("mean GRPO reward", "held-out REF F1 (x100)", "held-out ASR F1 (x100)")):
+    return _save(fig, axes, path, title, legend_title="reward hash, run", right=0.86)
+
+
+def _save(fig: Any, axes: Any, path: str | Path, title: str, *, legend_title: str, right: float) -> Path:
+    """Title the three panels, draw one legend for the figure (a run may lack GRPO steps but has
+    evaluations), and write the PNG to ``path``."""
+    import matplotlib.pyplot as plt
+
+    for ax, label in zip(axes, ("mean GRPO reward", "held-out REF F1 (x100)", "held-out ASR F1 (x100)")):
         ax.set_title(label)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     handles: Dict[str, Any] = {}
-    for ax in axes:  # one legend for the figure: a run may lack GRPO steps but has evaluations
+    for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
-    fig.legend(list(handles.values()), list(handles), fontsize=8, title="reward hash, run", loc="upper right")
+    fig.legend(list(handles.values()), list(handles), fontsize=8, title=legend_title, loc="upper right")
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0, 0.86, 1))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.tight_layout(rect=(0, 0, right, 1))
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
     plt.close(fig)
-    return path
+    return out
 
 
 # ---- groups over seeds ---------------------------------------------------------------------------
@@ -268,19 +276,4 @@ def plot_groups(runs: Sequence[RunSummary], keys: Sequence[str], path: str | Pat
             ax.fill_between(
                 steps, [m - d for m, d in zip(mean, sd)], [m + d for m, d in zip(mean, sd)], color=color, alpha=0.2
             )
-    for ax, label in zip(axes, ("mean GRPO reward", "held-out REF F1 (x100)", "held-out ASR F1 (x100)")):
-        ax.set_title(label)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    handles: Dict[str, Any] = {}
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
-    fig.legend(list(handles.values()), list(handles), fontsize=8, title="group (runs), mean ± sd", loc="upper right")
-    fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0, 0.8, 1))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, axes, path, title, legend_title="group (runs), mean ± sd", right=0.8)
