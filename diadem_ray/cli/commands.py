@@ -1,5 +1,6 @@
-"""``diadem-ray`` command line. Heavy imports happen inside each command, so ``--help`` is fast.
-Bad input gets a message naming the input and the fix, and exit status 1."""
+"""The ``diadem-ray`` commands, one function each (``args`` from :func:`diadem_ray.cli.build_parser`;
+exit status 0, or 1 with a message naming the input and the fix). Heavy imports happen inside each
+command, so ``--help`` is fast."""
 
 from __future__ import annotations
 
@@ -7,77 +8,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import List
+
+from diadem_ray.cli.checks import not_regular_file, not_writable_file
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    """argparse type: a TCP port."""
-    value = _positive_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a TCP port (1-65535)")
-    return value
-
-
-def _unit_interval(text: str) -> float:
-    """argparse type: a number in (0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
-    return value
-
-
-def _not_regular_file(label: str, path: str) -> Optional[str]:
-    """Why ``path`` cannot be read as an input file (missing, a folder, a FIFO or device), or None."""
-    p = Path(path)
-    if not p.exists():
-        return f"{label} {path}: no such file"
-    if not p.is_file():
-        kind = "a folder" if p.is_dir() else "not a regular file (a FIFO, socket or device)"
-        return f"{label} {path}: {kind}; give a regular file"
-    return None
-
-
-def _not_writable_file(label: str, path: str) -> Optional[str]:
-    """Why ``path`` cannot be written as an output file, or None."""
-    p = Path(path)
-    if p.exists() and not p.is_file():
-        return f"{label} {path}: exists and is not a regular file; give a file path"
-    parent = p.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        return f"{label} {path}: {parent} is not a folder"
-    return None
-
-
-COMMANDS: Dict[str, str] = {
-    "demo": "run the embedded default end to end: synth -> SFT -> profile -> GRPO x2 -> eval",
-    "train": "run the stages of a config (SFT, profile, two-stage GRPO, eval) on a Ray cluster",
-    "synth": "synthesise audiovisual dialogue clips with exact ground truth",
-    "ingest": "turn DiaDemBench or DVD-Bench annotations plus their videos into training shards",
-    "profile": "roll out the SFT policy on training clips and bucket them by difficulty",
-    "eval": "score predictions against DiaDemBench-style annotations (REF / ASR tables)",
-    "compare": "compare MLflow runs: per run, or per configuration over seeds with intervals (table + PNG)",
-    "serve": "serve the captioner and the reward scorer over HTTP with Ray Serve",
-    "config": "show or check a resolved configuration",
-}
-
-
-def _cmd_config(args: argparse.Namespace) -> int:
+def cmd_config(args: argparse.Namespace) -> int:
     from diadem_ray.config import ConfigError, line_credit_problems, load_config, load_reward_spec, to_yaml
     from diadem_ray.rewards.compose import check_spec
 
@@ -116,7 +52,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def cmd_train(args: argparse.Namespace) -> int:
     import logging
 
     from diadem_ray.config import ConfigError, load_config
@@ -152,7 +88,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_profile(args: argparse.Namespace) -> int:
+def cmd_profile(args: argparse.Namespace) -> int:
     import logging
 
     from diadem_ray.config import ConfigError, load_config
@@ -191,17 +127,17 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    here = Path(__file__).resolve().parent.parent / "configs" / "demo_cpu.yaml"
+def cmd_demo(args: argparse.Namespace) -> int:
+    here = Path(__file__).resolve().parents[2] / "configs" / "demo_cpu.yaml"
     config = Path("configs/demo_cpu.yaml") if Path("configs/demo_cpu.yaml").is_file() else here
     if not config.is_file():
         print("error: configs/demo_cpu.yaml not found; run from the repository root", file=sys.stderr)
         return 1
     args.config = str(config)
-    return _cmd_train(args)
+    return cmd_train(args)
 
 
-def _cmd_synth(args: argparse.Namespace) -> int:
+def cmd_synth(args: argparse.Namespace) -> int:
     from diadem_ray.data.synth import SynthRates, describe, synthesize
 
     rates = SynthRates(off_screen=args.off_screen_rate, overlap=args.overlap_rate, single_shot=args.single_shot_rate)
@@ -222,7 +158,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_ingest(args: argparse.Namespace) -> int:
+def cmd_ingest(args: argparse.Namespace) -> int:
     import json
     from dataclasses import replace
 
@@ -230,7 +166,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from diadem_ray.data.schema import BUCKET_NAME, annotation_of
     from diadem_ray.data.shards import write_shards
 
-    problem = _not_regular_file("--annotations", args.annotations)
+    problem = not_regular_file("--annotations", args.annotations)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 1
@@ -278,11 +214,11 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     return 1 if rep.problems else 0
 
 
-def _cmd_compare(args: argparse.Namespace) -> int:
+def cmd_compare(args: argparse.Namespace) -> int:
     from diadem_ray.compare import collect, default_keys, group_table, plot, plot_groups, table
 
     if args.png:
-        problem = _not_writable_file("--png", args.png)
+        problem = not_writable_file("--png", args.png)
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 1
@@ -314,18 +250,18 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
+def cmd_eval(args: argparse.Namespace) -> int:
     from diadem_ray.rewards.benchmark import evaluate, format_report, load_annotations, load_predictions
     from diadem_ray.rewards.extract import make_extractor
     from diadem_ray.rewards.speakers import make_judge
 
     for label, path in (("--annotations", args.annotations), ("--predictions", args.predictions)):
-        problem = _not_regular_file(label, path)
+        problem = not_regular_file(label, path)
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 1
     if args.per_sample:
-        problem = _not_writable_file("--per-sample", args.per_sample)
+        problem = not_writable_file("--per-sample", args.per_sample)
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 1
@@ -379,7 +315,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 1 if res.input_problems else 0
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace) -> int:
     from diadem_ray.config import ConfigError, load_config
 
     try:
@@ -453,153 +389,3 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
         serve.shutdown()
         ray.shutdown()
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="diadem-ray",
-        description="Train audiovisual captioners to describe dialogue faithfully (who said what, word for word) "
-        "with SFT and difficulty-partitioned two-stage GRPO on Ray.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="commands:\n" + "\n".join(f"  {k:<8} {v}" for k, v in COMMANDS.items()),
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
-    for name in ("train", "demo"):
-        p = sub.add_parser(name, help=COMMANDS[name], description=COMMANDS[name])
-        if name == "train":
-            p.add_argument(
-                "--config", required=True, help="a YAML under configs/ (its sibling base.yaml is applied first)"
-            )
-        p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint and MLflow run")
-        p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. stages.sft.steps=10")
-        p.set_defaults(func=_cmd_train if name == "train" else _cmd_demo)
-
-    p = sub.add_parser("synth", help=COMMANDS["synth"], description=COMMANDS["synth"])
-    p.add_argument("--out", required=True, help="output folder (videos/, shards/, annotations.jsonl)")
-    p.add_argument("--clips", type=_positive_int, required=True, help="number of clips")
-    p.add_argument("--seed", type=int, default=0, help="dataset seed: same seed, same clips")
-    p.add_argument("--prefix", default="syn", help="clip_id prefix")
-    p.add_argument("--workers", type=_positive_int, default=2, help="processes rendering in parallel")
-    p.add_argument("--off-screen-rate", type=float, default=0.25, help="share of clips with an off-screen speaker")
-    p.add_argument("--overlap-rate", type=float, default=0.06, help="chance that a turn overlaps the previous one")
-    p.add_argument("--single-shot-rate", type=float, default=0.5, help="share of clips without cuts")
-    p.set_defaults(func=_cmd_synth)
-
-    p = sub.add_parser(
-        "ingest",
-        help=COMMANDS["ingest"],
-        description=COMMANDS["ingest"] + ". Rows that cannot be used "
-        "are listed with their line and reason and skipped (exit status 1); the rest are written.",
-    )
-    p.add_argument("--annotations", required=True, help="JSONL (or a JSON array) of DiaDemBench or DVD-Bench rows")
-    p.add_argument("--videos", required=True, help="folder or URI (s3://…) the rows' video names are relative to")
-    p.add_argument("--format", required=True, choices=("diadembench", "dvdbench"), help="annotation format")
-    p.add_argument("--out", required=True, help="output folder: shards/ (hive-partitioned) and annotations.jsonl")
-    p.add_argument("--language", default="en", help="language of rows that do not name one (default: en)")
-    p.add_argument(
-        "--bucket", default="unassigned", help="bucket the clips go to before profiling (default: unassigned)"
-    )
-    p.add_argument("--clips-per-shard", type=_positive_int, default=64, help="parquet rows per shard file (>= 1)")
-    p.set_defaults(func=_cmd_ingest)
-
-    p = sub.add_parser("compare", help=COMMANDS["compare"], description=COMMANDS["compare"])
-    p.add_argument("--experiment", required=True, help="MLflow experiment name (tracking.experiment of the runs)")
-    p.add_argument(
-        "--tracking-uri", default="sqlite:///runs/mlflow.db", help="MLflow tracking URI (default: the demo's)"
-    )
-    p.add_argument("--png", default=None, help="where to write the curves (default: runs/compare_<experiment>.png)")
-    p.add_argument(
-        "--group-by",
-        nargs="*",
-        default=None,
-        metavar="KEY",
-        help="aggregate over seeds per configuration: config params (e.g. grpo.kl_coef) or reward_hash; "
-        "with no KEY, the reward hash and every param that differs between the runs",
-    )
-    p.add_argument("--baseline", default=None, help="the group the others are compared with (its label, or part of it)")
-    p.set_defaults(func=_cmd_compare)
-
-    p = sub.add_parser(
-        "profile",
-        help=COMMANDS["profile"],
-        description=COMMANDS["profile"] + ": sampled rollouts of an "
-        "exported policy on every training clip, scored with stages.profile.reward; writes hive-partitioned "
-        "shards, profile.jsonl (per-clip pass rate, mean reward, variance, zero-variance mark) and a summary table.",
-    )
-    p.add_argument("--config", required=True, help="the training YAML (data, rollout and stages.profile settings)")
-    p.add_argument(
-        "--checkpoint", required=True, help="a run directory (runs/<name>) or its policy/ folder (the SFT policy)"
-    )
-    p.add_argument("--out", default=None, help="output folder (default: runs/<run.name>/profiled)")
-    p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. stages.profile.samples_per_prompt=4")
-    p.set_defaults(func=_cmd_profile)
-
-    p = sub.add_parser("eval", help=COMMANDS["eval"], description=COMMANDS["eval"])
-    p.add_argument(
-        "--annotations", required=True, help="DiaDemBench annotation JSONL (video_id, gt_dialogues, attributes)"
-    )
-    p.add_argument(
-        "--predictions", required=True, help="JSONL with video_id and pred (caption) or pred_dialogues (lines)"
-    )
-    p.add_argument(
-        "--extractor",
-        default="structured",
-        choices=("structured", "prose", "llm"),
-        help="how captions become dialogue lines (default: structured)",
-    )
-    p.add_argument(
-        "--speaker-judge",
-        default="exact",
-        choices=("exact", "embedding", "llm", "mllm"),
-        help="who-is-the-same-person judge for REF (default: exact)",
-    )
-    p.add_argument(
-        "--judge-threshold", type=_unit_interval, default=0.7, help="cosine threshold of the embedding judge, in (0, 1]"
-    )
-    p.add_argument("--judge-model", default=None, help="local text-model dir for the llm extractor / judge")
-    p.add_argument("--per-sample", default=None, metavar="OUT.jsonl", help="write one JSON line of details per clip")
-    p.add_argument(
-        "--max-caption-chars", type=_positive_int, default=200_000, help="longer captions are skipped with a reason"
-    )
-    p.add_argument(
-        "--max-lines", type=_positive_int, default=2_000, help="dialogues with more lines are skipped with a reason"
-    )
-    p.set_defaults(func=_cmd_eval)
-
-    p = sub.add_parser(
-        "serve",
-        help=COMMANDS["serve"],
-        description=COMMANDS["serve"] + ". POST /caption (with "
-        "--checkpoint), POST /score, GET /healthz, OpenAPI at /docs.",
-    )
-    p.add_argument(
-        "--config", default=None, help="YAML whose serve.* section sets limits, batching, engine and URI roots"
-    )
-    p.add_argument(
-        "--checkpoint", default=None, help="a run directory (runs/<name>) or its policy/ folder: serves POST /caption"
-    )
-    p.add_argument("--host", default=None, help="bind address (default: serve.host, 127.0.0.1)")
-    p.add_argument("--port", type=_port, default=None, help="HTTP port (default: serve.port, 8000)")
-    p.add_argument("--ray-address", default=None, help="Ray cluster to join (default: a private local one)")
-    p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. serve.allowed_uri_roots=[/data/clips]")
-    p.set_defaults(func=_cmd_serve)
-
-    p = sub.add_parser("config", help=COMMANDS["config"], description=COMMANDS["config"])
-    p.add_argument(
-        "action", choices=("show", "check"), help="show: print the resolved YAML; check: report every problem"
-    )
-    p.add_argument("config", help="a YAML under configs/ (its sibling base.yaml is applied first)")
-    p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. learner.zero_stage=3")
-    p.set_defaults(func=_cmd_config)
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
