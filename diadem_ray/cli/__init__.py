@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Dict, Optional, Sequence
 
+from diadem_ray.cli.annotate import cmd_annotate
 from diadem_ray.cli.checks import port_number, positive_int, unit_interval
 from diadem_ray.cli.commands import (
     cmd_compare,
@@ -24,6 +25,7 @@ COMMANDS: Dict[str, str] = {
     "train": "run the stages of a config (SFT, profile, two-stage GRPO, eval) on a Ray cluster",
     "synth": "synthesise audiovisual dialogue clips with exact ground truth",
     "ingest": "turn DiaDemBench or DVD-Bench annotations plus their videos into training shards",
+    "annotate": "reference dialogues from raw video (Whisper, voices, shots, faces) as training shards",
     "profile": "roll out the SFT policy on training clips and bucket them by difficulty",
     "eval": "score predictions against DiaDemBench-style annotations (REF / ASR tables)",
     "compare": "compare MLflow runs: per run, or per configuration over seeds with intervals (table + PNG)",
@@ -80,6 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--clips-per-shard", type=positive_int, default=64, help="parquet rows per shard file (>= 1)")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser(
+        "annotate",
+        help=COMMANDS["annotate"],
+        description=COMMANDS["annotate"] + ". A Ray Data job over the videos; "
+        "writes shards/, annotations.jsonl (speakers as SPEAKER_k), videos/ (dialogues cut out of longer videos) "
+        "and report.jsonl (per video: dialogues with confidence, or why it was skipped). Settings: the annotate.* "
+        "section of the config (docs/annotate.md).",
+    )
+    p.add_argument("--videos", required=True, help="folder or URI (s3://…) holding the videos (searched recursively)")
+    p.add_argument("--out", required=True, help="output folder (every worker node must see it)")
+    p.add_argument(
+        "--config", default=None, help="YAML with annotate.* and cluster.* settings (default: configs/base.yaml)"
+    )
+    p.add_argument(
+        "overrides", nargs="*", help="dotlist overrides, e.g. annotate.faces=scene annotate.min_confidence=0.5"
+    )
+    p.set_defaults(func=cmd_annotate)
 
     p = sub.add_parser("compare", help=COMMANDS["compare"], description=COMMANDS["compare"])
     p.add_argument("--experiment", required=True, help="MLflow experiment name (tracking.experiment of the runs)")

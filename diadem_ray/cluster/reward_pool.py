@@ -85,10 +85,10 @@ class RewardPool:
         self.workers: List[Any] = [
             remote.remote(dict(spec), reward_timeout_s=reward_timeout_s, generate=generate) for _ in range(num_workers)
         ]
-        self.reward_hash: str = ray.get(self.workers[0].reward_hash.remote())
         self.resources = {"CPU": num_cpus_per_worker, **dict(resources or {})}
         self.node_wait_s = float(node_wait_s)
         self.wait_log_s = float(wait_log_s)
+        self.reward_hash: str = self._started(str(spec.get("name", "?")))
         from diadem_ray.cluster import placement
 
         self.nodes: List[Optional[str]] = list(placement.node_ids(self.workers))
@@ -200,6 +200,33 @@ class RewardPool:
         stats.seconds = time.perf_counter() - start
         assert all(r is not None for r in results)
         return [r for r in results if r is not None], stats
+
+    def _started(self, name: str) -> str:
+        """Wait for the first worker (its reward hash) up to ``node_wait_s``, saying every
+        ``wait_log_s`` what it waits for; a pool that cannot be placed raises instead of hanging."""
+        ref = self.workers[0].reward_hash.remote()
+        waited = 0.0
+        while True:
+            ready, _ = ray.wait([ref], timeout=min(self.wait_log_s, max(0.1, self.node_wait_s - waited)))
+            if ready:
+                return str(ray.get(ref))
+            waited += self.wait_log_s
+            free = {k: round(v, 3) for k, v in ray.available_resources().items() if k == "CPU" or k in self.resources}
+            if waited >= self.node_wait_s:
+                for w in self.workers:
+                    ray.kill(w)
+                raise RuntimeError(
+                    f"reward pool {name!r}: its {len(self.workers)} worker(s) could not start within "
+                    f"{self.node_wait_s:.0f} s (each needs {self.resources}; free now {free}); lower "
+                    "reward.num_cpus_per_worker or reward.num_workers, or add a node offering those resources"
+                )
+            log.warning(
+                "reward pool %r: waiting %.0f s for its workers (each needs %s; free now %s)",
+                name,
+                waited,
+                self.resources,
+                free,
+            )
 
     def _where(self, w: int) -> str:
         from diadem_ray.cluster import placement

@@ -26,6 +26,7 @@ from diadem_ray.config.loading import ConfigError, load_structured, parse_overri
 from diadem_ray.config.rules import cache_mode, line_credit_problems, validate, weight_transfer_mode
 from diadem_ray.config.schema import (
     STAGE_NAMES,
+    AnnotateConfig,
     CheckpointConfig,
     ClusterConfig,
     DataConfig,
@@ -50,6 +51,7 @@ from diadem_ray.config.schema import (
 
 __all__ = [
     "STAGE_NAMES",
+    "AnnotateConfig",
     "CheckpointConfig",
     "ClusterConfig",
     "ConfigError",

@@ -4,12 +4,15 @@ the settings derived from it."""
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, List, Sequence
 
 from omegaconf import OmegaConf
 
 from diadem_ray.config.schema import STAGE_NAMES, RewardSpec, TrainConfig
 from diadem_ray.models.families import FAMILIES, get_family
+
+BUCKET_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def _one_of(problems: List[str], key: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -222,6 +225,37 @@ def validate(cfg: Any) -> List[str]:
             p.append(f"serve.{name}: must be >= 1, got {getattr(cfg.serve, name)}")
     if cfg.serve.max_clip_duration_s <= 0 or cfg.serve.replica_num_cpus <= 0:
         p.append("serve.max_clip_duration_s and serve.replica_num_cpus must be > 0")
+    return p + annotate_problems(cfg)
+
+
+def annotate_problems(cfg: TrainConfig) -> List[str]:
+    """The ``annotate`` section's problems, each naming the field."""
+    a, p = cfg.annotate, []
+    if a.faces not in ("opencv", "scene"):
+        p.append(f"annotate.faces: {a.faces!r}; choose opencv (real footage) or scene (synthetic clips)")
+    for name in ("asr_threads", "max_frames", "max_frame_pixels", "workers", "clips_per_shard"):
+        if getattr(a, name) < 1:
+            p.append(f"annotate.{name}: must be >= 1, got {getattr(a, name)}")
+    for name in (
+        "frames_per_second",
+        "max_video_s",
+        "pause_s",
+        "turn_merge_gap_s",
+        "dialogue_gap_s",
+        "dialogue_cut_gap_s",
+        "speaker_threshold",
+        "shot_threshold",
+        "shot_ratio",
+        "num_cpus_per_worker",
+    ):
+        if not getattr(a, name) > 0:
+            p.append(f"annotate.{name}: must be > 0, got {getattr(a, name)}")
+    if a.pad_s < 0:
+        p.append(f"annotate.pad_s: must be >= 0, got {a.pad_s}")
+    if not 0 <= a.min_confidence <= 1:
+        p.append(f"annotate.min_confidence: must be in [0, 1], got {a.min_confidence}")
+    if not BUCKET_NAME_RE.match(a.bucket):
+        p.append(f"annotate.bucket: {a.bucket!r} may hold only letters, digits, '_' and '-' (it names a folder)")
     return p
 
 

@@ -233,6 +233,33 @@ class ServeConfig:
 
 
 @dataclass
+class AnnotateConfig:
+    """``diadem-ray annotate``: reference dialogues from raw video (docs/annotate.md)."""
+
+    asr_model: str = "tiny.en"  # "tiny.en" = the bundled Whisper; else a local CTranslate2 Whisper folder
+    language: str = "en"
+    asr_threads: int = 1  # CTranslate2 threads per worker
+    faces: str = "opencv"  # opencv (real footage: OpenCV's Haar face cascade) | scene (the synthetic world's people)
+    frames_per_second: float = 8.0  # frames sampled for shots and faces
+    max_frames: int = 4000  # per video at most (evenly spaced beyond it)
+    max_frame_pixels: int = 1920 * 1080
+    max_video_s: float = 3600.0  # longer videos are skipped with that reason: split them first
+    pause_s: float = 0.3  # pauses at least this long separate speech segments
+    turn_merge_gap_s: float = 1.0  # one speaker's segments closer than this are one turn
+    dialogue_gap_s: float = 3.0  # a silence this long ends a dialogue
+    dialogue_cut_gap_s: float = 1.5  # so does a silence this long with a shot change in it
+    pad_s: float = 0.3  # around a dialogue cut out of a longer video
+    speaker_threshold: float = 0.35  # voice distance (cosine) at which two speaker clusters stay apart
+    shot_threshold: float = 0.05  # least histogram distance (0-1) between sampled frames that is a cut
+    shot_ratio: float = 4.0  # ... and how many times the median distance around it (an adaptive test)
+    min_confidence: float = 0.0  # dialogues below it are dropped, each with its reason
+    workers: int = 2  # Ray Data actors, each holding the models
+    num_cpus_per_worker: float = 1.0
+    clips_per_shard: int = 64
+    bucket: str = "unassigned"
+
+
+@dataclass
 class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -246,6 +273,7 @@ class TrainConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
 
 
 @dataclass

@@ -32,7 +32,8 @@ class Media:
     sample_rate_hz: int
 
 
-def _open(uri: str):
+def open_container(uri: str):
+    """A PyAV container for a local path, ``file://`` URI or any URI pyarrow's filesystems read (s3://, gs://)."""
     import av
 
     if "://" in uri and not uri.startswith("file://"):
@@ -49,7 +50,7 @@ def probe(uri: str) -> float:
     import av
 
     try:
-        with _open(uri) as box:
+        with open_container(uri) as box:
             if box.duration is not None:
                 return float(box.duration) / av.time_base
             streams = [s for s in box.streams if s.duration is not None and s.time_base is not None]
@@ -66,7 +67,7 @@ def frame_size(uri: str) -> tuple:
     import av
 
     try:
-        with _open(uri) as box:
+        with open_container(uri) as box:
             if not box.streams.video:
                 return (0, 0)
             ctx = box.streams.video[0].codec_context
@@ -120,7 +121,7 @@ def decode_clip(uri: str, *, max_frames: int = 64, sample_rate_hz: int = 16000,
     if max_frames < 1:
         raise ValueError(f"max_frames must be >= 1, got {max_frames}")
     try:
-        with _open(uri) as box:
+        with open_container(uri) as box:
             frames, times = [], []
             if box.streams.video:
                 frames, times = _video(box, max_frames, int(box.streams.video[0].frames or 0), max_frame_pixels)

@@ -128,9 +128,31 @@ def _speakers(people: List[Person], n_speakers: int, rng: random.Random) -> List
     return chosen[:n_speakers]
 
 
+@dataclass(frozen=True)
+class SceneTruth:
+    """What a clip's frames show, beyond its annotation: ``shot_starts_s`` are the times (s) of the
+    frames where the picture cuts to another view (a cut to the same view is no cut), so the clip
+    has ``len(shot_starts_s) + 1`` shots. Written to ``scenes.jsonl`` beside ``annotations.jsonl``."""
+
+    clip_id: str
+    shot_starts_s: Tuple[float, ...]
+
+    @property
+    def num_shots(self) -> int:
+        return len(self.shot_starts_s) + 1
+
+
 def make_clip(index: int, *, seed: int, out_dir: Path, voice: Voice, prefix: str = "syn",
               rates: SynthRates = SynthRates(), fps: int = 8, size: Tuple[int, int] = (96, 128)) -> Clip:
     """Render clip ``index`` of dataset ``seed`` into ``out_dir/videos`` and return its ground truth."""
+    return render_clip(index, seed=seed, out_dir=out_dir, voice=voice, prefix=prefix, rates=rates, fps=fps,
+                       size=size)[0]
+
+
+def render_clip(index: int, *, seed: int, out_dir: Path, voice: Voice, prefix: str = "syn",
+                rates: SynthRates = SynthRates(), fps: int = 8,
+                size: Tuple[int, int] = (96, 128)) -> Tuple[Clip, SceneTruth]:
+    """:func:`make_clip` and the clip's :class:`SceneTruth`."""
     rng = random.Random(f"{seed}:{index}")
     people, n_speakers = _people(rng, rates)
     speakers = _speakers(people, n_speakers, rng)
@@ -174,12 +196,13 @@ def make_clip(index: int, *, seed: int, out_dir: Path, voice: Voice, prefix: str
     visible = [i for i, p in enumerate(people) if p.on_screen]
     single = rng.random() < rates.single_shot
     shots = _shots(turns, tracks, visible, single, rng)
-    frames = _frames(people, visible, shots, per_person, duration, fps, size, rng.choice(list(SCENE.walls)))
+    frames, views = _frames(people, visible, shots, per_person, duration, fps, size, rng.choice(list(SCENE.walls)))
     clip_id = f"{prefix}{seed}-{index:05d}"
     path = out_dir / "videos" / f"{clip_id}.mp4"
     write_mp4(path, frames, mix, fps=fps)
     spk_sexes = [people[s].sex for s in sorted(set(speakers))]
-    return Clip(
+    cuts = tuple(round(f / fps, 3) for f in range(1, len(views)) if views[f] != views[f - 1])
+    clip = Clip(
         clip_id=clip_id, video_uri=str(path.resolve()), duration_s=duration, language="en", prompt=PROMPT,
         characters=tuple(people[i].description for i in visible), dialogue=tuple(turns),
         speaker_num=0 if overlap_any else len(set(speakers)), people_on_screen=len(visible),
@@ -187,6 +210,7 @@ def make_clip(index: int, *, seed: int, out_dir: Path, voice: Voice, prefix: str
         has_same_sex_speakers=len(spk_sexes) != len(set(spk_sexes)),
         only_opposite_sex_speakers=len(spk_sexes) == 2 and len(set(spk_sexes)) == 2,
     )
+    return clip, SceneTruth(clip_id, cuts)
 
 
 def _shots(turns, tracks, visible, single, rng) -> List[Tuple[float, Optional[int]]]:
@@ -206,7 +230,8 @@ def _shots(turns, tracks, visible, single, rng) -> List[Tuple[float, Optional[in
     return shots
 
 
-def _frames(people, visible, shots, per_person, duration, fps, size, wall) -> np.ndarray:
+def _frames(people, visible, shots, per_person, duration, fps, size, wall) -> Tuple[np.ndarray, List[Optional[int]]]:
+    """The frames ``[T, H, W, 3]`` and the view of each (the person in close-up, or None for the wide shot)."""
     h, w = size
     n_frames = max(1, int(math.ceil(duration * fps)))
     hop = AUDIO_RATE_HZ // fps
@@ -217,9 +242,11 @@ def _frames(people, visible, shots, per_person, duration, fps, size, wall) -> np
             env[:, f] = seg.mean(axis=1)
     env = np.clip(env / 0.12, 0.0, 1.0)
     out = np.empty((n_frames, h, w, 3), np.uint8)
+    views: List[Optional[int]] = []
     for f in range(n_frames):
         t = f / fps
         target = [s for s in shots if s[0] <= t][-1][1]
+        views.append(target)
         img = background(h, w, wall)
         if target is None:
             for slot, i in enumerate(visible):
@@ -228,7 +255,7 @@ def _frames(people, visible, shots, per_person, duration, fps, size, wall) -> np
         else:
             draw_person(img, people[target].figure(), cx=w / 2, ground_y=h * 1.35, scale=2.0, mouth_open=env[target, f])
         out[f] = img
-    return out
+    return out, views
 
 
 def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, *, fps: int) -> None:
@@ -264,16 +291,17 @@ def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, *, fps: int) ->
 _WORKER: Dict[str, Any] = {}
 
 
-def _render_one(args: Tuple[int, int, str, str, SynthRates]) -> Clip:
+def _render_one(args: Tuple[int, int, str, str, SynthRates]) -> Tuple[Clip, SceneTruth]:
     index, seed, out_dir, prefix, rates = args
     if "voice" not in _WORKER:
         _WORKER["voice"] = Voice()
-    return make_clip(index, seed=seed, out_dir=Path(out_dir), voice=_WORKER["voice"], prefix=prefix, rates=rates)
+    return render_clip(index, seed=seed, out_dir=Path(out_dir), voice=_WORKER["voice"], prefix=prefix, rates=rates)
 
 
 def synthesize(out_dir: str | Path, num_clips: int, *, seed: int, prefix: str = "syn", workers: int = 1,
                rates: SynthRates = SynthRates(), progress: bool = True) -> List[Clip]:
-    """Render ``num_clips`` clips into ``out_dir`` (videos/, shards/bucket=unassigned/, annotations.jsonl).
+    """Render ``num_clips`` clips into ``out_dir`` (videos/, shards/bucket=unassigned/, annotations.jsonl,
+    scenes.jsonl with each clip's :class:`SceneTruth`).
 
     Deterministic by ``seed``: the same call gives byte-identical ground truth (and the same audio
     samples and frames) whatever ``workers`` is.
@@ -289,22 +317,29 @@ def synthesize(out_dir: str | Path, num_clips: int, *, seed: int, prefix: str = 
     jobs = [(i, seed, str(out), prefix, rates) for i in range(num_clips)]
     bar = tqdm(total=num_clips, desc=f"synth {out}", unit="clip", disable=not progress)
     clips: List[Clip] = []
+    scenes: List[SceneTruth] = []
     if workers > 1:
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(workers) as pool:
-            for c in pool.imap(_render_one, jobs):
+            for c, sc in pool.imap(_render_one, jobs):
                 clips.append(c)
+                scenes.append(sc)
                 bar.update()
     else:
         for j in jobs:
-            clips.append(_render_one(j))
+            c, sc = _render_one(j)
+            clips.append(c)
+            scenes.append(sc)
             bar.update()
     bar.close()
     write_shards(clips, str(out / "shards"))
     with (out / "annotations.jsonl").open("w", encoding="utf-8") as fh:
         for c in clips:
             fh.write(json.dumps(annotation_of(c), ensure_ascii=False) + "\n")
+    with (out / "scenes.jsonl").open("w", encoding="utf-8") as fh:
+        for sc in scenes:
+            fh.write(json.dumps({"clip_id": sc.clip_id, "shot_starts_s": list(sc.shot_starts_s)}) + "\n")
     return clips
 
 

@@ -9,10 +9,42 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List
 
-from diadem_ray.config import TrainConfig, line_credit_problems, load_reward_spec, plain, to_yaml, weight_transfer_mode
+from diadem_ray.config import (
+    ClusterConfig,
+    TrainConfig,
+    line_credit_problems,
+    load_reward_spec,
+    plain,
+    to_yaml,
+    weight_transfer_mode,
+)
 from diadem_ray.driver.state import TRAIN_STAGES
 from diadem_ray.driver.state import say as _say
 from diadem_ray.models.families import ModelFamily
+
+
+def connect_ray(c: ClusterConfig) -> bool:
+    """Start or join Ray as ``cluster.ray_address`` says; True when this process started it (and
+    so stops it). Inside ``ray job submit`` (``RAY_ADDRESS`` set) ``local`` joins the job's cluster."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: Dict[str, Any] = {"log_to_driver": False}
+    if c.ray_address == "local" and os.environ.get("RAY_ADDRESS"):
+        _say(f"RAY_ADDRESS is set ({os.environ['RAY_ADDRESS']}): joining that cluster")
+        kwargs["address"] = os.environ["RAY_ADDRESS"]
+    elif c.ray_address == "local":
+        kwargs.update(
+            address="local",
+            num_cpus=c.local_num_cpus,
+            object_store_memory=c.object_store_memory_bytes,
+            include_dashboard=False,
+        )
+    else:  # join a running cluster (a `ray job submit` entrypoint, or "auto" / "ray://…")
+        kwargs["address"] = c.ray_address
+    ray.init(**{k: v for k, v in kwargs.items() if v is not None})
+    return True
 
 
 class Resources:
@@ -35,26 +67,7 @@ class Resources:
         self.placement: Dict[str, List[str]] = {}  # role (decode, learner, rollout, reward) -> node id per actor
 
     def start_ray(self) -> None:
-        import ray
-
-        c = self.cfg.cluster
-        self.own_ray = not ray.is_initialized()
-        if self.own_ray:
-            kwargs: Dict[str, Any] = {"log_to_driver": False}
-            if c.ray_address == "local" and os.environ.get("RAY_ADDRESS"):
-                # Inside `ray job submit`: run on the job's cluster, not a private one.
-                _say(f"RAY_ADDRESS is set ({os.environ['RAY_ADDRESS']}): joining that cluster")
-                kwargs["address"] = os.environ["RAY_ADDRESS"]
-            elif c.ray_address == "local":
-                kwargs.update(
-                    address="local",
-                    num_cpus=c.local_num_cpus,
-                    object_store_memory=c.object_store_memory_bytes,
-                    include_dashboard=False,
-                )
-            else:  # join a running cluster (a `ray job submit` entrypoint, or "auto" / "ray://…")
-                kwargs["address"] = c.ray_address
-            ray.init(**{k: v for k, v in kwargs.items() if v is not None})
+        self.own_ray = connect_ray(self.cfg.cluster)
 
     def start_decoders(self) -> None:
         """The decode pool (data plane): long-lived workers that decode clips as the stages draw

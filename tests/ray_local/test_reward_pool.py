@@ -1,6 +1,8 @@
 import random
 import threading
 
+import pytest
+
 from diadem_ray.actors.reward import RewardWorker
 from diadem_ray.types import Rollout, Turn
 
@@ -58,3 +60,10 @@ def test_killed_worker_costs_no_sample(ray_local):
         assert len(again) == 10
     finally:
         pool.shutdown()
+
+
+def test_a_pool_that_cannot_be_placed_says_so_instead_of_hanging(ray_local):
+    from diadem_ray.cluster.reward_pool import RewardPool
+
+    with pytest.raises(RuntimeError, match=r"reward pool 't': its 1 worker\(s\) could not start within 1 s"):
+        RewardPool(SPEC, num_workers=1, num_cpus_per_worker=64, node_wait_s=1.0, wait_log_s=0.5)

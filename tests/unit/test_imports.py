@@ -18,7 +18,7 @@ LAYERS = [
     ["diadem_ray.config"],
     ["diadem_ray.grpo", "diadem_ray.rewards"],
     ["diadem_ray.data", "diadem_ray.models"],
-    ["diadem_ray.actors"],
+    ["diadem_ray.actors", "diadem_ray.annotate"],
     ["diadem_ray.cluster"],
     ["diadem_ray.driver", "diadem_ray.serve", "diadem_ray.cli"],
 ]

@@ -1,0 +1,67 @@
+"""Cutting one dialogue out of a longer video with PyAV: video re-encoded (H.264, yuv420p) at the
+source's frame rate, audio as 16 kHz mono AAC, both starting at 0. Frames are streamed from
+decoder to encoder, so a long HD source costs one frame of memory, not the whole dialogue.
+
+Units: seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from diadem_ray.data.decode import DecodeError, open_container
+
+RATE_HZ = 16000
+
+
+def cut_video(uri: str, start_s: float, end_s: float, out: Path) -> float:
+    """Write ``[start_s, end_s)`` of ``uri`` to ``out`` (mp4); returns the cut's duration in seconds.
+    Raises :class:`DecodeError` naming the source."""
+    import av
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.mp4")
+    samples = []
+    try:
+        with open_container(uri) as src, av.open(str(tmp), "w") as dst:
+            vin = src.streams.video[0]
+            rate = vin.average_rate or 25
+            vout = dst.add_stream("libx264", rate=rate)
+            vout.width, vout.height = vin.codec_context.width // 2 * 2, vin.codec_context.height // 2 * 2
+            vout.pix_fmt = "yuv420p"
+            vout.options = {"preset": "veryfast", "crf": "20"}
+            aout = dst.add_stream("aac", rate=RATE_HZ, layout="mono") if src.streams.audio else None
+            for fr in src.decode(vin):
+                t = float(fr.time or 0.0)
+                if start_s <= t < end_s:
+                    img = fr.to_ndarray(format="rgb24")[: vout.height, : vout.width]
+                    for pkt in vout.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
+                        dst.mux(pkt)
+            for pkt in vout.encode():
+                dst.mux(pkt)
+            if aout is not None:
+                src.seek(0)
+                res = av.AudioResampler(format="flt", layout="mono", rate=RATE_HZ)
+                for fr in src.decode(src.streams.audio[0]):
+                    for o in res.resample(fr):
+                        samples.append(o.to_ndarray().reshape(-1))
+                for o in res.resample(None):
+                    samples.append(o.to_ndarray().reshape(-1))
+                whole = np.concatenate(samples) if samples else np.zeros(0, np.float32)
+                audio = whole[int(start_s * RATE_HZ) : int(end_s * RATE_HZ)]
+                for i in range(0, len(audio), 1024):
+                    frame = av.AudioFrame.from_ndarray(
+                        np.asarray(audio[i : i + 1024], np.float32)[None, :], format="fltp", layout="mono"
+                    )
+                    frame.sample_rate, frame.pts = RATE_HZ, i
+                    for pkt in aout.encode(frame):
+                        dst.mux(pkt)
+                for pkt in aout.encode():
+                    dst.mux(pkt)
+    except (av.error.FFmpegError, OSError, ValueError, IndexError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise DecodeError(f"{uri}: cannot cut [{start_s:.2f}, {end_s:.2f}) s ({type(exc).__name__}: {exc})") from exc
+    tmp.replace(out)
+    return round(end_s - start_s, 3)
