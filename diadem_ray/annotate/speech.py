@@ -101,7 +101,8 @@ def asr_model_dir(name: str) -> str:
 
 
 class Transcriber:
-    """Whisper (faster-whisper, CTranslate2 int8 on CPU) with word timestamps."""
+    """Whisper (faster-whisper, CTranslate2 int8 on CPU) with word timestamps, greedy decoding
+    without temperature fallback, so the same audio always gives the same words."""
 
     def __init__(self, model: str = BUNDLED_ASR, *, language: str = "en", cpu_threads: int = 1) -> None:
         from faster_whisper import WhisperModel
@@ -118,6 +119,7 @@ class Transcriber:
             word_timestamps=True,
             condition_on_previous_text=False,
             vad_filter=False,
+            temperature=0.0,  # greedy only: faster-whisper's fallback samples at higher temperatures, unseeded
         )
         return [
             Word(float(w.start), float(w.end), w.word.strip(), float(w.probability))

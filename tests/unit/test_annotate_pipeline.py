@@ -49,6 +49,7 @@ def test_a_synthetic_clip_gives_one_dialogue_near_its_truth(annotator, clips, tm
     assert _overlap(said, " ".join(t.text for t in clip.dialogue)) >= 0.7
     assert 0 < d.confidence <= 1 and d.num_shots >= 1
     assert not (tmp_path / "videos").exists()  # the whole video is the dialogue: nothing cut
+    assert annotator(clip.video_uri, "c0", tmp_path / "videos").dialogues == res.dialogues  # deterministic
 
 
 def test_two_dialogues_in_one_video_are_cut_apart(annotator, clips, tmp_path):
