@@ -3,7 +3,8 @@ Whisper, the voice encoder and the face finder) annotates them in parallel, and 
 annotations — never the media — come back to the driver, which writes the outputs:
 
 * ``shards/bucket=<annotate.bucket>/`` — parquet shards that ``train`` reads (``data.root/<split>``);
-* ``annotations.jsonl`` — DiaDemBench rows (``diadem-ray eval``), speakers as ``SPEAKER_k``;
+* ``annotations.jsonl`` — DiaDemBench rows (``diadem-ray eval``), speakers as ``SPEAKER_k``, with
+  each line's times (``gt_times_s``) and the dialogue's ``confidence``;
 * ``videos/`` — the dialogues cut out of videos that hold more than one;
 * ``report.jsonl`` — one row per video: its dialogues with confidence and source times, or why it
   was skipped; every dialogue dropped under ``annotate.min_confidence`` with its confidence.
@@ -18,7 +19,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Iterable, List, Tuple
 
 from diadem_ray.config.schema import AnnotateConfig
 
@@ -34,6 +35,7 @@ class AnnotateReport:
     rows: List[Dict[str, Any]] = field(default_factory=list)  # report.jsonl rows, one per video
     skipped: List[Tuple[str, str]] = field(default_factory=list)  # (video, reason)
     dropped: List[Tuple[str, str]] = field(default_factory=list)  # (clip_id, reason)
+    confidence: Dict[str, float] = field(default_factory=dict)  # kept clip_id -> confidence
     worker_seconds: float = 0.0
 
 
@@ -109,8 +111,6 @@ def run_annotate(videos: List[str], ids: List[str], out: Path, cfg: AnnotateConf
     the cut videos (``out/videos``). Needs ``ray.init`` first."""
     import ray
 
-    from diadem_ray.data.schema import row_to_clip, validate_clip
-
     ds = ray.data.from_items(
         [{"uri": v, "clip_id": c} for v, c in zip(videos, ids)], override_num_blocks=max(1, min(len(videos), 1000))
     )
@@ -121,8 +121,16 @@ def run_annotate(videos: List[str], ids: List[str], out: Path, cfg: AnnotateConf
         compute=ray.data.ActorPoolStrategy(size=cfg.workers),
         num_cpus=cfg.num_cpus_per_worker,
     )
+    return collect((json.loads(r["result"]) for r in annotated.iter_rows()), cfg)
+
+
+def collect(results: Iterable[Dict[str, Any]], cfg: AnnotateConfig) -> AnnotateReport:
+    """The report of the workers' per-video results (in video order): dialogues that fail
+    validation or fall under ``annotate.min_confidence`` are dropped, each with its reason."""
+    from diadem_ray.data.schema import row_to_clip, validate_clip
+
     rep = AnnotateReport()
-    for row in sorted((json.loads(r["result"]) for r in annotated.iter_rows()), key=lambda r: r["uri"]):
+    for row in sorted(results, key=lambda r: r["uri"]):
         rep.worker_seconds += row["seconds"]
         entry: Dict[str, Any] = {"video": row["uri"], "seconds": row["seconds"], "dialogues": []}
         if row["skipped"]:
@@ -140,6 +148,7 @@ def run_annotate(videos: List[str], ids: List[str], out: Path, cfg: AnnotateConf
                 rep.dropped.append((clip.clip_id, info["dropped"]))
             else:
                 rep.clips.append(clip)
+                rep.confidence[clip.clip_id] = float(d["confidence"])
             entry["dialogues"].append(info)
         rep.rows.append(entry)
     return rep
@@ -155,7 +164,11 @@ def write_outputs(rep: AnnotateReport, out: Path, cfg: AnnotateConfig) -> None:
         write_shards(rep.clips, str(out / "shards"), clips_per_shard=cfg.clips_per_shard, replace=True)
     with (out / "annotations.jsonl").open("w", encoding="utf-8") as fh:
         for c in rep.clips:
-            fh.write(json.dumps(annotation_of(c), ensure_ascii=False) + "\n")
+            row = annotation_of(c) | {
+                "gt_times_s": [[t.start_s, t.end_s] for t in c.dialogue],
+                "confidence": rep.confidence.get(c.clip_id),
+            }
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     with (out / "report.jsonl").open("w", encoding="utf-8") as fh:
         for r in rep.rows:
             fh.write(json.dumps(r, ensure_ascii=False) + "\n")

@@ -133,3 +133,60 @@ def test_score_against_truth_by_hand():
     assert got["speaker_count_exact"] == round(1 / 3, 4)
     assert got["shot_count_exact"] == round(1 / 3, 4)
     assert got["off_screen_f1"] == round(2 * 1 / (2 * 1 + 1 + 0), 4)  # tp 1 (v1), fp 1 (v2), fn 0
+
+
+def _result(uri: str, confidences, skipped: str = ""):
+    from diadem_ray.data.schema import clip_to_row
+    from diadem_ray.types import Clip, Turn
+
+    dialogues = []
+    for k, conf in enumerate(confidences):
+        turns = (Turn("SPEAKER_1", "hello there", 0.2, 1.0), Turn("SPEAKER_2", "fine", 1.5, 2.0))
+        clip = Clip(f"{uri}-d{k + 1}", uri, 3.0, "en", "Describe.", (), turns, 2, 1, True, False, False, False)
+        row = clip_to_row(clip)
+        dialogues.append(
+            {
+                "clip": row,
+                "confidence": conf,
+                "source_uri": uri,
+                "source_start_s": 0.0,
+                "source_end_s": 3.0,
+                "num_shots": 1,
+            }
+        )
+    return {"uri": uri, "skipped": skipped, "seconds": 1.5, "dialogues": dialogues}
+
+
+def test_low_confidence_dialogues_are_dropped_with_their_reason_and_outputs_written(tmp_path):
+    import json
+
+    from diadem_ray.annotate.job import collect, write_outputs
+    from diadem_ray.config.schema import AnnotateConfig
+    from diadem_ray.data.shards import list_shards, read_shard
+
+    cfg = AnnotateConfig(min_confidence=0.5, bucket="raw")
+    rep = collect([_result("b.mp4", [0.9, 0.2]), _result("a.mp4", [], skipped="no audio track")], cfg)
+    assert [c.clip_id for c in rep.clips] == ["b.mp4-d1"] and rep.clips[0].bucket == "raw"
+    assert rep.dropped == [("b.mp4-d2", "confidence 0.200 < annotate.min_confidence 0.5")]
+    assert rep.skipped == [("a.mp4", "no audio track")] and rep.worker_seconds == 3.0
+    assert [r["video"] for r in rep.rows] == ["a.mp4", "b.mp4"]
+    write_outputs(rep, tmp_path, cfg)
+    ann = [json.loads(x) for x in (tmp_path / "annotations.jsonl").read_text().splitlines()]
+    assert ann == [
+        {
+            "video_id": "b.mp4-d1",
+            "gt_dialogues": ["SPEAKER_1: hello there", "SPEAKER_2: fine"],
+            "speaker_num": 2,
+            "people_num_in_screen": 1,
+            "is_single_shot": 1,
+            "has_off_screen_speaker": 0,
+            "has_same_sex_speakers": 0,
+            "only_opposite_sex_speakers": 0,
+            "gt_times_s": [[0.2, 1.0], [1.5, 2.0]],
+            "confidence": 0.9,
+        }
+    ]
+    report = [json.loads(x) for x in (tmp_path / "report.jsonl").read_text().splitlines()]
+    assert report[0]["skipped"] == "no audio track" and report[1]["dialogues"][1]["dropped"].startswith("confidence")
+    root = str(tmp_path / "shards")
+    assert [c.clip_id for p in list_shards(root) for c in read_shard(p, root)] == ["b.mp4-d1"]
