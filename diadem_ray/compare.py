@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from diadem_ray.compare_stats import Difference, Summary, difference, summarize
 
@@ -39,6 +39,8 @@ class RunSummary:
     curves: Dict[str, List[Tuple[int, float]]]
     params: Dict[str, str] = field(default_factory=dict)  # the run's logged config, flattened
     tags: Dict[str, str] = field(default_factory=dict)
+    # held-out bucket -> (final REF, final ASR) when the run profiled its held-out clips
+    buckets: Dict[str, Tuple[Optional[float], Optional[float]]] = field(default_factory=dict)
 
     @property
     def seed(self) -> int:
@@ -82,9 +84,27 @@ def collect(tracking_uri: str, experiment: str) -> List[RunSummary]:
                 curves=curves,
                 params=dict(run.data.params),
                 tags=dict(tags),
+                buckets=_bucket_finals(dict(run.data.params), dict(run.data.metrics)),
             )
         )
     return out
+
+
+def _bucket_finals(
+    params: Mapping[str, str], metrics: Mapping[str, float]
+) -> Dict[str, Tuple[Optional[float], Optional[float]]]:
+    """Final held-out REF/ASR per difficulty bucket (``eval/<bucket>/ref_f1``, the latest value)."""
+    import ast
+
+    try:
+        names = ast.literal_eval(params.get("stages.profile.bucket_names", "[]"))
+    except (ValueError, SyntaxError):
+        return {}
+    return {
+        str(b): (metrics.get(f"eval/{b}/ref_f1"), metrics.get(f"eval/{b}/asr_f1"))
+        for b in names
+        if f"eval/{b}/ref_f1" in metrics
+    }
 
 
 def _f(x: Optional[float]) -> str:
@@ -198,10 +218,15 @@ def pick_baseline(labels: Sequence[str], wanted: Optional[str]) -> str:
     raise LookupError(f"--baseline {wanted!r} {why}; groups: {list(labels)}")
 
 
-def _by_seed(runs: Sequence[RunSummary], metric: str) -> Dict[int, float]:
+def _by_seed(runs: Sequence[RunSummary], metric: str, bucket: str = "") -> Dict[int, float]:
+    """Per seed, the final REF (``metric="ref"``) or ASR, overall or of one held-out ``bucket``."""
     out: Dict[int, float] = {}
     for r in runs:
-        v = r.final_ref if metric == "ref" else r.final_asr
+        if bucket:
+            ref, asr = r.buckets.get(bucket, (None, None))
+        else:
+            ref, asr = r.final_ref, r.final_asr
+        v = ref if metric == "ref" else asr
         if v is not None:
             out[r.seed] = v
     return out
@@ -240,6 +265,19 @@ def group_table(runs: Sequence[RunSummary], keys: Sequence[str], baseline: Optio
             dr, da = difference(ref, base_ref), difference(asr, base_asr)
             row += f"{_diff(dr):>22} {_diff(da):>22}  {'paired' if dr.paired else 'welch'} n={dr.n}"
         lines.append(row)
+    buckets = list(dict.fromkeys(b for r in runs for b in r.buckets))
+    for b in buckets:
+        b_ref, b_asr = _by_seed(groups[base], "ref", b), _by_seed(groups[base], "asr", b)
+        lines += ["", f"held-out bucket {b!r} (clips by their profiled pass rate under the SFT policy):"]
+        for label, members in groups.items():
+            ref, asr = _by_seed(members, "ref", b), _by_seed(members, "asr", b)
+            row = f"{label:<{w}} {len(ref):>2} {'':<12} {_ms(summarize(list(ref.values()))):>12} "
+            row += f"{_ms(summarize(list(asr.values()))):>12}  "
+            if label == base:
+                row += f"{'(baseline)':>22}"
+            elif ref and b_ref:
+                row += f"{_diff(difference(ref, b_ref)):>22} {_diff(difference(asr, b_asr)):>22}"
+            lines.append(row)
     return "\n".join(lines)
 
 

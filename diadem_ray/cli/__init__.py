@@ -52,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
                 "--config", required=True, help="a YAML under configs/ (its sibling base.yaml is applied first)"
             )
         p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint and MLflow run")
+        if name == "train":
+            p.add_argument(
+                "--from",
+                dest="from_run",
+                default=None,
+                metavar="RUN",
+                help="start as a new run (own folder, own MLflow run) from another run's latest checkpoint "
+                "(runs/<name>): branches of an experiment share one SFT start",
+            )
         p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. stages.sft.steps=10")
         p.set_defaults(func=cmd_train if name == "train" else cmd_demo)
 

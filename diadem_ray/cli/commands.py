@@ -66,6 +66,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from diadem_ray.driver import Driver
 
     ckpt = Path(cfg.run.output_dir) / cfg.run.name / "checkpoints" / "latest"
+    source = getattr(args, "from_run", None)
+    if source:
+        return _train_forked(args, cfg, Path(source), ckpt.parent.parent)
     if args.resume and not ckpt.is_file():
         print(f"error: --resume: no checkpoint at {ckpt}; run without --resume to start", file=sys.stderr)
         return 1
@@ -85,6 +88,31 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         return 1
     Driver(cfg, config_dir=str(Path(args.config).parent), resume=args.resume).run()
+    return 0
+
+
+def _train_forked(args: argparse.Namespace, cfg, source: Path, out: Path) -> int:
+    """``train --from RUN``: fork RUN's latest checkpoint into this run's folder, then resume it."""
+    from diadem_ray.driver import Driver
+    from diadem_ray.driver.fork import fork_problems, fork_run
+    from diadem_ray.driver.state import checkpoint_state, reconcile_with
+
+    if args.resume:
+        print("error: --from starts a new run from another one; --resume continues this run: give one", file=sys.stderr)
+        return 1
+    problems = fork_problems(source, out)
+    if not problems:
+        try:  # a config the source's checkpoint cannot continue under is refused before anything is written
+            reconcile_with(checkpoint_state(source / "checkpoints"), cfg)
+        except ValueError as exc:
+            problems.append(f"--from {source}: {exc}")
+    if problems:
+        for p in problems:
+            print(f"error: {p}", file=sys.stderr)
+        return 1
+    fork_run(source, out)
+    print(f"forked {source} (its latest checkpoint, profile, policy and evaluations) into {out}")
+    Driver(cfg, config_dir=str(Path(args.config).parent), resume=True, forked_from=str(source)).run()
     return 0
 
 

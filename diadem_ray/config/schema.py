@@ -16,6 +16,7 @@ class RunConfig:
     output_dir: str = "runs"
     stages: List[str] = field(default_factory=lambda: list(STAGE_NAMES))
     max_restarts: int = 3  # losses of the learner/rollout group the run recovers from by itself (0: stop at the first)
+    group: str = ""  # a label of the run's configuration (an ablation arm): `compare --group-by run.group`
 
 
 @dataclass
@@ -168,6 +169,9 @@ class ProfileStageConfig:
     bucket_names: List[str] = field(default_factory=lambda: ["hard", "medium", "easy"])
     pass_rate_edges: List[float] = field(default_factory=lambda: [0.34, 0.67])  # ascending
     quantiles: bool = False  # true: equal-size buckets by mean reward instead of pass-rate edges
+    # true: the held-out clips are profiled too (same policy and settings), and every evaluation
+    # also reports REF/ASR per held-out bucket (eval/<bucket>/ref_f1; compare's per-bucket table)
+    held_out: bool = False
 
 
 @dataclass

@@ -79,10 +79,22 @@ def summary(profiles: Sequence[ClipProfile], bucket_names: Sequence[str]) -> Tup
 
 
 def write_marks(profiles: Sequence[ClipProfile], root: str | Path) -> Path:
-    """``<root>/profile.jsonl``: one line per clip with its profile and ``zero_variance``."""
+    """``<root>/profile.jsonl``: one line per clip with its profile and ``zero_variance`` (written
+    beside and renamed over, so a forked run sharing the file by a hard link never sees it change)."""
     path = Path(root) / MARKS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
         for p in profiles:
             fh.write(json.dumps({**asdict(p), "zero_variance": p.zero_variance}) + "\n")
+    tmp.replace(path)
     return path
+
+
+def read_buckets(root: str | Path) -> Dict[str, str]:
+    """clip_id → bucket from ``<root>/profile.jsonl`` ({} when there is none)."""
+    path = Path(root) / MARKS_FILE
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {str(r["clip_id"]): str(r["bucket"]) for r in rows}

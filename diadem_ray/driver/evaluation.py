@@ -24,6 +24,8 @@ class Evaluator:
 
     def __init__(self, cfg: TrainConfig, res: Resources, data: RunClips, *, out: Path, generate: Generate):
         self.cfg, self.res, self.data, self.out, self.generate = cfg, res, data, out, generate
+        # held-out clip_id -> difficulty bucket (stages.profile.held_out): scores per bucket too
+        self.held_out_buckets: Dict[str, str] = {}
 
     def export_policy(self, stage: str) -> None:
         """``runs/<name>/policy``: the weights after ``stage`` as a servable directory (replaced
@@ -78,6 +80,8 @@ class Evaluator:
             "clips": float(res.overall.clips),
             "policy_version": version,
         }
+        by_bucket = self._by_bucket(preds)
+        scores.update(by_bucket)
         state.evals[label] = scores
         tracker.log_metrics(
             {
@@ -86,6 +90,8 @@ class Evaluator:
                 "eval/ref_f1": scores["ref_f1"],
                 "eval/asr_f1": scores["asr_f1"],
                 f"eval/{label}/seconds": time.perf_counter() - t0,
+                **{f"eval/{label}/{k}": v for k, v in by_bucket.items()},
+                **{f"eval/{k}": v for k, v in by_bucket.items()},
             },
             step=state.global_step,
         )
@@ -103,9 +109,30 @@ class Evaluator:
         _say(
             f"eval {label}: REF F1 {scores['ref_f1']:.1f}  ASR F1 {scores['asr_f1']:.1f}  ({res.overall.clips} "
             "held-out clips, "
-            f"{time.perf_counter() - t0:.0f} s)"
+            f"{time.perf_counter() - t0:.0f} s)" + _bucket_line(scores, self.cfg.stages.profile.bucket_names)
         )
         return scores
+
+    def _by_bucket(self, preds: List[Dict[str, str]]) -> Dict[str, float]:
+        """``<bucket>/ref_f1``, ``<bucket>/asr_f1``, ``<bucket>/clips`` per held-out bucket (× 100)."""
+        from diadem_ray.rewards.benchmark import evaluate
+
+        out: Dict[str, float] = {}
+        for b in self.cfg.stages.profile.bucket_names:
+            ids = {c for c, bucket in self.held_out_buckets.items() if bucket == b}
+            if not ids:
+                continue
+            res = evaluate(
+                [a for a in self.data.annotations if a["video_id"] in ids], [p for p in preds if p["video_id"] in ids]
+            )
+            out.update(
+                {
+                    f"{b}/ref_f1": 100 * res.overall.ref_f1,
+                    f"{b}/asr_f1": 100 * res.overall.asr_f1,
+                    f"{b}/clips": float(res.overall.clips),
+                }
+            )
+        return out
 
     def report(self, state: DriverState) -> None:
         """The table of every evaluation so far, printed and written to ``runs/<name>/results.txt``."""
@@ -114,6 +141,21 @@ class Evaluator:
             if label in state.evals:
                 s = state.evals[label]
                 lines.append(f"{label:<14} {s['ref_f1']:7.1f} {s['asr_f1']:7.1f}")
+        buckets = [
+            b for b in self.cfg.stages.profile.bucket_names if any(f"{b}/ref_f1" in s for s in state.evals.values())
+        ]
+        if buckets:
+            lines.append("")
+            lines.append("by held-out bucket (profiled pass rate), REF / ASR F1:")
+            lines.append(f"{'policy':<14} " + " ".join(f"{b:>13}" for b in buckets))
+            for label in ("untrained", "sft", "grpo_stage1", "grpo_stage2", "final"):
+                s = state.evals.get(label, {})
+                if any(f"{b}/ref_f1" in s for b in buckets):
+                    cells = [
+                        f"{s[f'{b}/ref_f1']:5.1f} / {s[f'{b}/asr_f1']:5.1f}" if f"{b}/ref_f1" in s else f"{'-':>13}"
+                        for b in buckets
+                    ]
+                    lines.append(f"{label:<14} " + " ".join(cells))
         text = "\n".join(lines)
         (self.out / "results.txt").write_text(text + "\n")
         self.res.tracker.log_artifact(self.out / "results.txt")
@@ -121,6 +163,15 @@ class Evaluator:
         _say(
             f"MLflow: mlflow ui --backend-store-uri {self.cfg.tracking.tracking_uri}   (run {self.res.tracker.run_id})"
         )
+
+
+def _bucket_line(scores: Dict[str, float], names: Sequence[str]) -> str:
+    parts = [
+        f"{b} {scores[f'{b}/ref_f1']:.1f}/{scores[f'{b}/asr_f1']:.1f} (n={scores[f'{b}/clips']:.0f})"
+        for b in names
+        if f"{b}/ref_f1" in scores
+    ]
+    return ("; by held-out bucket REF/ASR: " + ", ".join(parts)) if parts else ""
 
 
 def _samples(

@@ -46,13 +46,14 @@ class Driver:
     calls: ClipCalls
     evaluator: Evaluator
 
-    def __init__(self, cfg: TrainConfig, *, config_dir: str = "configs", resume: bool = False):
+    def __init__(self, cfg: TrainConfig, *, config_dir: str = "configs", resume: bool = False, forked_from: str = ""):
         from diadem_ray.models.families import get_family
 
         self.cfg = cfg
         self.family = get_family(cfg.model.family)
         self.config_dir = Path(config_dir)
         self.resume = resume
+        self.forked_from = forked_from  # the run folder this one was forked from (train --from), if any
         self.out = Path(cfg.run.output_dir) / cfg.run.name
         self.ckpt_dir = self.out / "checkpoints"
         self.state = DriverState()
@@ -171,7 +172,18 @@ class Driver:
 
     def _start_tracking(self) -> None:
         """The MLflow run (this run's own on resume); steps an earlier attempt logged are not logged again."""
+        forked = self.resume and not self.state.mlflow_run_id
         tracker = self.res.start_tracking(self.state.mlflow_run_id)
+        if forked:
+            # A forked run's MLflow run starts empty: it gets the evaluations it inherited, so each
+            # branch's run holds its starting point too.
+            if self.forked_from:
+                tracker.set_tags({"forked_from": self.forked_from})
+            for label, scores in self.state.evals.items():
+                tracker.log_metrics(
+                    {f"eval/{label}/ref_f1": scores["ref_f1"], f"eval/{label}/asr_f1": scores["asr_f1"]},
+                    step=self.state.global_step,
+                )
         if self.resume and self.state.mlflow_run_id:
             self._logged_through = tracker.last_step(STEP_METRIC)
             if self._logged_through > self.state.global_step:
@@ -257,34 +269,15 @@ class Driver:
         (:mod:`diadem_ray.data.profile`); writes partitioned shards and ``profile.jsonl`` to ``root``."""
         from dataclasses import replace
 
-        from diadem_ray.data.profile import profile_clips, summary, write_marks
+        from diadem_ray.data.profile import summary, write_marks
         from diadem_ray.data.shards import write_shards
 
         p = self.cfg.stages.profile
         train = [self.data.clips[i] for i in self.data.split_ids["train"] if i not in self.res.feed_stats.failed]
         _say(f"profile: {len(train)} clips x {p.samples_per_prompt} samples with reward {p.reward!r}")
         t0 = time.perf_counter()
-        rollouts = self.calls.generate(
-            train,
-            "profile",
-            samples_per_prompt=p.samples_per_prompt,
-            max_new_tokens=self.cfg.rollout.max_new_tokens,
-            temperature=self.cfg.rollout.temperature,
-            top_p=self.cfg.rollout.top_p,
-            seed=self.cfg.run.seed,
-        )  # GRPO's sampling
+        profiles = self._profile_clips(train)
         by_id = {c.clip_id: c for c in train}
-        scored, _ = self.res.pool(p.reward).score([(r, c.dialogue) for c, r in rollouts], step=0)
-        rewards: Dict[str, List[float]] = {c.clip_id: [] for c in train if c.clip_id not in self.res.feed_stats.failed}
-        for (c, _), s in zip(rollouts, scored):
-            rewards[c.clip_id].append(s.reward)
-        profiles = profile_clips(
-            rewards,
-            pass_reward=p.pass_reward,
-            bucket_names=p.bucket_names,
-            pass_rate_edges=p.pass_rate_edges,
-            quantiles=p.quantiles,
-        )
         root = root or str(self.out / "profiled")
         write_shards(
             [replace(by_id[q.clip_id], bucket=q.bucket, pass_rate=q.pass_rate) for q in profiles], root, replace=True
@@ -297,10 +290,44 @@ class Driver:
             f"difficulty profile ({metrics['profile/seconds']:.0f} s; shards in {root}, per-clip marks in "
             f"{marks}):\n{table}"
         )
+        if p.held_out:
+            held = [self.data.clips[i] for i in self.data.eval_ids]
+            held_profiles = self._profile_clips(held)
+            held_marks = write_marks(held_profiles, self.out / "profiled_eval")
+            self.evaluator.held_out_buckets = {q.clip_id: q.bucket for q in held_profiles}
+            held_table, _ = summary(held_profiles, p.bucket_names)
+            _say(f"held-out clips profiled the same way (marks in {held_marks}):\n{held_table}")
         if self.res.tracker is not None:
             self.res.tracker.log_text(table, "profile/summary.txt")
             self.res.tracker.log_artifact(marks)
             self.res.tracker.log_metrics(metrics, step=self.state.global_step)
+
+    def _profile_clips(self, clips: Sequence[Clip]) -> List[Any]:
+        """Sampled rollouts of ``clips`` (GRPO's sampling), scored with the profile reward, bucketed."""
+        from diadem_ray.data.profile import profile_clips
+
+        p = self.cfg.stages.profile
+        rollouts = self.calls.generate(
+            list(clips),
+            "profile",
+            samples_per_prompt=p.samples_per_prompt,
+            max_new_tokens=self.cfg.rollout.max_new_tokens,
+            temperature=self.cfg.rollout.temperature,
+            top_p=self.cfg.rollout.top_p,
+            seed=self.cfg.run.seed,
+        )
+        scored, _ = self.res.pool(p.reward).score([(r, c.dialogue) for c, r in rollouts], step=0)
+        failed = self.res.feed_stats.failed
+        rewards: Dict[str, List[float]] = {c.clip_id: [] for c in clips if c.clip_id not in failed}
+        for (c, _), s in zip(rollouts, scored):
+            rewards[c.clip_id].append(s.reward)
+        return profile_clips(
+            rewards,
+            pass_reward=p.pass_reward,
+            bucket_names=p.bucket_names,
+            pass_rate_edges=p.pass_rate_edges,
+            quantiles=p.quantiles,
+        )
 
     def profile_only(self, policy: str, root: str) -> None:
         """``diadem-ray profile``: profile the training clips with an exported policy (rollout
@@ -323,8 +350,9 @@ class Driver:
     def _restored_profile(self) -> None:
         """GRPO stages read the profiled shards: this run's own profile stage, or — when the run
         does not profile — those a `diadem-ray profile` wrote into runs/<name>/profiled."""
-        from diadem_ray.data.profile import MARKS_FILE
+        from diadem_ray.data.profile import MARKS_FILE, read_buckets
 
+        self.evaluator.held_out_buckets = read_buckets(self.out / "profiled_eval")
         root = self.out / "profiled"
         if "profile" in self.state.done_stages:
             self.train_root = str(root)

@@ -60,3 +60,35 @@ def test_compare_groups_seeds_and_gives_intervals_against_a_baseline(tmp_path, c
     assert main([*argv, "--group-by", "grpo.kl_coef", "--baseline", "kl_coef=9"]) == 1
     assert "--baseline 'kl_coef=9' matches no group" in capsys.readouterr().err
     assert main([*argv, "--baseline", "x"]) == 1 and "--baseline needs --group-by" in capsys.readouterr().err
+
+
+def test_group_table_breaks_the_held_out_set_down_by_bucket(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/b.db"
+    # hard-bucket REF per seed: sft_only 10, 20; two_stage 15, 27 -> differences 5, 7: +6.0 paired
+    for seed, (sft, grpo) in enumerate([(10.0, 15.0), (20.0, 27.0)]):
+        for arm, hard in (("sft_only", sft), ("two_stage", grpo)):
+            t = Tracker(tracking_uri=uri, experiment="b", run_name=f"{arm}-s{seed}")
+            t.log_config(
+                {"run": {"seed": seed, "group": arm}, "stages": {"profile": {"bucket_names": ["hard", "easy"]}}}
+            )
+            t.log_metrics(
+                {
+                    "eval/ref_f1": 30.0,
+                    "eval/asr_f1": 90.0,
+                    "eval/hard/ref_f1": hard,
+                    "eval/hard/asr_f1": 80.0,
+                    "eval/easy/ref_f1": 50.0,
+                    "eval/easy/asr_f1": 95.0,
+                },
+                step=1,
+            )
+            t.end()
+    argv = ["compare", "--experiment", "b", "--tracking-uri", uri, "--png", str(tmp_path / "b.png")]
+    assert main([*argv, "--group-by", "run.group", "--baseline", "sft_only"]) == 0
+    out = capsys.readouterr().out
+    hard = out.split("held-out bucket 'hard'")[1].split("held-out bucket 'easy'")[0]
+    rows = {line.split()[0]: line for line in hard.splitlines() if line.startswith("run.group=")}
+    assert "15.0 ± 7.1" in rows["run.group=sft_only"] and "(baseline)" in rows["run.group=sft_only"]
+    assert "21.0 ± 8.5" in rows["run.group=two_stage"] and "+6.0 [" in rows["run.group=two_stage"]
+    easy = out.split("held-out bucket 'easy'")[1]
+    assert "+0.0" in [line for line in easy.splitlines() if line.startswith("run.group=two_stage")][0]
