@@ -1,7 +1,9 @@
-"""Seconds and GB/s per learner → engine weight sync vs model size (CPU: object store +
-vLLM reload_weights), median of several pushes per size.
+"""Seconds and GB/s per learner → engine weight push (CPU: object store + vLLM ``reload_weights``),
+the host-array wire (numpy buffers, read in place by the replica) against the earlier pickled
+torch buckets, interleaved push by push, median of ``--pushes`` each.
 
-    .venv/bin/python bench/weight_sync.py [--pushes 5] [--hidden 64 256 512]
+    .venv/bin/python bench/weight_sync.py --smollm2 --pushes 5      # SmolLM2-135M (651 MB fp32)
+    .venv/bin/python bench/weight_sync.py --hidden 64 256 512       # tiny random LMs
 """
 
 from __future__ import annotations
@@ -14,49 +16,64 @@ import tempfile
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
+WIRES = ("host_arrays", "torch_buckets")
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pushes", type=int, default=5)
-    ap.add_argument("--hidden", type=int, nargs="+", default=[64, 256, 512])
+    ap.add_argument("--hidden", type=int, nargs="*", default=[])
+    ap.add_argument("--smollm2", action="store_true", help="the bundled SmolLM2-135M (the demo's backbone)")
     args = ap.parse_args()
     import ray
 
     from diadem_ray.cluster.learner_group import LearnerGroup
     from diadem_ray.cluster.rollout_group import RolloutGroup
     from diadem_ray.cluster.weight_sync import WeightSync
+    from diadem_ray.models.smollm2 import smollm2_checkpoint
     from diadem_ray.models.tiny_lm import build_tiny_lm
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=500_000_000, log_to_driver=False)
+    models = [("SmolLM2-135M", str(smollm2_checkpoint()))] if args.smollm2 else []
+    for hidden in args.hidden or ([] if args.smollm2 else [64, 256, 512]):
+        path = build_tiny_lm(
+            tempfile.mkdtemp(),
+            hidden_size=hidden,
+            num_heads=max(2, hidden // 32),
+            num_kv_heads=max(1, hidden // 64),
+            num_layers=4,
+            vocab_size=8192,
+        )
+        models.append((f"tiny, hidden {hidden}", str(path)))
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, object_store_memory=1_500_000_000, log_to_driver=False
+    )
     rows = []
     try:
-        for hidden in args.hidden:
-            model = str(
-                build_tiny_lm(
-                    tempfile.mkdtemp(),
-                    hidden_size=hidden,
-                    num_heads=max(2, hidden // 32),
-                    num_kv_heads=max(1, hidden // 64),
-                    num_layers=4,
-                    vocab_size=8192,
-                )
-            )
+        for label, model in models:
             learners = LearnerGroup(
                 num_ranks=2, num_cpus_per_rank=0.5, model_path=model, zero_stage=2, need_reference=False
             )
             rollouts = RolloutGroup(num_replicas=1, num_cpus_per_replica=0.5, model_path=model, max_model_len=256)
-            sync = WeightSync(learners, rollouts, bucket_bytes=16 << 20)
-            results = [sync.push() for _ in range(args.pushes)]
-            secs = statistics.median(r["sync/seconds"] for r in results)
-            mb = results[0]["sync/bytes"] / 1e6
-            rows.append((hidden, mb, secs, mb / 1e3 / secs, [round(r["sync/seconds"], 3) for r in results]))
+            syncs = {w: WeightSync(learners, rollouts, wire=w, bucket_bytes=256 << 20) for w in WIRES}
+            results = {w: [] for w in WIRES}
+            for _ in range(args.pushes + 1):  # the first round warms both paths up and is dropped
+                for w in WIRES:
+                    results[w].append(syncs[w].push())
+            for w in WIRES:
+                kept = results[w][1:]
+                secs = statistics.median(r["sync/seconds"] for r in kept)
+                mb = kept[0]["sync/bytes"] / 1e6
+                rows.append((label, w, mb, secs, mb / 1e3 / secs, [round(r["sync/seconds"], 3) for r in kept]))
             rollouts.shutdown()
             learners.shutdown()
     finally:
         ray.shutdown()
-    print("| hidden | weights MB (fp32) | seconds per sync (median) | GB/s | runs (s) |\n|---|---|---|---|---|")
-    for hidden, mb, secs, gbps, runs in rows:
-        print(f"| {hidden} | {mb:.1f} | {secs:.3f} | {gbps:.3f} | {runs} |")
+    print("| model | wire | weights MB | seconds per push (median) | GB/s | pushes (s) |\n|---|---|---|---|---|---|")
+    for label, wire, mb, secs, gbps, runs in rows:
+        print(f"| {label} | {wire} | {mb:.1f} | {secs:.3f} | {gbps:.3f} | {runs} |")
+    by = {(r[0], r[1]): r[3] for r in rows}
+    for label, _ in models:
+        print(f"{label}: host arrays {by[(label, 'torch_buckets')] / by[(label, 'host_arrays')]:.2f}x faster")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,17 @@
 """The learner's weights leaving it: the export plan (LoRA merged, PEFT names stripped, a tied
-``lm_head`` added), object-store buckets, vLLM's NCCL weight transfer, parameter snapshots and the
-servable policy export. A mixin of :class:`diadem_ray.actors.learner.Learner`, which owns
-``engine``, ``rank``, ``zero_stage``, ``lora``, ``family`` and ``model_path``."""
+``lm_head`` added), host arrays for the object store (torch buckets in process), vLLM's NCCL
+weight transfer, parameter snapshots and the servable policy export. A mixin of
+:class:`diadem_ray.actors.learner.Learner`, which owns ``engine``, ``rank``, ``zero_stage``,
+``lora``, ``family`` and ``model_path``."""
 
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
+
+from diadem_ray.actors.host_weights import HostWeights
 
 PEFT_PREFIX = "base_model.model."
 
@@ -79,6 +82,18 @@ class WeightsMixin:
                 buckets[-1].append((key, tensor))
                 size += tensor.numel() * tensor.element_size()
         return buckets if self.rank == 0 else []
+
+    def export_host_weights(self) -> Optional[HostWeights]:
+        """Full weights as host arrays (:class:`~diadem_ray.actors.host_weights.HostWeights`), each
+        written once, straight from the parameter: the object-store push's wire format. Every rank
+        must call it (ZeRO-3 gathers); rank 0 returns the weights, the others None."""
+        with self._Merged(self):
+            exported = self._iter_export(self._export_plan())
+            if self.rank != 0:
+                for _ in exported:
+                    pass
+                return None
+            return HostWeights.of(exported)
 
     # ---- NCCL weight transfer to the engines (GPU; vLLM's weight-transfer API) ----------------
     # Unverified on the CPU development machine; written against vLLM 0.32's

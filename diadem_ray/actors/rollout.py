@@ -424,9 +424,11 @@ class RolloutWorker:
         Buckets are separate positional arguments so Ray resolves each object-store reference."""
         return self.load_weight_buckets(version, buckets)
 
-    def load_weight_buckets(self, version: int, buckets: Sequence[Sequence[Tuple[str, Any]]]) -> Dict[str, float]:
-        """As :meth:`update_weights`, with all buckets in one argument: the learner's export
-        result is passed by reference straight from learner rank 0 to every replica."""
+    def load_weight_buckets(self, version: int, buckets: Any) -> Dict[str, float]:
+        """As :meth:`update_weights`, with all weights in one argument: the learner's export
+        (:class:`~diadem_ray.actors.host_weights.HostWeights`, or buckets of (name, tensor)) is
+        passed by reference straight from learner rank 0 to every replica; host arrays are read in
+        place and copied once, into the engine."""
         if version <= self.policy_version:
             raise VersionMismatch(
                 f"rollout replica {self.replica_id}: refusing policy_version {version}; "
@@ -434,7 +436,13 @@ class RolloutWorker:
             )
         self.setup()  # a replica restarted since its last call loads its engine first
         start = time.perf_counter()
-        items = [(name, t) for bucket in buckets for name, t in bucket]
+        from diadem_ray.actors.host_weights import HostWeights
+
+        if isinstance(buckets, HostWeights):
+            items = buckets.tensors()
+            buckets = [items]
+        else:
+            items = [(name, t) for bucket in buckets for name, t in bucket]
         nbytes = sum(t.numel() * t.element_size() for _, t in items)
         if self.backend == "hf":
             missing, unexpected = self.hf.load_state_dict(dict(items), strict=False)

@@ -176,10 +176,18 @@ class LearnerGroup:
     def export_weights(self, bucket_bytes: int = 256 << 20):
         return self._all("export_weights", bucket_bytes)[0]
 
-    def export_weights_ref(self, bucket_bytes: int = 256 << 20, timeout: Optional[float] = None):
-        """Rank 0's exported buckets as an ObjectRef (never fetched into the driver); every rank
-        runs the export (ZeRO-3 gathers are collectives) and is awaited, failures named."""
-        refs = [a.export_weights.remote(bucket_bytes) for a in self.actors]
+    def export_weights_ref(self, timeout: Optional[float] = None):
+        """Rank 0's exported weights (host arrays: :class:`~diadem_ray.actors.host_weights.HostWeights`)
+        as an ObjectRef, never fetched into the driver; every rank runs the export (ZeRO-3 gathers
+        are collectives) and is awaited, failures named."""
+        return self._rank0_ref([a.export_host_weights.remote() for a in self.actors], timeout)
+
+    def export_buckets_ref(self, bucket_bytes: int, timeout: Optional[float] = None):
+        """As :meth:`export_weights_ref`, in the earlier wire format: pickled torch tensors in
+        ``bucket_bytes`` buckets (the weight-sync benchmark's baseline)."""
+        return self._rank0_ref([a.export_weights.remote(bucket_bytes) for a in self.actors], timeout)
+
+    def _rank0_ref(self, refs: List[Any], timeout: Optional[float]):
         pending = {ref: r for r, ref in enumerate(refs)}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=timeout, fetch_local=False)

@@ -1,9 +1,12 @@
 """WeightSync: learner → rollout engines, every push stamped with a new policy_version.
 
-CPU (this machine, tested): learner rank 0 gathers the full weights (ZeRO-3 too) in
-``bucket_bytes``-bounded buckets; the buckets go through the object store once and every replica
-loads them in place with vLLM's ``reload_weights`` (tied embeddings pushed explicitly), then resets
-its prefix cache. Every replica call has ``timeout_s``; a replica that misses it fails the push
+CPU (this machine, tested): learner rank 0 gathers the full weights (ZeRO-3 too) and writes each
+once into a host array (:class:`~diadem_ray.actors.host_weights.HostWeights`); Ray puts them into
+the object store as out-of-band buffers, every replica on the node maps them without a copy and
+loads them with vLLM's ``reload_weights`` (tied embeddings pushed explicitly: one copy, into the
+engine), then resets its prefix cache. Replicas on other nodes get the object in Ray's own chunks.
+``wire="torch_buckets"`` keeps the earlier format (pickled torch tensors in ``bucket_bytes``
+buckets) as the benchmark's baseline. Every replica call has ``timeout_s``; a replica that misses it fails the push
 with its id and the version.
 
 GPU clusters (``mode="nccl"``): learner rank 0 broadcasts the weights straight into every replica
@@ -84,10 +87,20 @@ class ReplicaSyncClient:
 
 class WeightSync:
     def __init__(
-        self, learners, rollouts, *, bucket_bytes: int = 256 << 20, timeout_s: float = 120.0, mode: str = "object_store"
+        self,
+        learners,
+        rollouts,
+        *,
+        timeout_s: float = 120.0,
+        mode: str = "object_store",
+        wire: str = "host_arrays",
+        bucket_bytes: int = 256 << 20,
     ):
         if mode not in ("object_store", "nccl"):
             raise ValueError(f"weight sync mode must be 'object_store' or 'nccl', got {mode!r}")
+        if wire not in ("host_arrays", "torch_buckets"):
+            raise ValueError(f"weight sync wire must be 'host_arrays' or 'torch_buckets', got {wire!r}")
+        self.wire = wire
         self.learners = learners
         self.rollouts = rollouts
         self.bucket_bytes = bucket_bytes
@@ -127,10 +140,14 @@ class WeightSync:
                 "sync/buckets": 0.0,
                 "sync/policy_version": float(version),
             }
-        # The buckets go from learner rank 0's object store to every replica by reference: the
-        # driver never deserialises them. (The export is bounded by the learners' own collective
-        # timeout; ``timeout_s`` bounds the replicas' loading.)
-        ref = self.learners.export_weights_ref(self.bucket_bytes)
+        # The weights go from learner rank 0's object store to every replica by reference, as host
+        # arrays a replica on the same node maps without a copy; the driver never deserialises them.
+        # (The export is bounded by the learners' own collective timeout; ``timeout_s`` bounds the
+        # replicas' loading.)
+        if self.wire == "host_arrays":
+            ref = self.learners.export_weights_ref()
+        else:
+            ref = self.learners.export_buckets_ref(self.bucket_bytes)
         # A replica Ray is restarting gets the call once it is back (it then sets its engine up first).
         results = wait_all(
             [r.load_weight_buckets.options(max_task_retries=-1).remote(version, ref) for r in self.rollouts.replicas],

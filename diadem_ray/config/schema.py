@@ -82,7 +82,6 @@ class RolloutConfig:
     )  # e.g. {diadem_gpu_node: 0.001}: replicas on GPU nodes
     gpu_memory_utilization: float = 0.5
     cpu_kv_cache_gib: float = 1.0
-    weight_sync_bucket_mb: int = 256
     weight_sync_timeout_s: float = 120.0
     # auto: NCCL broadcast when learners and replicas have their own GPUs (disaggregated layout),
     # else buckets through the object store | nccl | object_store

@@ -168,7 +168,6 @@ class Resources:
         self.sync = WeightSync(
             self.learners,
             self.rollouts,
-            bucket_bytes=r.weight_sync_bucket_mb << 20,
             timeout_s=r.weight_sync_timeout_s,
             mode=weight_transfer_mode(cfg),
         )

@@ -54,14 +54,19 @@ def test_rollouts_then_sync_match_learner_logprobs(stack):
     adv = [1.0, -1.0, 0.5, -0.5] * 4
     step = learners.grpo_step(GrpoBatch.of(p, resp, adv, rollout_logprobs=[list(r.logprobs) for r in out]))
     assert step["learner/rollout_logprob_abs_diff"] < 1e-4
-    sync = WeightSync(learners, rollouts, bucket_bytes=64 << 10, timeout_s=120).push()
-    assert sync["sync/policy_version"] == 1 and sync["sync/buckets"] > 1 and sync["sync/bytes"] > 0
+    sync = WeightSync(learners, rollouts, timeout_s=120).push()  # host arrays, read in place
+    assert sync["sync/policy_version"] == 1 and sync["sync/buckets"] == 1 and sync["sync/bytes"] > 0
     after_learner = learners.compute_logprobs(p, resp)
     after_engine = __import__("ray").get(rollouts.replicas[0].sequence_logprobs.remote(p, resp))
     assert _max_abs_diff(after_learner, after_engine) < 1e-4
     assert _max_abs_diff(after_learner, [list(r.logprobs) for r in out]) > 1e-3  # the weights did change
+    # the earlier wire (pickled torch buckets: the benchmark's baseline) loads the same weights
+    old = WeightSync(learners, rollouts, wire="torch_buckets", bucket_bytes=64 << 10, timeout_s=120).push()
+    assert old["sync/policy_version"] == 2 and old["sync/buckets"] > 1 and old["sync/bytes"] == sync["sync/bytes"]
+    again = __import__("ray").get(rollouts.replicas[0].sequence_logprobs.remote(p, resp))
+    assert _max_abs_diff(after_learner, again) < 1e-4
     again, _ = rollouts.generate(PROMPTS[:1], samples_per_prompt=2, max_new_tokens=4)
-    assert {r.policy_version for r in again} == {1}
+    assert {r.policy_version for r in again} == {2}
 
 
 def test_tempered_rollout_logprobs_match_the_learner_at_that_temperature(stack):
