@@ -84,7 +84,7 @@ class RolloutConfig:
     cpu_kv_cache_gib: float = 1.0
     weight_sync_timeout_s: float = 120.0
     # auto: NCCL broadcast when learners and replicas have their own GPUs (disaggregated layout),
-    # else buckets through the object store | nccl | object_store
+    # else host arrays through the object store | nccl | object_store
     weight_transfer: str = "auto"
 
 
