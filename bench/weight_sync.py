@@ -63,15 +63,22 @@ def main() -> None:
                 kept = results[w][1:]
                 secs = statistics.median(r["sync/seconds"] for r in kept)
                 mb = kept[0]["sync/bytes"] / 1e6
-                rows.append((label, w, mb, secs, mb / 1e3 / secs, [round(r["sync/seconds"], 3) for r in kept]))
+                parts = {k: statistics.median(r[f"sync/{k}_seconds"] for r in kept) for k in ("export", "load")}
+                rows.append((label, w, mb, secs, mb / 1e3 / secs, [round(r["sync/seconds"], 3) for r in kept], parts))
             rollouts.shutdown()
             learners.shutdown()
     finally:
         ray.shutdown()
-    print("| model | wire | weights MB | seconds per push (median) | GB/s | pushes (s) |\n|---|---|---|---|---|---|")
-    for label, wire, mb, secs, gbps, runs in rows:
-        print(f"| {label} | {wire} | {mb:.1f} | {secs:.3f} | {gbps:.3f} | {runs} |")
-    by = {(r[0], r[1]): r[3] for r in rows}
+    print(
+        "| model | wire | weights MB | seconds per push (median) | GB/s | export s | replica load s | pushes (s) |\n"
+        "|---|---|---|---|---|---|---|---|"
+    )
+    for label, wire, mb, secs, gbps, runs, parts in rows:
+        print(
+            f"| {label} | {wire} | {mb:.1f} | {secs:.3f} | {gbps:.3f} | {parts['export']:.3f} | {parts['load']:.3f} "
+            f"| {runs} |"
+        )
+    by = {(r[0], r[1]): r[3] for r in rows}  # (model, wire) -> median seconds
     for label, _ in models:
         print(f"{label}: host arrays {by[(label, 'torch_buckets')] / by[(label, 'host_arrays')]:.2f}x faster")
 

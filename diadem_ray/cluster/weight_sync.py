@@ -148,6 +148,7 @@ class WeightSync:
             ref = self.learners.export_weights_ref()
         else:
             ref = self.learners.export_buckets_ref(self.bucket_bytes)
+        exported = time.perf_counter()
         # A replica Ray is restarting gets the call once it is back (it then sets its engine up first).
         results = wait_all(
             [r.load_weight_buckets.options(max_task_retries=-1).remote(version, ref) for r in self.rollouts.replicas],
@@ -164,4 +165,7 @@ class WeightSync:
             "sync/gb_per_s": nbytes / seconds / 1e9 if seconds > 0 else 0.0,
             "sync/buckets": nbuckets,
             "sync/policy_version": float(version),
+            "sync/export_seconds": exported - start,  # learner ranks' export into the object store
+            # the slowest replica's own time: reading the weights and loading them into its engine
+            "sync/load_seconds": max((float(r["seconds"]) for r in results), default=0.0),
         }
