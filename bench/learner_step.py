@@ -3,7 +3,9 @@
 * ``--compare logits`` (default): logits only from the first response position of the batch
   against logits at every position (``Learner.set_response_logits``);
 * ``--compare old-logprobs``: old log-probs taken from the training forward itself (one optimizer
-  step per rollout batch) against a separate no-grad forward recomputing them first.
+  step per rollout batch) against a separate no-grad forward recomputing them first;
+* ``--compare layout``: one rank with 2 torch threads against 2 ZeRO-2 ranks of 1 thread each
+  (the learner layout of a 2-core box; both groups alive, steps interleaved).
 
 For ``old-logprobs`` the earlier step is rebuilt exactly as it was: ``compute_logprobs`` over the
 batch (what it did first) followed by the update. Shapes follow ``configs/bench_tiny_av.yaml``: SmolLM2-135M (the
@@ -33,7 +35,7 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=300, help="prompt tokens per sequence")
     ap.add_argument("--response", type=int, default=128, help="response tokens per sequence")
     ap.add_argument("--model", choices=("smollm2", "tiny"), default="smollm2")
-    ap.add_argument("--compare", choices=("logits", "old-logprobs"), default="logits")
+    ap.add_argument("--compare", choices=("logits", "old-logprobs", "layout"), default="logits")
     args = ap.parse_args()
     import ray
 
@@ -70,12 +72,27 @@ def main() -> None:
         )
         batch = GrpoBatch.of(prompts, responses, advantages)
         learners.grpo_step(batch, **loss)  # warm-up (first-step allocations)
+        single = None
+        if args.compare == "layout":
+            single = LearnerGroup(
+                num_ranks=1,
+                num_cpus_per_rank=0.5,
+                model_path=model,
+                zero_stage=2,
+                micro_batch_size=4,
+                need_reference=False,
+                lr=1e-7,
+                threads=2,
+            )
+            single.grpo_step(batch, **loss)
         for _ in range(args.repeats):  # interleaved, so drift on the machine hits both alike
             t0 = time.perf_counter()
             learners.grpo_step(batch, **loss)
             now.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            if args.compare == "logits":
+            if single is not None:
+                single.grpo_step(batch, **loss)
+            elif args.compare == "logits":
                 learners.run_all("set_response_logits", False)
                 learners.grpo_step(batch, **loss)
                 learners.run_all("set_response_logits", True)
@@ -84,6 +101,8 @@ def main() -> None:
                 learners.grpo_step(batch, **loss)
             before.append(time.perf_counter() - t0)
         learners.shutdown()
+        if single is not None:
+            single.shutdown()
     finally:
         ray.shutdown()
     med_now, med_before = statistics.median(now), statistics.median(before)
@@ -93,6 +112,11 @@ def main() -> None:
         f"2 ZeRO-2 ranks, {args.repeats} repeats"
     )
     print("| step | seconds (median) | runs (s) |\n|---|---|---|")
+    if args.compare == "layout":
+        print(f"| 1 rank x 2 threads | {med_before:.2f} | {[round(x, 2) for x in before]} |")
+        print(f"| 2 ZeRO-2 ranks x 1 thread | {med_now:.2f} | {[round(x, 2) for x in now]} |")
+        print(f"2 ranks x 1 thread vs 1 rank x 2 threads: {med_before / med_now:.2f}x")
+        return
     if args.compare == "logits":
         print(f"| logits at every position | {med_before:.2f} | {[round(x, 2) for x in before]} |")
         print(f"| logits from the first response position | {med_now:.2f} | {[round(x, 2) for x in now]} |")

@@ -93,9 +93,12 @@ class Learner(WeightsMixin, ReferenceMixin):
         need_reference: bool = True,
         seed: int = 0,
         family: str = "tiny_av",
+        threads: int = 0,
     ):
         from diadem_ray.models.families import get_family
 
+        if threads > 0:  # CPU: torch's intra-op threads (else Ray's OMP_NUM_THREADS: the rank's whole CPUs, >= 1)
+            torch.set_num_threads(threads)
         self.rank, self.world_size = rank, world_size
         self.model_path = model_path
         self.family = get_family(family)

@@ -34,6 +34,8 @@ def validate(cfg: Any) -> List[str]:
     if known != sorted(known, key=STAGE_NAMES.index):
         p.append(f"run.stages: {list(known)} is out of order; stages run as {' -> '.join(STAGE_NAMES)}")
     _one_of(p, "cluster.layout", cfg.cluster.layout, ("disaggregated", "colocated"))
+    if cfg.learner.threads_per_rank < 0:
+        p.append(f"learner.threads_per_rank: must be >= 0 (0 = Ray's default), got {cfg.learner.threads_per_rank}")
     _one_of(p, "model.family", cfg.model.family, FAMILIES)
     _one_of(p, "model.dtype", cfg.model.dtype, ("float32", "bfloat16", "float16"))
     _one_of(p, "rollout.backend", cfg.rollout.backend, ("vllm", "hf"))

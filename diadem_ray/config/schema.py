@@ -122,6 +122,7 @@ class LearnerConfig:
     grad_clip_norm: float = 1.0
     micro_batch_size: int = 4  # sequences per rank per forward/backward
     num_cpus_per_rank: float = 0.5
+    threads_per_rank: int = 0  # CPU: torch threads per rank (0 = Ray's default: the rank's whole CPUs, at least 1)
     num_gpus_per_rank: float = 0.0
     custom_resources: Dict[str, float] = field(
         default_factory=dict

@@ -153,6 +153,7 @@ class Resources:
             lora=lora,
             need_reference=cfg.grpo.kl_coef != 0.0,
             seed=cfg.run.seed,
+            threads=lr.threads_per_rank,
         )
         self.rollouts.ready()
         from diadem_ray.cluster import placement
