@@ -61,29 +61,25 @@ def main() -> None:
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=500_000_000, log_to_driver=False)
     now, before = [], []
     try:
-        learners = LearnerGroup(
-            num_ranks=2,
-            num_cpus_per_rank=0.5,
-            model_path=model,
-            zero_stage=2,
-            micro_batch_size=4,
-            need_reference=False,
-            lr=1e-7,
-        )
-        batch = GrpoBatch.of(prompts, responses, advantages)
-        learners.grpo_step(batch, **loss)  # warm-up (first-step allocations)
-        single = None
-        if args.compare == "layout":
-            single = LearnerGroup(
-                num_ranks=1,
+
+        def group(num_ranks: int, threads: int = 0) -> LearnerGroup:
+            return LearnerGroup(
+                num_ranks=num_ranks,
                 num_cpus_per_rank=0.5,
                 model_path=model,
                 zero_stage=2,
                 micro_batch_size=4,
                 need_reference=False,
                 lr=1e-7,
-                threads=2,
+                threads=threads,
             )
+
+        learners = group(2)
+        batch = GrpoBatch.of(prompts, responses, advantages)
+        learners.grpo_step(batch, **loss)  # warm-up (first-step allocations)
+        single = None
+        if args.compare == "layout":
+            single = group(1, threads=2)
             single.grpo_step(batch, **loss)
         for _ in range(args.repeats):  # interleaved, so drift on the machine hits both alike
             t0 = time.perf_counter()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diadem_ray.data.decode import DecodeError, open_container
+from diadem_ray.data.decode import DecodeError, audio_track, open_container
 
 RATE_HZ = 16000
 
@@ -23,7 +23,6 @@ def cut_video(uri: str, start_s: float, end_s: float, out: Path) -> float:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.mp4")
-    samples = []
     try:
         with open_container(uri) as src, av.open(str(tmp), "w") as dst:
             vin = src.streams.video[0]
@@ -43,14 +42,7 @@ def cut_video(uri: str, start_s: float, end_s: float, out: Path) -> float:
                 dst.mux(pkt)
             if aout is not None:
                 src.seek(0)
-                res = av.AudioResampler(format="flt", layout="mono", rate=RATE_HZ)
-                for fr in src.decode(src.streams.audio[0]):
-                    for o in res.resample(fr):
-                        samples.append(o.to_ndarray().reshape(-1))
-                for o in res.resample(None):
-                    samples.append(o.to_ndarray().reshape(-1))
-                whole = np.concatenate(samples) if samples else np.zeros(0, np.float32)
-                audio = whole[int(start_s * RATE_HZ) : int(end_s * RATE_HZ)]
+                audio = audio_track(src, RATE_HZ)[int(start_s * RATE_HZ) : int(end_s * RATE_HZ)]
                 for i in range(0, len(audio), 1024):
                     frame = av.AudioFrame.from_ndarray(
                         np.asarray(audio[i : i + 1024], np.float32)[None, :], format="fltp", layout="mono"

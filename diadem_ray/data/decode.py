@@ -110,6 +110,23 @@ def _video(box, max_frames: int, declared: int, max_frame_pixels: Optional[int] 
     raise DecodeError(f"the video stream decodes to a different number of frames on each pass (last {n})")
 
 
+def audio_track(box, sample_rate_hz: int) -> np.ndarray:
+    """The first audio stream of an open container, downmixed to mono float32 at ``sample_rate_hz``
+    (empty without one). PyAV errors propagate to the caller, which names the file."""
+    import av
+
+    if not box.streams.audio:
+        return np.zeros(0, np.float32)
+    res = av.AudioResampler(format="flt", layout="mono", rate=sample_rate_hz)
+    chunks = []
+    for fr in box.decode(box.streams.audio[0]):
+        for out in res.resample(fr):
+            chunks.append(out.to_ndarray().reshape(-1))
+    for out in res.resample(None):
+        chunks.append(out.to_ndarray().reshape(-1))
+    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+
+
 def decode_clip(uri: str, *, max_frames: int = 64, sample_rate_hz: int = 16000,
                 max_frame_pixels: Optional[int] = None) -> Media:
     """All frames when the clip has at most ``max_frames``, else ``max_frames`` evenly spaced ones
@@ -126,19 +143,11 @@ def decode_clip(uri: str, *, max_frames: int = 64, sample_rate_hz: int = 16000,
             if box.streams.video:
                 frames, times = _video(box, max_frames, int(box.streams.video[0].frames or 0), max_frame_pixels)
             box.seek(0)
-            chunks = []
-            if box.streams.audio:
-                res = av.AudioResampler(format="flt", layout="mono", rate=sample_rate_hz)
-                for fr in box.decode(box.streams.audio[0]):
-                    for out in res.resample(fr):
-                        chunks.append(out.to_ndarray().reshape(-1))
-                for out in res.resample(None):
-                    chunks.append(out.to_ndarray().reshape(-1))
+            audio = audio_track(box, sample_rate_hz)
     except (av.error.FFmpegError, OSError, ValueError) as exc:
         raise DecodeError(f"{uri}: cannot decode ({type(exc).__name__}: {exc})") from exc
     except DecodeError as exc:
         raise type(exc)(f"{uri}: {exc}") from exc
     if not frames:
         raise DecodeError(f"{uri}: no video frames")
-    audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
     return Media(np.stack(frames), np.asarray(times, np.float64), audio, sample_rate_hz)

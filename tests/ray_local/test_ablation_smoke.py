@@ -12,31 +12,17 @@ import pytest
 pytestmark = pytest.mark.heavy
 
 
-def test_ablation_runs_its_arms_from_one_sft_start(repo_root, tmp_path):
+def test_ablation_runs_its_arms_from_one_sft_start(repo_root, tmp_path, tiny_train):
     from diadem_ray.models.tiny_lm import build_tiny_lm
 
     lm = build_tiny_lm(tmp_path / "lm", with_tokenizer=True)
     tiny = [
-        f"model.path={lm}",
-        "model.max_prompt_tokens=256",
+        *tiny_train(lm),
         "cluster.local_num_cpus=2",
         "data.train_clips=3",
         "data.eval_clips=2",
-        "data.frames_per_clip=16",
-        "rollout.backend=hf",
-        "rollout.samples_per_prompt=2",
-        "rollout.max_new_tokens=8",
-        "rollout.cpu_threads=1",
-        "learner.num_ranks=1",
-        "stages.sft.steps=2",
-        "stages.sft.prompts_per_step=2",
-        "stages.profile.quantiles=true",
-        "stages.profile.samples_per_prompt=2",
-        "stages.grpo_stage1.steps=1",
-        "stages.grpo_stage1.prompts_per_step=2",
         "stages.grpo_stage2.steps=1",
         "stages.grpo_stage2.prompts_per_step=2",
-        "stages.eval.max_new_tokens=8",
         "checkpoint.keep_last=1",
     ]
     cmd = [

@@ -11,7 +11,9 @@ from diadem_ray.cli import main
 from diadem_ray.data.shards import list_shards, read_shard
 
 
-def test_annotated_videos_train_with_the_permutation_invariant_reward(ray_local, repo_root, tmp_path, capsys):
+def test_annotated_videos_train_with_the_permutation_invariant_reward(
+    ray_local, repo_root, tmp_path, capsys, tiny_train
+):
     from diadem_ray.data.synth import synthesize
     from diadem_ray.models.tiny_lm import build_tiny_lm
 
@@ -56,26 +58,12 @@ def test_annotated_videos_train_with_the_permutation_invariant_reward(ray_local,
             "run.name=annotated",
             f"run.output_dir={tmp_path / 'runs'}",
             f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
-            f"model.path={lm}",
-            "model.max_prompt_tokens=256",
             f"data.root={data}",
             "data.decode_workers=1",
-            "data.frames_per_clip=16",
-            "rollout.backend=hf",
-            "rollout.samples_per_prompt=2",
-            "rollout.max_new_tokens=8",
-            "rollout.cpu_threads=1",
-            "learner.num_ranks=1",
-            "stages.sft.steps=2",
-            "stages.sft.prompts_per_step=2",
-            "stages.grpo_stage1.steps=1",
-            "stages.grpo_stage1.prompts_per_step=2",
+            *tiny_train(lm),
             "stages.grpo_stage1.reward=cpwer",
-            "stages.profile.quantiles=true",
-            "stages.profile.samples_per_prompt=2",
             "stages.profile.reward=cpwer",
             "stages.eval.reward=cpwer",
-            "stages.eval.max_new_tokens=8",
             "run.stages=[sft,profile,grpo_stage1,eval]",
         ]
     )

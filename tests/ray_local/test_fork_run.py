@@ -9,7 +9,7 @@ import json
 from diadem_ray.cli import main
 
 
-def test_a_grpo_branch_starts_from_the_sft_run(ray_local, repo_root, tmp_path, capsys):
+def test_a_grpo_branch_starts_from_the_sft_run(ray_local, repo_root, tmp_path, capsys, tiny_train):
     import mlflow
 
     from diadem_ray.models.tiny_lm import build_tiny_lm
@@ -21,26 +21,12 @@ def test_a_grpo_branch_starts_from_the_sft_run(ray_local, repo_root, tmp_path, c
         str(repo_root / "configs/demo_cpu.yaml"),
         f"run.output_dir={tmp_path / 'runs'}",
         f"tracking.tracking_uri=sqlite:///{db}",
-        f"model.path={lm}",
-        "model.max_prompt_tokens=256",
+        *tiny_train(lm),
         f"data.root={tmp_path / 'data'}",
         "data.train_clips=3",
         "data.eval_clips=2",
         "data.decode_workers=1",
-        "data.frames_per_clip=16",
-        "rollout.backend=hf",
-        "rollout.samples_per_prompt=2",
-        "rollout.max_new_tokens=8",
-        "rollout.cpu_threads=1",
-        "learner.num_ranks=1",
-        "stages.sft.steps=2",
-        "stages.sft.prompts_per_step=2",
-        "stages.profile.quantiles=true",
-        "stages.profile.samples_per_prompt=2",
         "stages.profile.held_out=true",  # the held-out clips bucketed too: evaluations per bucket
-        "stages.grpo_stage1.steps=1",
-        "stages.grpo_stage1.prompts_per_step=2",
-        "stages.eval.max_new_tokens=8",
     ]
     rc = main(["train", *common, "run.name=base", "run.group=sft_only", "run.stages=[sft,profile,eval]"])
     assert rc == 0, capsys.readouterr()
