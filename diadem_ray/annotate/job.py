@@ -4,7 +4,8 @@ annotations — never the media — come back to the driver, which writes the ou
 
 * ``shards/bucket=<annotate.bucket>/`` — parquet shards that ``train`` reads (``data.root/<split>``);
 * ``annotations.jsonl`` — DiaDemBench rows (``diadem-ray eval``), speakers as ``SPEAKER_k``, with
-  each line's times (``gt_times_s``) and the dialogue's ``confidence``;
+  each line's times (``gt_times_s``), whether its speaker is on screen (``gt_on_screen``) and the
+  dialogue's ``confidence``;
 * ``videos/`` — the dialogues cut out of videos that hold more than one;
 * ``report.jsonl`` — one row per video: its dialogues with confidence and source times, or why it
   was skipped; every dialogue dropped under ``annotate.min_confidence`` with its confidence.
@@ -36,6 +37,7 @@ class AnnotateReport:
     skipped: List[Tuple[str, str]] = field(default_factory=list)  # (video, reason)
     dropped: List[Tuple[str, str]] = field(default_factory=list)  # (clip_id, reason)
     confidence: Dict[str, float] = field(default_factory=dict)  # kept clip_id -> confidence
+    on_screen: Dict[str, List[bool]] = field(default_factory=dict)  # kept clip_id -> per line
     worker_seconds: float = 0.0
 
 
@@ -149,6 +151,7 @@ def collect(results: Iterable[Dict[str, Any]], cfg: AnnotateConfig) -> AnnotateR
             else:
                 rep.clips.append(clip)
                 rep.confidence[clip.clip_id] = float(d["confidence"])
+                rep.on_screen[clip.clip_id] = [bool(x) for x in d.get("on_screen", ())]
             entry["dialogues"].append(info)
         rep.rows.append(entry)
     return rep
@@ -166,6 +169,7 @@ def write_outputs(rep: AnnotateReport, out: Path, cfg: AnnotateConfig) -> None:
         for c in rep.clips:
             row = annotation_of(c) | {
                 "gt_times_s": [[t.start_s, t.end_s] for t in c.dialogue],
+                "gt_on_screen": rep.on_screen.get(c.clip_id, []),
                 "confidence": rep.confidence.get(c.clip_id),
             }
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")

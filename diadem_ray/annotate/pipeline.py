@@ -47,6 +47,7 @@ class Dialogue:
     source_end_s: float
     confidence: float
     num_shots: int
+    on_screen: Tuple[bool, ...] = ()  # per line: was its speaker seen speaking (in any of their lines)
 
 
 @dataclass
@@ -203,4 +204,5 @@ class Annotator:
             has_same_sex_speakers=False,
             only_opposite_sex_speakers=False,
         )
-        return Dialogue(clip, uri, round(start, 3), round(end, 3), confidence, len(inside) + 1)
+        seen_lines = tuple(t.speaker in on_screen for t in turns)
+        return Dialogue(clip, uri, round(start, 3), round(end, 3), confidence, len(inside) + 1, seen_lines)

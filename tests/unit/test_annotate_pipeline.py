@@ -48,6 +48,8 @@ def test_a_synthetic_clip_gives_one_dialogue_near_its_truth(annotator, clips, tm
     said = " ".join(t.text for t in got.dialogue)
     assert _overlap(said, " ".join(t.text for t in clip.dialogue)) >= 0.7
     assert 0 < d.confidence <= 1 and d.num_shots >= 1
+    assert len(d.on_screen) == len(got.dialogue)
+    assert all(d.on_screen) != got.has_off_screen_speaker  # a line off screen <=> an off-screen speaker
     assert not (tmp_path / "videos").exists()  # the whole video is the dialogue: nothing cut
     assert annotator(clip.video_uri, "c0", tmp_path / "videos").dialogues == res.dialogues  # deterministic
 

@@ -152,6 +152,7 @@ def _result(uri: str, confidences, skipped: str = ""):
                 "source_start_s": 0.0,
                 "source_end_s": 3.0,
                 "num_shots": 1,
+                "on_screen": [True, False],
             }
         )
     return {"uri": uri, "skipped": skipped, "seconds": 1.5, "dialogues": dialogues}
@@ -183,6 +184,7 @@ def test_low_confidence_dialogues_are_dropped_with_their_reason_and_outputs_writ
             "has_same_sex_speakers": 0,
             "only_opposite_sex_speakers": 0,
             "gt_times_s": [[0.2, 1.0], [1.5, 2.0]],
+            "gt_on_screen": [True, False],
             "confidence": 0.9,
         }
     ]
