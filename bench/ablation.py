@@ -12,7 +12,7 @@ overall and per held-out difficulty bucket (the held-out clips profiled by each 
 ``stages.profile.held_out``).
 
     python bench/ablation.py --seeds 0 1 2                      # about 35 min per seed and arm on 2 cores
-    python bench/ablation.py --seeds 0 --output-dir /tmp/abl stages.sft.steps=2 ...   # a smoke run
+    python bench/ablation.py --seeds 0 --output-dir runs/ablation-smoke stages.sft.steps=2 ...   # a smoke run
 
 Extra ``KEY=VALUE`` arguments apply to every run (after the arm's overlay).
 """
