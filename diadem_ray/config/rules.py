@@ -227,7 +227,42 @@ def validate(cfg: Any) -> List[str]:
             p.append(f"serve.{name}: must be >= 1, got {getattr(cfg.serve, name)}")
     if cfg.serve.max_clip_duration_s <= 0 or cfg.serve.replica_num_cpus <= 0:
         p.append("serve.max_clip_duration_s and serve.replica_num_cpus must be > 0")
-    return p + annotate_problems(cfg)
+    return p + annotate_problems(cfg) + local_cpu_problems(cfg)
+
+
+def reward_pools(cfg: TrainConfig) -> List[str]:
+    """The rewards a run starts a pool of workers for: both GRPO stages' (named at start-up, where
+    their hashes are tagged), the profile's when it profiles, and the evaluation's."""
+    names = [cfg.stages.grpo_stage1.reward, cfg.stages.grpo_stage2.reward]
+    if "profile" in cfg.run.stages:
+        names.append(cfg.stages.profile.reward)
+    names.append(cfg.stages.eval.reward)
+    return list(dict.fromkeys(names))
+
+
+def local_cpu_problems(cfg: TrainConfig) -> List[str]:
+    """A private local cluster (``cluster.local_num_cpus`` given) must hold every actor the run
+    starts at once; otherwise an actor waits for a CPU that never frees."""
+    c = cfg.cluster
+    if c.ray_address != "local" or c.local_num_cpus is None:
+        return []
+    parts = {
+        "learner ranks": cfg.learner.num_ranks * cfg.learner.num_cpus_per_rank,
+        "rollout replicas": cfg.rollout.num_replicas * cfg.rollout.num_cpus_per_replica,
+        "decode workers": cfg.data.decode_workers * cfg.data.decode_num_cpus,
+        f"reward pools ({', '.join(reward_pools(cfg))})": len(reward_pools(cfg))
+        * cfg.reward.num_workers
+        * cfg.reward.num_cpus_per_worker,
+    }
+    total = sum(parts.values())
+    if total <= c.local_num_cpus + 1e-9:
+        return []
+    detail = ", ".join(f"{k} {v:g}" for k, v in parts.items())
+    return [
+        f"cluster.local_num_cpus: the run's actors ask for {total:g} CPUs ({detail}) on a local cluster of "
+        f"{c.local_num_cpus}; lower the num_cpus_* of some of them (e.g. reward.num_cpus_per_worker) or raise "
+        "cluster.local_num_cpus"
+    ]
 
 
 def annotate_problems(cfg: TrainConfig) -> List[str]:

@@ -182,3 +182,16 @@ def test_qwen_family_needs_a_checkpoint_and_a_pixel_budget():
     for backend in ("vllm", "hf"):
         cfg = load_config(None, ["model.family=qwen2_5_omni", f"rollout.backend={backend}", "model.path=/models/omni"])
         assert cfg.model.max_pixels_per_frame == 512 * 28 * 28 and cfg.model.video_fps == 2.0
+
+
+def test_a_local_cluster_must_hold_every_actor_of_the_run(repo_root):
+    from diadem_ray.config import ConfigError, load_config
+
+    for name in ("demo_cpu", "bench_tiny_av"):
+        load_config(repo_root / "configs" / f"{name}.yaml")  # each fits its 2 CPUs, with a second reward pool
+    load_config(repo_root / "configs/demo_cpu.yaml", ["stages.grpo_stage1.reward=ref_focus"])
+    with pytest.raises(ConfigError) as err:
+        load_config(repo_root / "configs/demo_cpu.yaml", ["reward.num_cpus_per_worker=0.5"])
+    (problem,) = err.value.problems
+    assert "ask for 2.25 CPUs" in problem and "reward pools (diadem_f1) 0.5" in problem
+    load_config(repo_root / "configs/demo_cpu.yaml", ["reward.num_cpus_per_worker=0.5", "cluster.local_num_cpus=3"])
