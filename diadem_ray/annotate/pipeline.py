@@ -83,11 +83,13 @@ class Annotator:
             res.dialogues = self._annotate(uri, clip_id, videos_out)
         except Skip as exc:
             res.skipped = str(exc)
+        except Exception as exc:  # one video's failure must not end the job: it is skipped, named
+            res.skipped = f"annotation failed ({type(exc).__name__}: {exc})"
         res.seconds = round(time.perf_counter() - t0, 3)
         return res
 
     def _media(self, uri: str):
-        from diadem_ray.data.decode import DecodeError, decode_clip, probe
+        from diadem_ray.data.decode import DecodeError, FrameTooLarge, decode_clip, probe
 
         try:
             duration = probe(uri)
@@ -102,6 +104,8 @@ class Annotator:
             media = decode_clip(
                 uri, max_frames=max_frames, sample_rate_hz=RATE_HZ, max_frame_pixels=self.cfg.max_frame_pixels
             )
+        except FrameTooLarge as exc:
+            raise Skip(f"frames over annotate.max_frame_pixels ({exc})") from None
         except DecodeError as exc:
             raise Skip(f"corrupt or unreadable video ({exc})") from None
         if len(media.audio) == 0:

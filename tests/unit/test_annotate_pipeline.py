@@ -91,6 +91,19 @@ def test_bad_videos_are_skipped_with_a_reason(annotator, clips, tmp_path):
     assert reasons["corrupt.mp4"]  # whichever way the container breaks, a reason is given
     assert reasons["silent.mp4"].startswith("no speech found")
     assert reasons["mute.mp4"] == "no audio track"
+    big = Annotator.__new__(Annotator)  # the same models, a smaller frame limit
+    big.__dict__.update(annotator.__dict__)
+    big.cfg = AnnotateConfig(faces="scene", max_frame_pixels=100)
+    assert big(str(silent), "silent", tmp_path / "videos").skipped.startswith("frames over annotate.max_frame_pixels")
+
+
+def test_a_failing_video_is_skipped_with_its_error_not_the_job(annotator, clips, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("encoder exploded")
+
+    monkeypatch.setattr(annotator.voices, "embed", broken)
+    res = annotator(clips[0].video_uri, "c0", tmp_path / "videos")
+    assert res.dialogues == [] and res.skipped == "annotation failed (RuntimeError: encoder exploded)"
 
 
 def _video_only(path: Path, frames: np.ndarray) -> None:
