@@ -62,7 +62,7 @@ class FaceFinder(Protocol):
 
 def visible(tracks: Tracks, start_s: float, end_s: float, *, min_frames: int = 2) -> Set[str]:
     """The tracks observed in at least ``min_frames`` sampled frames between the two times."""
-    return {k for k, obs in tracks.mouth.items() if sum(start_s <= t <= end_s for t, _ in obs) >= min_frames}
+    return {k for k, obs in tracks.between(start_s, end_s).mouth.items() if len(obs) >= min_frames}
 
 
 class SceneFaces:
@@ -85,12 +85,12 @@ class SceneFaces:
         return out
 
     def movers(self, tracks: Tracks, start_s: float, end_s: float) -> Set[str]:
-        out = set()
-        for who, obs in tracks.mouth.items():
-            vals = [v for t, v in obs if start_s <= t <= end_s]
-            if len(vals) >= 2 and max(vals) - min(vals) > self.min_opening_range:
-                out.add(who)
-        return out
+        within = tracks.between(start_s, end_s).mouth
+        return {
+            who
+            for who, obs in within.items()
+            if len(obs) >= 2 and max(v for _, v in obs) - min(v for _, v in obs) > self.min_opening_range
+        }
 
     def people_on_screen(self, tracks: Tracks) -> int:
         return len(tracks.mouth)
@@ -150,12 +150,8 @@ class OpenCvFaces:
         return out
 
     def movers(self, tracks: Tracks, start_s: float, end_s: float) -> Set[str]:
-        out = set()
-        for who, obs in tracks.mouth.items():
-            vals = [v for t, v in obs if start_s <= t <= end_s]
-            if vals and float(np.mean(vals)) > self.min_mouth_motion:
-                out.add(who)
-        return out
+        within = tracks.between(start_s, end_s).mouth
+        return {who for who, obs in within.items() if float(np.mean([v for _, v in obs])) > self.min_mouth_motion}
 
     def people_on_screen(self, tracks: Tracks) -> int:
         return tracks.max_in_frame()

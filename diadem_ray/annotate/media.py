@@ -1,6 +1,7 @@
 """Cutting one dialogue out of a longer video with PyAV: video re-encoded (H.264, yuv420p) at the
 source's frame rate, audio as 16 kHz mono AAC, both starting at 0. Frames are streamed from
-decoder to encoder, so a long HD source costs one frame of memory, not the whole dialogue.
+decoder to encoder, so a long HD source costs one frame of memory, not the whole dialogue; the
+audio is the caller's (already decoded for the annotation), never decoded again.
 
 Units: seconds.
 """
@@ -11,14 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from diadem_ray.data.decode import DecodeError, audio_track, open_container
+from diadem_ray.data.decode import DecodeError, open_container
+from diadem_ray.data.synth import mux_audio
 
 RATE_HZ = 16000
 
 
-def cut_video(uri: str, start_s: float, end_s: float, out: Path) -> float:
-    """Write ``[start_s, end_s)`` of ``uri`` to ``out`` (mp4); returns the cut's duration in seconds.
-    Raises :class:`DecodeError` naming the source."""
+def cut_video(uri: str, start_s: float, end_s: float, out: Path, audio: np.ndarray) -> float:
+    """Write the frames of ``[start_s, end_s)`` of ``uri`` and ``audio`` (those seconds of its sound,
+    16 kHz mono float32) to ``out`` (mp4); returns the cut's duration in seconds. Raises
+    :class:`DecodeError` naming the source."""
     import av
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -31,7 +34,7 @@ def cut_video(uri: str, start_s: float, end_s: float, out: Path) -> float:
             vout.width, vout.height = vin.codec_context.width // 2 * 2, vin.codec_context.height // 2 * 2
             vout.pix_fmt = "yuv420p"
             vout.options = {"preset": "veryfast", "crf": "20"}
-            aout = dst.add_stream("aac", rate=RATE_HZ, layout="mono") if src.streams.audio else None
+            aout = dst.add_stream("aac", rate=RATE_HZ, layout="mono") if len(audio) else None
             for fr in src.decode(vin):
                 t = float(fr.time or 0.0)
                 if start_s <= t < end_s:
@@ -41,17 +44,7 @@ def cut_video(uri: str, start_s: float, end_s: float, out: Path) -> float:
             for pkt in vout.encode():
                 dst.mux(pkt)
             if aout is not None:
-                src.seek(0)
-                audio = audio_track(src, RATE_HZ)[int(start_s * RATE_HZ) : int(end_s * RATE_HZ)]
-                for i in range(0, len(audio), 1024):
-                    frame = av.AudioFrame.from_ndarray(
-                        np.asarray(audio[i : i + 1024], np.float32)[None, :], format="fltp", layout="mono"
-                    )
-                    frame.sample_rate, frame.pts = RATE_HZ, i
-                    for pkt in aout.encode(frame):
-                        dst.mux(pkt)
-                for pkt in aout.encode():
-                    dst.mux(pkt)
+                mux_audio(dst, aout, audio)
     except (av.error.FFmpegError, OSError, ValueError, IndexError) as exc:
         tmp.unlink(missing_ok=True)
         raise DecodeError(f"{uri}: cannot cut [{start_s:.2f}, {end_s:.2f}) s ({type(exc).__name__}: {exc})") from exc

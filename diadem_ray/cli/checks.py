@@ -4,8 +4,9 @@ message naming the input and the fix."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 
 def positive_int(text: str) -> int:
@@ -60,3 +61,14 @@ def not_writable_file(label: str, path: str) -> Optional[str]:
     if not parent.is_dir():
         return f"{label} {path}: {parent} is not a folder"
     return None
+
+
+def loaded_config(path: Any, overrides: Sequence[str]) -> Any:
+    """The config at ``path`` with ``overrides``, or None after printing every problem it has."""
+    from diadem_ray.config import ConfigError, load_config
+
+    try:
+        return load_config(path, overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None

@@ -10,17 +10,15 @@ import sys
 from pathlib import Path
 from typing import List
 
-from diadem_ray.cli.checks import not_regular_file, not_writable_file
+from diadem_ray.cli.checks import loaded_config, not_regular_file, not_writable_file
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from diadem_ray.config import ConfigError, line_credit_problems, load_config, load_reward_spec, to_yaml
+    from diadem_ray.config import ConfigError, line_credit_problems, load_reward_spec, to_yaml
     from diadem_ray.rewards.compose import check_spec
 
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    cfg = loaded_config(args.config, args.overrides)
+    if cfg is None:
         return 1
     # Reward compositions the stages name are part of the config: check them too.
     reward_dir = Path(args.config).parent / "rewards"
@@ -55,13 +53,9 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import logging
 
-    from diadem_ray.config import ConfigError, load_config
-
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    cfg = loaded_config(args.config, args.overrides)
+    if cfg is None:
         return 1
     from diadem_ray.driver import Driver
 
@@ -344,12 +338,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from diadem_ray.config import ConfigError, load_config
 
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    cfg = loaded_config(args.config, args.overrides)
+    if cfg is None:
         return 1
     s = cfg.serve
     if args.checkpoint:

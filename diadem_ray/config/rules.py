@@ -34,8 +34,7 @@ def validate(cfg: Any) -> List[str]:
     if known != sorted(known, key=STAGE_NAMES.index):
         p.append(f"run.stages: {list(known)} is out of order; stages run as {' -> '.join(STAGE_NAMES)}")
     _one_of(p, "cluster.layout", cfg.cluster.layout, ("disaggregated", "colocated"))
-    if cfg.learner.threads_per_rank < 0:
-        p.append(f"learner.threads_per_rank: must be >= 0 (0 = Ray's default), got {cfg.learner.threads_per_rank}")
+    _positive(p, "learner.threads_per_rank", cfg.learner.threads_per_rank, allow_zero=True)
     _one_of(p, "model.family", cfg.model.family, FAMILIES)
     _one_of(p, "model.dtype", cfg.model.dtype, ("float32", "bfloat16", "float16"))
     _one_of(p, "rollout.backend", cfg.rollout.backend, ("vllm", "hf"))
@@ -67,9 +66,6 @@ def validate(cfg: Any) -> List[str]:
         "data.audio_sample_rate_hz",
         "checkpoint.every_steps",
         "checkpoint.keep_last",
-    ):
-        _positive(p, key, OmegaConf.select(cfg, key))
-    for key in (
         "cluster.node_wait_s",
         "model.video_fps",
         "rollout.temperature",
@@ -270,10 +266,12 @@ def annotate_problems(cfg: TrainConfig) -> List[str]:
     a, p = cfg.annotate, []
     if a.faces not in ("opencv", "scene"):
         p.append(f"annotate.faces: {a.faces!r}; choose opencv (real footage) or scene (synthetic clips)")
-    for name in ("asr_threads", "max_frames", "max_frame_pixels", "workers", "clips_per_shard"):
-        if getattr(a, name) < 1:
-            p.append(f"annotate.{name}: must be >= 1, got {getattr(a, name)}")
     for name in (
+        "asr_threads",
+        "max_frames",
+        "max_frame_pixels",
+        "workers",
+        "clips_per_shard",
         "frames_per_second",
         "max_video_s",
         "pause_s",
@@ -285,10 +283,8 @@ def annotate_problems(cfg: TrainConfig) -> List[str]:
         "shot_ratio",
         "num_cpus_per_worker",
     ):
-        if not getattr(a, name) > 0:
-            p.append(f"annotate.{name}: must be > 0, got {getattr(a, name)}")
-    if a.pad_s < 0:
-        p.append(f"annotate.pad_s: must be >= 0, got {a.pad_s}")
+        _positive(p, f"annotate.{name}", getattr(a, name))
+    _positive(p, "annotate.pad_s", a.pad_s, allow_zero=True)
     if not 0 <= a.min_confidence <= 1:
         p.append(f"annotate.min_confidence: must be in [0, 1], got {a.min_confidence}")
     if not BUCKET_NAME_RE.match(a.bucket):

@@ -275,17 +275,23 @@ def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, *, fps: int) ->
                 box.mux(pkt)
         for pkt in vs.encode():
             box.mux(pkt)
-        step = 1024
-        for i in range(0, len(audio), step):
-            chunk = audio[i:i + step]
-            frame = av.AudioFrame.from_ndarray(chunk[None, :].astype(np.float32), format="fltp", layout="mono")
-            frame.sample_rate = AUDIO_RATE_HZ
-            frame.pts = i
-            for pkt in ast.encode(frame):
-                box.mux(pkt)
-        for pkt in ast.encode():
-            box.mux(pkt)
+        mux_audio(box, ast, audio)
     tmp.replace(path)
+
+
+def mux_audio(box, stream, audio: np.ndarray) -> None:
+    """Encode mono float32 samples at 16 kHz into ``stream`` of the open output ``box`` and flush it."""
+    import av
+
+    for i in range(0, len(audio), 1024):
+        frame = av.AudioFrame.from_ndarray(
+            np.asarray(audio[i : i + 1024], np.float32)[None, :], format="fltp", layout="mono"
+        )
+        frame.sample_rate, frame.pts = AUDIO_RATE_HZ, i
+        for pkt in stream.encode(frame):
+            box.mux(pkt)
+    for pkt in stream.encode():
+        box.mux(pkt)
 
 
 _WORKER: Dict[str, Any] = {}

@@ -11,7 +11,8 @@ from diadem_ray.annotate.diarize import cluster_constrained, cluster_distances, 
 from diadem_ray.annotate.evaluate import Found, Truth, score
 from diadem_ray.annotate.job import clip_ids, list_videos
 from diadem_ray.annotate.shots import shot_cuts
-from diadem_ray.annotate.speech import SpeechSegment, Word, segments_of, voiced_spans
+from diadem_ray.annotate.speech import SpeechSegment, Word, segments_of
+from diadem_ray.models.tiny_av_frontend import speech_segments
 
 RATE = 16000
 
@@ -24,10 +25,10 @@ def test_voiced_spans_close_short_pauses_and_keep_long_ones():
     t = np.arange(RATE * 4) / RATE
     tone = np.sin(2 * np.pi * 140 * t).astype(np.float32)
     on = ((t > 0.5) & (t < 1.0)) | ((t > 1.2) & (t < 1.6)) | ((t > 2.5) & (t < 3.0))
-    spans = voiced_spans(np.where(on, tone, 0.0).astype(np.float32), RATE, min_gap_s=0.3)
+    spans = speech_segments(np.where(on, tone, 0.0).astype(np.float32), RATE, min_gap_s=0.3)
     assert [(round(a, 1), round(b, 1)) for a, b in spans] == [(0.5, 1.6), (2.5, 3.0)]
-    assert voiced_spans(np.zeros(RATE, np.float32), RATE, min_gap_s=0.3) == []
-    assert voiced_spans(np.zeros(10, np.float32), RATE, min_gap_s=0.3) == []
+    assert speech_segments(np.zeros(RATE, np.float32), RATE, min_gap_s=0.3) == []
+    assert speech_segments(np.zeros(10, np.float32), RATE, min_gap_s=0.3) == []
 
 
 def test_words_go_to_the_span_holding_their_midpoint_and_empty_spans_drop():
