@@ -14,15 +14,15 @@ from diadem_ray.cli.checks import loaded_config, not_regular_file, not_writable_
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from diadem_ray.config import ConfigError, line_credit_problems, load_reward_spec, to_yaml
+    from diadem_ray.config import ConfigError, line_credit_problems, load_reward_spec, local_cpu_problems, to_yaml
     from diadem_ray.rewards.compose import check_spec
 
     cfg = loaded_config(args.config, args.overrides)
     if cfg is None:
         return 1
-    # Reward compositions the stages name are part of the config: check them too.
+    # What a training run under it would start, and the reward compositions the stages name: check them too.
     reward_dir = Path(args.config).parent / "rewards"
-    problems: List[str] = []
+    problems: List[str] = local_cpu_problems(cfg)
     names = {
         cfg.stages.profile.reward,
         cfg.stages.grpo_stage1.reward,
@@ -39,7 +39,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             problems += exc.problems
     if problems:
-        print(f"error: {args.config}: {len(problems)} problem(s) in reward compositions", file=sys.stderr)
+        print(f"error: {args.config}: {len(problems)} problem(s)", file=sys.stderr)
         for p in problems:
             print(f"  - {p}", file=sys.stderr)
         return 1
@@ -57,7 +57,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = loaded_config(args.config, args.overrides)
     if cfg is None:
         return 1
+    from diadem_ray.config import local_cpu_problems
     from diadem_ray.driver import Driver
+
+    too_big = local_cpu_problems(cfg)
+    for problem in too_big:
+        print(f"error: {args.config}: {problem}", file=sys.stderr)
+    if too_big:
+        return 1
 
     ckpt = Path(cfg.run.output_dir) / cfg.run.name / "checkpoints" / "latest"
     source = getattr(args, "from_run", None)

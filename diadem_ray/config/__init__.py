@@ -23,7 +23,13 @@ from typing import Any, Dict, List, Optional, Sequence
 from omegaconf import OmegaConf
 
 from diadem_ray.config.loading import ConfigError, load_structured, parse_overrides, plain, read_yaml
-from diadem_ray.config.rules import cache_mode, line_credit_problems, validate, weight_transfer_mode
+from diadem_ray.config.rules import (
+    cache_mode,
+    line_credit_problems,
+    local_cpu_problems,
+    validate,
+    weight_transfer_mode,
+)
 from diadem_ray.config.schema import (
     STAGE_NAMES,
     AnnotateConfig,
@@ -75,6 +81,7 @@ __all__ = [
     "TrainConfig",
     "cache_mode",
     "line_credit_problems",
+    "local_cpu_problems",
     "load_config",
     "load_reward_spec",
     "load_structured",

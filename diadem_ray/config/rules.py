@@ -223,7 +223,7 @@ def validate(cfg: Any) -> List[str]:
             p.append(f"serve.{name}: must be >= 1, got {getattr(cfg.serve, name)}")
     if cfg.serve.max_clip_duration_s <= 0 or cfg.serve.replica_num_cpus <= 0:
         p.append("serve.max_clip_duration_s and serve.replica_num_cpus must be > 0")
-    return p + annotate_problems(cfg) + local_cpu_problems(cfg)
+    return p + annotate_problems(cfg)
 
 
 def reward_pools(cfg: TrainConfig) -> List[str]:
@@ -237,8 +237,9 @@ def reward_pools(cfg: TrainConfig) -> List[str]:
 
 
 def local_cpu_problems(cfg: TrainConfig) -> List[str]:
-    """A private local cluster (``cluster.local_num_cpus`` given) must hold every actor the run
-    starts at once; otherwise an actor waits for a CPU that never frees."""
+    """A training run on a private local cluster (``cluster.local_num_cpus`` given) must fit every
+    actor it starts at once, or one waits for a CPU that never frees. Checked by ``train`` and
+    ``config``, not by every config load: ``annotate`` or ``serve`` start none of these actors."""
     c = cfg.cluster
     if c.ray_address != "local" or c.local_num_cpus is None:
         return []

@@ -184,14 +184,22 @@ def test_qwen_family_needs_a_checkpoint_and_a_pixel_budget():
         assert cfg.model.max_pixels_per_frame == 512 * 28 * 28 and cfg.model.video_fps == 2.0
 
 
-def test_a_local_cluster_must_hold_every_actor_of_the_run(repo_root):
-    from diadem_ray.config import ConfigError, load_config
+def test_a_local_cluster_must_hold_every_actor_of_the_run(repo_root, capsys):
+    from diadem_ray.cli import main
+    from diadem_ray.config import load_config, local_cpu_problems
+
+    def problems(name, overrides=()):
+        return local_cpu_problems(load_config(repo_root / "configs" / f"{name}.yaml", list(overrides)))
 
     for name in ("demo_cpu", "bench_tiny_av"):
-        load_config(repo_root / "configs" / f"{name}.yaml")  # each fits its 2 CPUs, with a second reward pool
-    load_config(repo_root / "configs/demo_cpu.yaml", ["stages.grpo_stage1.reward=ref_focus"])
-    with pytest.raises(ConfigError) as err:
-        load_config(repo_root / "configs/demo_cpu.yaml", ["reward.num_cpus_per_worker=0.5"])
-    (problem,) = err.value.problems
+        assert problems(name) == []  # each fits its 2 CPUs, with a second reward pool
+    assert problems("demo_cpu", ["stages.grpo_stage1.reward=ref_focus"]) == []
+    (problem,) = problems("demo_cpu", ["reward.num_cpus_per_worker=0.5"])
     assert "ask for 2.25 CPUs" in problem and "reward pools (diadem_f1) 0.5" in problem
-    load_config(repo_root / "configs/demo_cpu.yaml", ["reward.num_cpus_per_worker=0.5", "cluster.local_num_cpus=3"])
+    assert problems("demo_cpu", ["reward.num_cpus_per_worker=0.5", "cluster.local_num_cpus=3"]) == []
+    # train and config check refuse it; commands that start none of these actors (annotate) load it
+    demo = str(repo_root / "configs/demo_cpu.yaml")
+    assert main(["train", "--config", demo, "reward.num_cpus_per_worker=0.5"]) == 1
+    assert main(["config", "check", demo, "reward.num_cpus_per_worker=0.5"]) == 1
+    assert capsys.readouterr().err.count("ask for 2.25 CPUs") == 2
+    load_config(repo_root / "configs/base.yaml", ["cluster.local_num_cpus=2"])
