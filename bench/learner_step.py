@@ -5,15 +5,19 @@
 * ``--compare old-logprobs``: old log-probs taken from the training forward itself (one optimizer
   step per rollout batch) against a separate no-grad forward recomputing them first;
 * ``--compare layout``: one rank with 2 torch threads against 2 ZeRO-2 ranks of 1 thread each
-  (the learner layout of a 2-core box; both groups alive, steps interleaved).
+  (the learner layout of a 2-core box; both groups alive, steps interleaved);
+* ``--compare prefix``: each group's prompt encoded once for its samples (``learner.shared_prefix``)
+  against once per sequence. ``--samples`` sets the samples per prompt (consecutive sequences
+  share a prompt; each rank holds whole groups when ``--sequences`` is a multiple of 2 x samples).
 
 For ``old-logprobs`` the earlier step is rebuilt exactly as it was: ``compute_logprobs`` over the
 batch (what it did first) followed by the update. Shapes follow ``configs/bench_tiny_av.yaml``: SmolLM2-135M (the
 tiny_av backbone), 2 ZeRO-2 ranks on gloo, micro-batch 4, 24 sequences of about 300 prompt + 128
 response tokens (``--prompt`` / ``--response`` change them).
 
-    .venv/bin/python bench/learner_step.py [--compare logits|old-logprobs] [--repeats 5] [--sequences 24]
-        [--model smollm2|tiny]
+    .venv/bin/python bench/learner_step.py [--compare logits|old-logprobs|layout|prefix] [--repeats 5]
+        [--sequences 24] [--samples 1] [--prompt 300] [--response 128] [--model smollm2|tiny]
+    .venv/bin/python bench/learner_step.py --compare prefix --samples 8 --sequences 16 --prompt 2000
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=300, help="prompt tokens per sequence")
     ap.add_argument("--response", type=int, default=128, help="response tokens per sequence")
     ap.add_argument("--model", choices=("smollm2", "tiny"), default="smollm2")
-    ap.add_argument("--compare", choices=("logits", "old-logprobs", "layout"), default="logits")
+    ap.add_argument("--samples", type=int, default=1, help="samples per prompt (consecutive sequences share it)")
+    ap.add_argument("--micro-batch", type=int, default=0, help="learner.micro_batch_size (default: 4, or --samples)")
+    ap.add_argument("--compare", choices=("logits", "old-logprobs", "layout", "prefix"), default="logits")
     args = ap.parse_args()
     import ray
 
@@ -51,7 +57,11 @@ def main() -> None:
 
         model, vocab = str(build_tiny_lm(tempfile.mkdtemp(), hidden_size=256, num_layers=4, vocab_size=8192)), 8192
     rng = random.Random(0)
-    prompts = [[rng.randrange(10, vocab) for _ in range(args.prompt)] for _ in range(args.sequences)]
+    if args.sequences % args.samples:
+        raise SystemExit(f"--sequences {args.sequences} is not a multiple of --samples {args.samples}")
+    distinct = [[rng.randrange(10, vocab) for _ in range(args.prompt)] for _ in range(args.sequences // args.samples)]
+    prompts = [p for p in distinct for _ in range(args.samples)]
+    micro = args.micro_batch or max(4, args.samples)
     responses = [
         [rng.randrange(10, vocab) for _ in range(args.response - rng.randrange(0, args.response // 4))]
         for _ in range(args.sequences)
@@ -68,7 +78,7 @@ def main() -> None:
                 num_cpus_per_rank=0.5,
                 model_path=model,
                 zero_stage=2,
-                micro_batch_size=4,
+                micro_batch_size=micro,
                 need_reference=False,
                 lr=1e-7,
                 threads=threads,
@@ -88,6 +98,10 @@ def main() -> None:
             t0 = time.perf_counter()
             if single is not None:
                 single.grpo_step(batch, **loss)
+            elif args.compare == "prefix":
+                learners.run_all("set_shared_prefix", False)
+                learners.grpo_step(batch, **loss)
+                learners.run_all("set_shared_prefix", True)
             elif args.compare == "logits":
                 learners.run_all("set_response_logits", False)
                 learners.grpo_step(batch, **loss)
@@ -103,9 +117,8 @@ def main() -> None:
         ray.shutdown()
     med_now, med_before = statistics.median(now), statistics.median(before)
     print(
-        f"model {args.model}, {args.sequences} sequences x ({args.prompt} prompt + <= {args.response} response) "
-        "tokens, "
-        f"2 ZeRO-2 ranks, {args.repeats} repeats"
+        f"model {args.model}, {args.sequences} sequences ({args.samples} per prompt) x ({args.prompt} prompt + "
+        f"<= {args.response} response) tokens, 2 ZeRO-2 ranks, micro-batch {micro}, {args.repeats} repeats"
     )
     print("| step | seconds (median) | runs (s) |\n|---|---|---|")
     if args.compare == "layout":
@@ -113,7 +126,10 @@ def main() -> None:
         print(f"| 2 ZeRO-2 ranks x 1 thread | {med_now:.2f} | {[round(x, 2) for x in now]} |")
         print(f"2 ranks x 1 thread vs 1 rank x 2 threads: {med_before / med_now:.2f}x")
         return
-    if args.compare == "logits":
+    if args.compare == "prefix":
+        print(f"| prompt once per sequence | {med_before:.2f} | {[round(x, 2) for x in before]} |")
+        print(f"| prompt once per group (shared prefix) | {med_now:.2f} | {[round(x, 2) for x in now]} |")
+    elif args.compare == "logits":
         print(f"| logits at every position | {med_before:.2f} | {[round(x, 2) for x in before]} |")
         print(f"| logits from the first response position | {med_now:.2f} | {[round(x, 2) for x in now]} |")
     else:

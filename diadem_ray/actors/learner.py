@@ -27,7 +27,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from diadem_ray import grpo
+from diadem_ray import grpo, packing
+from diadem_ray.actors.learner_forward import ForwardMixin
 from diadem_ray.actors.learner_reference import ReferenceMixin
 from diadem_ray.actors.learner_weights import WeightsMixin
 from diadem_ray.actors.net import free_port
@@ -61,14 +62,7 @@ def _lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
     return factor
 
 
-def _first_response_position(response_mask: torch.Tensor) -> int:
-    """The first of the ``[B, L-1]`` positions that predicts a response token in any row (0 when
-    no row has one)."""
-    rows = response_mask.bool().any(dim=0).nonzero()
-    return int(rows[0, 0]) if len(rows) else 0
-
-
-class Learner(WeightsMixin, ReferenceMixin):
+class Learner(ForwardMixin, WeightsMixin, ReferenceMixin):
     """One DeepSpeed rank. Construct, then :meth:`setup` on every rank with the same address."""
 
     def __init__(
@@ -94,6 +88,7 @@ class Learner(WeightsMixin, ReferenceMixin):
         seed: int = 0,
         family: str = "tiny_av",
         threads: int = 0,
+        shared_prefix: bool = True,
     ):
         from diadem_ray.models.families import get_family
 
@@ -118,7 +113,9 @@ class Learner(WeightsMixin, ReferenceMixin):
         # LoRA: the adapter weights the reference uses (None: the adapter-disabled base model)
         self._reference_adapter: Optional[Dict[str, torch.Tensor]] = None
         self.step_count = 0
-        # logits only where a response token is predicted (text-only batches); False: every position
+        # a group's prompt runs once for all its samples (learner_forward); False: once per sequence
+        self.shared_prefix = bool(shared_prefix)
+        # per sequence: logits only where a response token is predicted (text-only batches); False: every position
         self.response_logits = True
 
     # ---- setup -----------------------------------------------------------------------------
@@ -207,55 +204,6 @@ class Learner(WeightsMixin, ReferenceMixin):
 
     # ---- forward helpers ---------------------------------------------------------------------
 
-    def _micro_batches(self, n: int) -> List[slice]:
-        return [slice(i, min(i + self.micro_batch_size, n)) for i in range(0, n, self.micro_batch_size)]
-
-    def _logits(self, model, packed: Dict[str, torch.Tensor], media: Optional[Sequence[Any]] = None) -> torch.Tensor:
-        """``[B, L-1, V]`` next-token logits. Text-only batches compute them only from the first
-        position where any row's response is predicted (``response_logits``; the positions before
-        are zeros, which the response mask excludes). Sequences with media (video/audio features, see
-        :mod:`diadem_ray.models.families`) run one forward each on their unpadded length, so the
-        model builds each one's multimodal positions from its own inputs; padding rows are zero
-        (the response mask excludes them)."""
-        ids = packed["input_ids"].to(self.device)
-        mask = packed["attention_mask"].to(self.device)
-        if media is None or not any(media):
-            start = _first_response_position(packed["response_mask"]) if self.response_logits else 0
-            # lm_head and the softmax over the vocabulary only from the first position any row scores:
-            # the prompt's positions before it feed no loss and no log-prob (padded back with zeros)
-            out = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=ids.shape[1] - start)
-            return torch.nn.functional.pad(out.logits[:, :-1], (0, 0, start, 0))
-        from diadem_ray.models.media import media_kwargs
-
-        float_dtype = torch.bfloat16 if self.bf16 else torch.float32
-        rows = []
-        for i, m in enumerate(media):
-            n = int(mask[i].sum())
-            out = model(
-                input_ids=ids[i : i + 1, :n],
-                attention_mask=mask[i : i + 1, :n],
-                use_cache=False,
-                **media_kwargs(m, device=self.device, float_dtype=float_dtype),
-            ).logits[:, :-1]
-            rows.append(torch.nn.functional.pad(out, (0, 0, 0, ids.shape[1] - n)))
-        return torch.cat(rows)
-
-    def _forward(
-        self,
-        model,
-        packed: Dict[str, torch.Tensor],
-        need_entropy: bool = False,
-        media: Optional[Sequence[Any]] = None,
-        temperature: float = 1.0,
-    ):
-        """Log-probs ``[B, L-1]`` (and entropies) of the distribution the engine sampled from:
-        ``logits / temperature``, as vLLM's ``processed_logprobs`` (trl#4159: a learner that scores
-        temperature-1 log-probs of temperature-T samples biases the ratio and the KL)."""
-        logits = self._logits(model, packed, media)
-        lp = grpo.token_logprobs(logits, packed["targets"].to(self.device), temperature=temperature)
-        ent = grpo.entropy_from_logits(logits / temperature if temperature != 1.0 else logits) if need_entropy else None
-        return lp, ent
-
     def _reference_logprobs(
         self, packed: Dict[str, torch.Tensor], media: Optional[Sequence[Any]] = None, temperature: float = 1.0
     ) -> torch.Tensor:
@@ -314,8 +262,9 @@ class Learner(WeightsMixin, ReferenceMixin):
         out: List[List[float]] = []
         self.engine.eval()
         with torch.no_grad():
-            for mb in self._micro_batches(len(prompt_ids)):
-                packed = grpo.pack_sequences(prompt_ids[mb], response_ids[mb])
+            for unit in self._units(prompt_ids, media):
+                packed = self._pack(prompt_ids, response_ids, unit)
+                mb = unit.rows
                 lp, _ = self._forward(
                     self.engine, packed, media=media[mb] if media is not None else None, temperature=temperature
                 )
@@ -368,14 +317,15 @@ class Learner(WeightsMixin, ReferenceMixin):
                 list(a) if isinstance(a, (list, tuple)) else [float(a)] * len(r)
                 for a, r in zip(advantages, response_ids)
             ]
-        for mb in self._micro_batches(len(prompt_ids)):
-            # the engine's sampling log-probs ride along as packed rows (pack_sequences checks their lengths)
-            packed = grpo.pack_sequences(
-                prompt_ids[mb],
-                response_ids[mb],
-                old_logprobs=rollout_logprobs[mb] if rollout_logprobs is not None else None,
-                advantages=advantages[mb] if per_token else None,
-                first_index=mb.start,
+        for unit in self._units(prompt_ids, media):
+            mb = unit.rows
+            # the engine's sampling log-probs ride along as packed rows (packing checks their lengths)
+            packed = self._pack(
+                prompt_ids,
+                response_ids,
+                unit,
+                old_logprobs=rollout_logprobs,
+                advantages=advantages if per_token else None,
             )
             mb_media = media[mb] if media is not None else None
             lp, ent = self._forward(
@@ -450,8 +400,8 @@ class Learner(WeightsMixin, ReferenceMixin):
         media = self._media(media, len(prompt_ids))
         self.engine.train()
         total, tokens = 0.0, 0
-        for mb in self._micro_batches(len(prompt_ids)):
-            packed = grpo.pack_sequences(prompt_ids[mb], response_ids[mb])
+        for mb in self._micro_batches(len(prompt_ids)):  # one response per prompt: nothing to share
+            packed = packing.pack_sequences(prompt_ids[mb], response_ids[mb])
             logits = self._logits(self.engine, packed, media[mb] if media is not None else None)
             mask = packed["response_mask"].to(self.device)
             loss = grpo.sft_loss(logits, packed["targets"].to(self.device), mask, num_tokens=num_tokens)
@@ -469,9 +419,14 @@ class Learner(WeightsMixin, ReferenceMixin):
             "learner/seconds": elapsed,
         }
 
+    def set_shared_prefix(self, on: bool) -> None:
+        """A group's prompt once for all its samples (default) or once per sequence (kept for
+        comparison: ``bench/learner_step.py --compare prefix``)."""
+        self.shared_prefix = bool(on)
+
     def set_response_logits(self, on: bool) -> None:
-        """Logits only from the first response position (default) or at every position (the
-        full-sequence path, kept for comparison: ``bench/learner_step.py --logits``)."""
+        """Per sequence: logits only from the first response position (default) or at every position
+        (kept for comparison: ``bench/learner_step.py --compare logits``)."""
         self.response_logits = bool(on)
 
     def set_lr(self, lr: float) -> None:

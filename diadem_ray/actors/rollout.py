@@ -344,10 +344,10 @@ class RolloutWorker:
     ) -> List[float]:
         import torch
 
-        from diadem_ray import grpo
+        from diadem_ray import grpo, packing
 
         dev = next(self.hf.parameters()).device
-        packed = grpo.pack_sequences([prompt], [response])
+        packed = packing.pack_sequences([prompt], [response])
         with torch.no_grad():
             # with the attention mask, as generate() and the learner run it (Qwen2.5-Omni's multimodal
             # positions differ without one)

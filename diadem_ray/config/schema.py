@@ -120,7 +120,8 @@ class LearnerConfig:
     warmup_steps: int = 0
     weight_decay: float = 0.0
     grad_clip_norm: float = 1.0
-    micro_batch_size: int = 4  # sequences per rank per forward/backward
+    micro_batch_size: int = 4  # sequences per rank per forward/backward (with shared_prefix: per group piece)
+    shared_prefix: bool = True  # a GRPO group's prompt runs once for all its samples (False: once per sequence)
     num_cpus_per_rank: float = 0.5
     threads_per_rank: int = 0  # CPU: torch threads per rank (0 = Ray's default: the rank's whole CPUs, at least 1)
     num_gpus_per_rank: float = 0.0

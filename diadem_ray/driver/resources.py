@@ -154,6 +154,7 @@ class Resources:
             need_reference=cfg.grpo.kl_coef != 0.0,
             seed=cfg.run.seed,
             threads=lr.threads_per_rank,
+            shared_prefix=lr.shared_prefix,
         )
         self.rollouts.ready()
         from diadem_ray.cluster import placement

@@ -93,6 +93,12 @@ class ModelFamily(ABC):
     def load_causal_lm(self, path: str, *, dtype: Any) -> Any:
         """The trainable text-generating model from a local directory (nothing downloaded)."""
 
+    def continuation_position_ids(self, context_output: Any, *, start: int, width: int, batch: int) -> Any:
+        """Position ids of ``width`` text tokens that follow a context of ``start`` tokens, for
+        ``batch`` rows sharing that context (the learner's shared-prefix pass; ``context_output``
+        is the model's output for the context). ``None``: the model counts on from its cache."""
+        return None
+
     def media_token_ids(self, tokenizer: Any) -> List[int]:
         """Token ids no response may contain (media placeholders and markers)."""
         return []
@@ -213,6 +219,16 @@ class QwenOmni(ModelFamily):
         from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
         return Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(path, dtype=dtype, local_files_only=True)
+
+    def continuation_position_ids(self, context_output: Any, *, start: int, width: int, batch: int) -> Any:
+        """``[3, batch, width]`` multimodal (temporal, height, width) positions: text after the
+        context continues one past its largest position in all three, i.e. at ``index + rope_deltas``
+        (the thinker's output for the context carries ``rope_deltas [1, 1]``)."""
+        import torch
+
+        delta = context_output.rope_deltas.reshape(-1)[0]
+        pos = torch.arange(start, start + width, device=delta.device) + delta
+        return pos.view(1, 1, -1).expand(3, batch, -1)
 
     def media_token_ids(self, tokenizer: Any) -> List[int]:
         """A sampled ``<|audio_bos|>`` would make Qwen2.5-Omni look for another audio segment when

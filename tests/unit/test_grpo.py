@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diadem_ray import grpo
+from diadem_ray import grpo, packing
 
 
 def t(x):
@@ -157,7 +157,7 @@ def test_empty_response_contributes_nothing():
     """A rollout that ended before its first token (vLLM drew a media placeholder and dropped it)
     enters the step as an empty row: no masked token, no loss, no engine-vs-learner difference."""
     prompts, responses = [[5, 6, 7], [5, 6], [8]], [[9, 10], [], [11, 12, 13]]
-    packed = grpo.pack_sequences(prompts, responses, old_logprobs=[[-1.0, -2.0], [], [-0.5] * 3])
+    packed = packing.pack_sequences(prompts, responses, old_logprobs=[[-1.0, -2.0], [], [-0.5] * 3])
     assert packed["response_mask"].sum(dim=1).tolist() == [2.0, 0.0, 3.0]
     assert packed["old_logprobs"][1].abs().sum().item() == 0.0
     torch.manual_seed(0)

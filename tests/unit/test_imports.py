@@ -10,13 +10,13 @@ from typing import Dict, List, Set, Tuple
 ROOT = Path(__file__).resolve().parents[2] / "diadem_ray"
 
 # importer prefix -> prefixes it must never import (the layers, bottom to top: types/scene/config,
-# grpo/rewards, data/models, actors, cluster, driver/serve/cli)
+# grpo/packing/rewards, data/models, actors, cluster, driver/serve/cli)
 # the layers of docs/architecture.md, bottom to top: a module imports from lower layers only; units of
 # one layer do not import each other, except in the top (glue) layer, where every layer meets
 LAYERS = [
     ["diadem_ray.types", "diadem_ray.scene"],
     ["diadem_ray.config"],
-    ["diadem_ray.grpo", "diadem_ray.rewards"],
+    ["diadem_ray.grpo", "diadem_ray.packing", "diadem_ray.rewards"],
     ["diadem_ray.data", "diadem_ray.models"],
     ["diadem_ray.actors", "diadem_ray.annotate"],
     ["diadem_ray.cluster"],

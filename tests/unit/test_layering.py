@@ -8,6 +8,7 @@ PURE = [
     "diadem_ray.types",
     "diadem_ray.config",
     "diadem_ray.grpo",
+    "diadem_ray.packing",
     "diadem_ray.rewards.normalize",
     "diadem_ray.rewards.align",
     "diadem_ray.rewards.metrics",

@@ -45,10 +45,11 @@ def test_logits_start_at_the_first_position_any_row_scores():
     positions before it are zeros in the ``[B, L-1, V]`` result."""
     import torch
 
-    from diadem_ray import grpo
-    from diadem_ray.actors.learner import Learner, _first_response_position
+    from diadem_ray import packing
+    from diadem_ray.actors.learner import Learner
+    from diadem_ray.actors.learner_forward import _first_response_position
 
-    packed = grpo.pack_sequences([[1, 2, 3, 4], [5, 6], [7, 8, 9]], [[10, 11], [12, 13, 14], []])
+    packed = packing.pack_sequences([[1, 2, 3, 4], [5, 6], [7, 8, 9]], [[10, 11], [12, 13, 14], []])
     assert _first_response_position(packed["response_mask"]) == 1  # row 1: prompt of 2 -> predicts at position 1
     assert _first_response_position(torch.zeros(2, 5)) == 0
 

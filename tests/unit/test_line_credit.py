@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from diadem_ray import grpo
+from diadem_ray import grpo, packing
 from diadem_ray.config import RewardComponentConfig, RewardSpec, line_credit_problems
 from diadem_ray.driver.grpo_step import _nonzero
 from diadem_ray.rewards.compose import Composition
@@ -113,7 +113,7 @@ def test_token_advantages_add_weighted_line_credit_on_speaker_tokens_only():
 def test_per_token_advantages_pack_like_log_probs_and_drive_the_loss():
     prompts, responses = [[1, 2, 3], [4, 5]], [[6, 7], [8, 9, 10]]
     rows = [[0.5, 0.5], [1.0, -1.0, 0.0]]
-    packed = grpo.pack_sequences(prompts, responses, old_logprobs=[[0.0] * 2, [0.0] * 3], advantages=rows)
+    packed = packing.pack_sequences(prompts, responses, old_logprobs=[[0.0] * 2, [0.0] * 3], advantages=rows)
     mask = packed["response_mask"]
     assert packed["advantages"][mask.bool()].tolist() == [0.5, 0.5, 1.0, -1.0, 0.0]
     assert packed["advantages"][~mask.bool()].abs().sum() == 0
@@ -121,15 +121,18 @@ def test_per_token_advantages_pack_like_log_probs_and_drive_the_loss():
     # A row that is constant equals the scalar form; a row that differs moves only its own tokens.
     scalar, _ = grpo.grpo_loss(lp, lp.detach(), torch.tensor([0.5, 0.0]), mask)
     rowwise, _ = grpo.grpo_loss(
-        lp, lp.detach(), grpo.pack_sequences(prompts, responses, advantages=[[0.5, 0.5], [0.0] * 3])["advantages"], mask
+        lp,
+        lp.detach(),
+        packing.pack_sequences(prompts, responses, advantages=[[0.5, 0.5], [0.0] * 3])["advantages"],
+        mask,
     )
     assert float(scalar.detach()) == pytest.approx(float(rowwise.detach()))
     (grad,) = torch.autograd.grad(grpo.grpo_loss(lp, lp.detach(), packed["advantages"], mask)[0], lp)
     assert grad[mask.bool()].tolist() == pytest.approx([-0.1, -0.1, -0.2, 0.2, 0.0])
     with pytest.raises(ValueError, match="advantages"):
-        grpo.pack_sequences(prompts, responses, advantages=[[0.5], [1.0, 1.0, 1.0]])
+        packing.pack_sequences(prompts, responses, advantages=[[0.5], [1.0, 1.0, 1.0]])
     with pytest.raises(ValueError, match="sequence 9: 1 old logprobs for 3"):  # numbered within the whole batch
-        grpo.pack_sequences(prompts, responses, old_logprobs=[[0.0] * 2, [0.0]], first_index=8)
+        packing.pack_sequences(prompts, responses, old_logprobs=[[0.0] * 2, [0.0]], first_index=8)
 
 
 class _CharTokens:
