@@ -17,7 +17,8 @@ response tokens (``--prompt`` / ``--response`` change them).
 
     .venv/bin/python bench/learner_step.py [--compare logits|old-logprobs|layout|prefix] [--repeats 5]
         [--sequences 24] [--samples 1] [--prompt 300] [--response 128] [--model smollm2|tiny]
-    .venv/bin/python bench/learner_step.py --compare prefix --samples 8 --sequences 16 --prompt 2000
+    .venv/bin/python bench/learner_step.py --compare prefix --samples 8 --sequences 16 --prompt 2000 \
+        --per-sequence-micro-batch 1
 """
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ def main() -> None:
     ap.add_argument("--model", choices=("smollm2", "tiny"), default="smollm2")
     ap.add_argument("--samples", type=int, default=1, help="samples per prompt (consecutive sequences share it)")
     ap.add_argument("--micro-batch", type=int, default=0, help="learner.micro_batch_size (default: 4, or --samples)")
+    ap.add_argument(
+        "--per-sequence-micro-batch",
+        type=int,
+        default=0,
+        help="--compare prefix: sequences per forward of the per-sequence step (default: --micro-batch)",
+    )
     ap.add_argument("--compare", choices=("logits", "old-logprobs", "layout", "prefix"), default="logits")
     args = ap.parse_args()
     import ray
@@ -99,9 +106,9 @@ def main() -> None:
             if single is not None:
                 single.grpo_step(batch, **loss)
             elif args.compare == "prefix":
-                learners.run_all("set_shared_prefix", False)
+                learners.run_all("set_shared_prefix", False, args.per_sequence_micro_batch or micro)
                 learners.grpo_step(batch, **loss)
-                learners.run_all("set_shared_prefix", True)
+                learners.run_all("set_shared_prefix", True, micro)
             elif args.compare == "logits":
                 learners.run_all("set_response_logits", False)
                 learners.grpo_step(batch, **loss)
@@ -118,7 +125,13 @@ def main() -> None:
     med_now, med_before = statistics.median(now), statistics.median(before)
     print(
         f"model {args.model}, {args.sequences} sequences ({args.samples} per prompt) x ({args.prompt} prompt + "
-        f"<= {args.response} response) tokens, 2 ZeRO-2 ranks, micro-batch {micro}, {args.repeats} repeats"
+        f"<= {args.response} response) tokens, 2 ZeRO-2 ranks, micro-batch {micro}"
+        + (
+            f" (per sequence: {args.per_sequence_micro_batch})"
+            if args.compare == "prefix" and args.per_sequence_micro_batch
+            else ""
+        )
+        + f", {args.repeats} repeats"
     )
     print("| step | seconds (median) | runs (s) |\n|---|---|---|")
     if args.compare == "layout":

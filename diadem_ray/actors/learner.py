@@ -419,10 +419,13 @@ class Learner(ForwardMixin, WeightsMixin, ReferenceMixin):
             "learner/seconds": elapsed,
         }
 
-    def set_shared_prefix(self, on: bool) -> None:
+    def set_shared_prefix(self, on: bool, micro_batch_size: int = 0) -> None:
         """A group's prompt once for all its samples (default) or once per sequence (kept for
-        comparison: ``bench/learner_step.py --compare prefix``)."""
+        comparison: ``bench/learner_step.py --compare prefix``); ``micro_batch_size`` > 0 also
+        sets the sequences per forward (each path at the size that fits its memory)."""
         self.shared_prefix = bool(on)
+        if micro_batch_size > 0:
+            self.micro_batch_size = int(micro_batch_size)
 
     def set_response_logits(self, on: bool) -> None:
         """Per sequence: logits only from the first response position (default) or at every position
