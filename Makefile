@@ -67,10 +67,12 @@ bench: $(STAMP)
 	$(PY) bench/reward_throughput.py
 	$(PY) bench/rollout_throughput.py
 	$(PY) bench/weight_sync.py
+	$(PY) bench/vllm_reload.py
 	$(PY) bench/serve_load.py
 	$(PY) bench/data_throughput.py
 	$(PY) bench/data_plane.py
 	$(PY) bench/learner_step.py
+	$(PY) bench/learner_step.py --compare prefix --samples 4 --sequences 16 --prompt 127 --repeats 3
 
 clean-venv:
 	rm -rf $(VENV)
