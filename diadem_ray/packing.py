@@ -86,7 +86,6 @@ def pack_group(
     *,
     old_logprobs: Optional[Sequence[Sequence[float]]] = None,
     advantages: Optional[Sequence[Any]] = None,
-    pad_id: int = 0,
     first_index: int = 0,
 ) -> Dict[str, Tensor]:
     """One group's samples in the shared-prefix layout (see the module docstring).
@@ -106,29 +105,16 @@ def pack_group(
         raise ValueError(f"sequence {first_index}: a shared prefix needs a prompt of >= 2 tokens, got {len(prompt)}")
     g = len(response_ids)
     width = max([1] + [len(r) for r in response_ids])
-    tail = torch.full((g, width), pad_id, dtype=torch.long)
+    tail = torch.zeros((g, width), dtype=torch.long)  # padding: token 0, masked out
     tail_mask = torch.zeros((g, width), dtype=torch.long)
-    targets = torch.full((g, width), pad_id, dtype=torch.long)
+    targets = torch.zeros((g, width), dtype=torch.long)
     response_mask = torch.zeros((g, width))
-    per_token = {
-        name: (rows, torch.zeros((g, width)))
-        for name, rows in (("old_logprobs", old_logprobs), ("advantages", advantages))
-        if rows is not None
-    }
     for i, r in enumerate(response_ids):
         n = max(1, len(r))
-        tail[i, :n] = torch.tensor([prompt[-1]] + list(r[:-1]) if r else [prompt[-1]], dtype=torch.long)
+        tail[i, :n] = torch.tensor([prompt[-1]] + list(r[:-1]), dtype=torch.long)
         tail_mask[i, :n] = 1
-        if r:
-            targets[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
-            response_mask[i, : len(r)] = 1.0
-        for name, (rows, out_rows) in per_token.items():
-            row = list(rows[i])
-            if len(row) != len(r):
-                raise ValueError(
-                    f"sequence {first_index + i}: {len(row)} {name.replace('_', ' ')} for {len(r)} response tokens"
-                )
-            out_rows[i, : len(r)] = torch.tensor(row, dtype=out_rows.dtype)
+        targets[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
+        response_mask[i, : len(r)] = 1.0
     out = {
         "context_ids": torch.tensor([list(prompt[:-1])], dtype=torch.long),
         "tail_ids": tail,
@@ -136,7 +122,35 @@ def pack_group(
         "targets": targets,
         "response_mask": response_mask,
     }
-    out.update({name: out_rows for name, (_, out_rows) in per_token.items()})
+    starts = [0] * g
+    out.update(_token_rows(response_ids, starts, width, first_index, old_logprobs=old_logprobs, advantages=advantages))
+    return out
+
+
+def _token_rows(
+    response_ids: Sequence[Sequence[int]],
+    starts: Sequence[int],
+    width: int,
+    first_index: int,
+    **rows: Optional[Sequence[Sequence[float]]],
+) -> Dict[str, Tensor]:
+    """Per-token rows (one value per response token) as ``[B, width]`` tensors, sequence ``i``'s
+    values at ``starts[i] …``, zeros elsewhere; rows given as ``None`` are left out."""
+    out: Dict[str, Tensor] = {}
+    for name, values in rows.items():
+        if values is None:
+            continue
+        if len(values) != len(response_ids):
+            raise ValueError(f"{len(values)} rows of {name.replace('_', ' ')} for {len(response_ids)} sequences")
+        t = torch.zeros((len(response_ids), width))
+        for i, (row, r, s) in enumerate(zip(values, response_ids, starts)):
+            row = list(row)
+            if len(row) != len(r):
+                raise ValueError(
+                    f"sequence {first_index + i}: {len(row)} {name.replace('_', ' ')} for {len(r)} response tokens"
+                )
+            t[i, s : s + len(r)] = torch.tensor(row, dtype=t.dtype)
+        out[name] = t
     return out
 
 
@@ -172,28 +186,21 @@ def pack_sequences(
     input_ids = torch.full((b, width), pad_id, dtype=torch.long)
     attention = torch.zeros((b, width), dtype=torch.long)
     response_mask = torch.zeros((b, max(width - 1, 1)))
-    per_token = {
-        name: (rows, torch.zeros((b, max(width - 1, 1))))
-        for name, rows in (("old_logprobs", old_logprobs), ("advantages", advantages))
-        if rows is not None
-    }
     for i, (p, r) in enumerate(zip(prompt_ids, response_ids)):
         n = len(p) + len(r)
         input_ids[i, :n] = torch.tensor(seqs[i], dtype=torch.long)
         attention[i, :n] = 1
         response_mask[i, len(p) - 1 : n - 1] = 1.0
-        for name, (rows, out_rows) in per_token.items():
-            row = list(rows[i])
-            if len(row) != len(r):
-                raise ValueError(
-                    f"sequence {first_index + i}: {len(row)} {name.replace('_', ' ')} for {len(r)} response tokens"
-                )
-            out_rows[i, len(p) - 1 : n - 1] = torch.tensor(row, dtype=out_rows.dtype)
     out = {
         "input_ids": input_ids,
         "attention_mask": attention,
         "targets": input_ids[:, 1:],
         "response_mask": response_mask,
     }
-    out.update({name: out_rows for name, (_, out_rows) in per_token.items()})
+    starts = [len(p) - 1 for p in prompt_ids]
+    out.update(
+        _token_rows(
+            response_ids, starts, max(width - 1, 1), first_index, old_logprobs=old_logprobs, advantages=advantages
+        )
+    )
     return out

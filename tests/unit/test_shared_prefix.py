@@ -31,6 +31,10 @@ def test_pack_group_lays_out_tails_targets_and_rows():
     assert g["advantages"][0].tolist() == pytest.approx([0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match="sequence 13: 1 old logprobs for 0 response tokens"):
         packing.pack_group([4, 5], [[7], []], old_logprobs=[[0.0], [0.0]], first_index=12)
+    with pytest.raises(ValueError, match="1 rows of advantages for 2 sequences"):
+        packing.pack_group([4, 5], [[7], [8]], advantages=[[0.1]])
+    with pytest.raises(ValueError, match="1 rows of old logprobs for 2 sequences"):
+        packing.pack_sequences([[4], [5]], [[7], [8]], old_logprobs=[[0.1]])
     with pytest.raises(ValueError, match=">= 2 tokens"):
         packing.pack_group([4], [[7]])
     assert packing.pack_group([4, 5], [[], []])["tail_ids"].tolist() == [[5], [5]]
