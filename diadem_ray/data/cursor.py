@@ -1,7 +1,9 @@
 """A resumable, deterministic clip stream over shards (Ray Data iterators cannot resume).
 
 Order: each epoch shuffles the shard list with ``Random(f"{seed}:{epoch}")`` and the rows of each
-shard with ``Random(f"{seed}:{epoch}:{shard path}")``. The cursor — epoch, index into the shard
+shard with ``Random(f"{seed}:{epoch}:{bucket folder}/{shard file}")`` — the shard's name within its
+root, so the same seed gives the same order wherever the shards live (a run's profiled shards sit
+under its own folder, ``runs/<name>/profiled``). The cursor — epoch, index into the shard
 order, offset within the shard — is the whole state: a stream rebuilt from a saved cursor yields
 exactly the clips an uninterrupted one would have, with no repeat and no skip.
 
@@ -18,6 +20,15 @@ from typing import Dict, List, Optional, Sequence
 
 from diadem_ray.data.shards import list_shards, read_shard
 from diadem_ray.types import Clip
+
+
+def shard_key(path: str) -> str:
+    """A shard's name within its root: ``bucket=<name>/<file>`` (the last two parts of its path).
+
+    >>> shard_key("runs/a/profiled/bucket=hard/part-00000.parquet")
+    'bucket=hard/part-00000.parquet'
+    """
+    return "/".join(path.rstrip("/").split("/")[-2:])
 
 
 @dataclass(frozen=True)
@@ -49,7 +60,7 @@ class ClipStream:
         if self._rows is None:
             path = self._order(self._cursor.epoch)[self._cursor.shard_index]
             rows = read_shard(path, self.root)
-            random.Random(f"{self.seed}:{self._cursor.epoch}:{path}").shuffle(rows)
+            random.Random(f"{self.seed}:{self._cursor.epoch}:{shard_key(path)}").shuffle(rows)
             self._rows = rows
         return self._rows
 

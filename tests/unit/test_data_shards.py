@@ -75,3 +75,17 @@ def test_resumed_stream_yields_exactly_the_uninterrupted_sequence(tmp_path):
     assert first + rest == full
     assert sorted(full[:23]) == sorted(f"c{i:03d}" for i in range(23))  # one epoch = every clip once
     assert full[:23] != full[23:46]  # epochs are reshuffled
+
+
+def test_the_same_seed_gives_the_same_order_wherever_the_shards_live(tmp_path):
+    """A run's profiled shards live under its own folder: two runs of one seed (or a fork, or a moved
+    run) must draw the same clips, so the order depends on the shard's name within its root only."""
+    clips = [clip(i, bucket="hard") for i in range(23)]
+    for name in ("run-a", "a-run-with-another-name"):
+        write_shards(clips, str(tmp_path / name / "profiled"), clips_per_shard=5)
+
+    def order(name, seed=3):
+        return [c.clip_id for c in ClipStream(str(tmp_path / name / "profiled"), ["hard"], seed=seed).take(30)]
+
+    assert order("run-a") == order("a-run-with-another-name")
+    assert order("run-a") != order("run-a", seed=4)
