@@ -7,7 +7,7 @@ Two paths (``Learner.shared_prefix``):
   repeated for the group's tails (the prompt's last token followed by each response), which attend
   to them and to their own earlier tokens at the positions the full sequence would give them. Logits
   exist only for response tokens. Gradients reach the context once, summed over the group, so the
-  loss and the gradient equal the per-sequence path's (``tests/ray_local/test_shared_prefix.py``);
+  loss and the gradient equal the per-sequence path's (``tests/ray_local/test_shared_prefix_ranks.py``);
   the prompt's share of the work is divided by the group size. A group larger than
   ``micro_batch_size`` is cut into pieces that each run the context.
 * **per sequence**: each row is prompt + response, ``micro_batch_size`` rows per forward. Text-only

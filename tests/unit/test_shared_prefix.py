@@ -1,6 +1,6 @@
 """The shared-prefix layout and forward: hand-checked packing, and log-probs, loss and gradients
 equal to the per-sequence path on a tiny text LM and on a tiny Qwen2.5-Omni thinker with media
-(in process, plain autograd; the DeepSpeed ranks are checked in tests/ray_local/test_shared_prefix.py)."""
+(in process, plain autograd; the DeepSpeed ranks are checked in tests/ray_local/test_shared_prefix_ranks.py)."""
 
 import random
 
