@@ -15,7 +15,7 @@ Two paths (``Learner.shared_prefix``):
   each on their unpadded length (the model builds each one's multimodal positions itself).
 
 A mixin of :class:`diadem_ray.actors.learner.Learner`, which owns ``device``, ``family``, ``bf16``,
-``micro_batch_size``, ``shared_prefix`` and ``response_logits``.
+``micro_batch_size``, ``zero_stage``, ``world_size``, ``shared_prefix`` and ``response_logits``.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ class ForwardMixin:
     family: Any
     bf16: bool
     micro_batch_size: int
+    zero_stage: int
+    world_size: int
     shared_prefix: bool
     response_logits: bool
 
@@ -65,9 +67,23 @@ class ForwardMixin:
     def _units(self, prompt_ids: Sequence[Sequence[int]], media: Optional[Sequence[Any]]) -> List[packing.Unit]:
         """The parts of a batch that run as one forward: a group's samples (shared prefix) or
         ``micro_batch_size`` sequences (per sequence)."""
-        if self.shared_prefix:
-            return packing.prompt_groups(prompt_ids, media=media, max_size=self.micro_batch_size)
-        return [packing.Unit(s, False) for s in self._micro_batches(len(prompt_ids))]
+        per_sequence = [packing.Unit(s, False) for s in self._micro_batches(len(prompt_ids))]
+        if not self.shared_prefix:
+            return per_sequence
+        units = packing.prompt_groups(prompt_ids, media=media, max_size=self.micro_batch_size)
+        if self.zero_stage == 3 and self.world_size > 1:
+            # ZeRO-3 gathers each layer's parameters collectively at every forward and backward: the
+            # ranks must run the same sequence of passes. Their shards can group differently (a
+            # group cut by the even split, a lone prompt), so they compare plans first and fall back
+            # to per-sequence units — the same count on every rank — when they differ.
+            import torch.distributed as dist
+
+            plan = [(u.shared, u.rows.stop - u.rows.start) for u in units]
+            plans: List[Any] = [None] * self.world_size
+            dist.all_gather_object(plans, plan)
+            if any(p != plan for p in plans):
+                return per_sequence
+        return units
 
     def _pack(
         self,

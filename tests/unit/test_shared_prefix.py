@@ -66,6 +66,7 @@ def _learner(family: str, shared: bool, micro: int = 8) -> Learner:
     learner = Learner.__new__(Learner)
     learner.device, learner.family, learner.bf16 = torch.device("cpu"), get_family(family), False
     learner.micro_batch_size, learner.shared_prefix, learner.response_logits = micro, shared, True
+    learner.zero_stage, learner.world_size = 2, 1
     return learner
 
 
