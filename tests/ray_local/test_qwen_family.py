@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from diadem_ray.models import qwen2_5_omni as q
-from diadem_ray.models.qwen2_5_omni import split_inputs
 from diadem_ray.types import GrpoBatch, Prompt
 
 
@@ -18,30 +17,19 @@ def thinker(tmp_path_factory):
     return q.build_tiny_thinker(tmp_path_factory.mktemp("thinker"))
 
 
-def clip_inputs(tok, fe, seed, seconds=2, fps=2.0):
-    rng = np.random.default_rng(seed)
-    frames = rng.integers(0, 256, (8, 56, 84, 3), dtype=np.uint8)
-    times = np.arange(8) * seconds / 8
-    audio = (0.1 * np.sin(np.arange(16_000 * seconds) * 2 * np.pi * (180 + 40 * seed) / 16_000)).astype(np.float32)
-    s = q.Settings(max_pixels=16 * 28 * 28, min_pixels=4 * 28 * 28, fps=fps)
-    return split_inputs(
-        q.build_inputs(frames, times, audio, "Who says what?", tokenizer=tok, feature_extractor=fe, s=s)
-    )
-
-
 def _close(got, want, atol=1e-5):
     """Per-token log-probs agree (seen: within 5e-7; vLLM's own positions are off by 3e-4 here)."""
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, atol=atol)
 
 
-def test_thinker_engines_and_learner_agree_before_and_after_training(ray_local, thinker):
+def test_thinker_engines_and_learner_agree_before_and_after_training(ray_local, thinker, tiny_clip_inputs):
     from diadem_ray.actors.rollout import RolloutWorker
     from diadem_ray.cluster.learner_group import LearnerGroup
 
     path, tok, fe = thinker
     # clip b: 4 s sampled at 1 fps, so its video and audio interleave in two 2-s chunks (a: one)
-    (ids_a, media_a), (ids_b, media_b) = clip_inputs(tok, fe, 0), clip_inputs(tok, fe, 1, seconds=4, fps=1.0)
+    (ids_a, media_a), (ids_b, media_b) = tiny_clip_inputs(tok, fe, 0), tiny_clip_inputs(tok, fe, 1, seconds=4, fps=1.0)
     assert media_b["video_grid_thw"][0][0] == 2 and media_b["video_second_per_grid"][0] == 2.0
     hf = RolloutWorker(model_path=str(path), backend="hf", family="qwen2_5_omni")
     hf.setup()
@@ -107,11 +95,11 @@ def test_thinker_engines_and_learner_agree_before_and_after_training(ray_local, 
         g.shutdown()
 
 
-def test_media_need_a_family_that_takes_them(thinker, tmp_path):
+def test_media_need_a_family_that_takes_them(thinker, tmp_path, tiny_clip_inputs):
     from diadem_ray.actors.rollout import RolloutWorker
 
     path, tok, fe = thinker
-    ids, media = clip_inputs(tok, fe, 0)
+    ids, media = tiny_clip_inputs(tok, fe, 0)
     w = RolloutWorker(model_path=str(path), backend="vllm", family="tiny_av")  # not set up: the check comes first
     with pytest.raises(ValueError, match="does not take"):
         w.sequence_logprobs([ids], [[1, 2]], [media])

@@ -7,7 +7,6 @@ its reference, so the KL term is not zero)."""
 
 import random
 
-import numpy as np
 import pytest
 
 from diadem_ray.models.tiny_lm import build_tiny_lm
@@ -25,24 +24,13 @@ def _text_batch():
     return prompts, responses, None
 
 
-def _thinker_batch(path_tok_fe):
-    from diadem_ray.models import qwen2_5_omni as q
-
-    path, tok, fe = path_tok_fe
-    rows = []
-    for seed, seconds, fps in ((0, 2, 2.0), (1, 4, 1.0)):
-        rng = np.random.default_rng(seed)
-        frames = rng.integers(0, 256, (8, 56, 84, 3), dtype=np.uint8)
-        audio = (0.1 * np.sin(np.arange(16_000 * seconds) * 2 * np.pi * (180 + 40 * seed) / 16_000)).astype(np.float32)
-        s = q.Settings(max_pixels=16 * 28 * 28, min_pixels=4 * 28 * 28, fps=fps)
-        ids, media = q.split_inputs(
-            q.build_inputs(frames, np.arange(8) * seconds / 8, audio, "Who?", tokenizer=tok, feature_extractor=fe, s=s)
-        )
-        rows.append((list(ids), media))
-    rng2 = random.Random(4)
-    prompts = [rows[0][0]] * 2 + [rows[1][0]] * 2
+def _thinker_batch(path_tok_fe, clip_inputs):
+    _, tok, fe = path_tok_fe
+    rows = [clip_inputs(tok, fe, 0), clip_inputs(tok, fe, 1, seconds=4, fps=1.0)]
+    rng = random.Random(4)
+    prompts = [list(rows[0][0])] * 2 + [list(rows[1][0])] * 2
     media = [rows[0][1]] * 2 + [rows[1][1]] * 2
-    responses = [[rng2.randrange(3, 200) for _ in range(rng2.randint(1, 5))] for _ in prompts]
+    responses = [[rng.randrange(3, 200) for _ in range(rng.randint(1, 5))] for _ in prompts]
     return prompts, responses, media
 
 
@@ -56,14 +44,14 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_shared_prefix_step_equals_the_per_sequence_step(ray_local, tmp_path, case):
+def test_shared_prefix_step_equals_the_per_sequence_step(ray_local, tmp_path, case, tiny_clip_inputs):
     from diadem_ray.cluster.learner_group import LearnerGroup
     from diadem_ray.models import qwen2_5_omni as q
 
     kw = dict(CASES[case])
     if kw.get("family") == "qwen2_5_omni":
         built = q.build_tiny_thinker(tmp_path / "thinker")
-        model, (prompts, responses, media) = str(built[0]), _thinker_batch(built)
+        model, (prompts, responses, media) = str(built[0]), _thinker_batch(built, tiny_clip_inputs)
     else:
         model, (prompts, responses, media) = str(build_tiny_lm(tmp_path / "lm")), _text_batch()
     g = LearnerGroup(

@@ -4,7 +4,6 @@ equal to the per-sequence path on a tiny text LM and on a tiny Qwen2.5-Omni thin
 
 import random
 
-import numpy as np
 import pytest
 import torch
 
@@ -123,21 +122,14 @@ def test_text_lm_gives_the_same_loss_log_probs_and_gradients(tmp_path):
     _assert_same("tiny_av", model, prompts, responses, advantages, micro=3)  # groups cut in pieces
 
 
-def test_qwen_thinker_with_media_gives_the_same_loss_log_probs_and_gradients(tmp_path):
+def test_qwen_thinker_with_media_gives_the_same_loss_log_probs_and_gradients(tmp_path, tiny_clip_inputs):
     from diadem_ray.models import qwen2_5_omni as q
     from diadem_ray.models.media import expand_media, learner_media
 
     path, tok, fe = q.build_tiny_thinker(tmp_path)
 
     def clip(seed, seconds, fps):
-        rng = np.random.default_rng(seed)
-        frames = rng.integers(0, 256, (8, 56, 84, 3), dtype=np.uint8)
-        audio = (0.1 * np.sin(np.arange(16_000 * seconds) * 2 * np.pi * (180 + 40 * seed) / 16_000)).astype(np.float32)
-        s = q.Settings(max_pixels=16 * 28 * 28, min_pixels=4 * 28 * 28, fps=fps)
-        inputs = q.build_inputs(
-            frames, np.arange(8) * seconds / 8, audio, "Who says what?", tokenizer=tok, feature_extractor=fe, s=s
-        )
-        ids, media = q.split_inputs(inputs)
+        ids, media = tiny_clip_inputs(tok, fe, seed, seconds=seconds, fps=fps)
         return list(ids), learner_media(media)
 
     # clip b: 4 s at 1 fps, so its video and audio interleave in two chunks (multimodal positions)
