@@ -21,10 +21,34 @@ rejoin an NCCL group by itself: in this mode its death fails the next push loudl
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
 import ray
+
+log = logging.getLogger(__name__)
+
+
+def store_too_small(nbytes: float, store_bytes: float) -> Optional[str]:
+    """A warning when an object store of ``store_bytes`` cannot hold two pushes of ``nbytes``
+    (the version the engines hold, kept for a restarted replica, and the next one): each push
+    then spills the previous weights to disk first; ``None`` when it can."""
+    if store_bytes <= 0 or 2 * nbytes <= store_bytes:
+        return None
+    want = int(2.5 * nbytes / 1e8 + 1) * 100_000_000
+    return (
+        f"weight sync: the object store ({store_bytes / 1e6:.0f} MB on the smallest node) holds fewer than two "
+        f"pushes of the policy's weights ({nbytes / 1e6:.0f} MB each), so every push first spills the previous "
+        f"weights to disk (seen as sync/export_seconds); set cluster.object_store_memory_bytes to at least {want} "
+        "(or give the nodes more object store memory)"
+    )
+
+
+def smallest_store_bytes() -> float:
+    """The object store capacity (bytes) of the smallest alive node; 0 when Ray reports none."""
+    sizes = [float(n["Resources"].get("object_store_memory", 0.0)) for n in ray.nodes() if n.get("Alive")]
+    return min((s for s in sizes if s > 0), default=0.0)
 
 
 class WeightSyncTimeout(TimeoutError):
@@ -107,6 +131,7 @@ class WeightSync:
         self.timeout_s = timeout_s
         self.mode = mode
         self._ready = mode == "object_store"
+        self._store_checked = False
 
     def setup(self) -> None:
         """NCCL mode: form the transfer group (learner rank 0 + one rank per replica), once."""
@@ -159,6 +184,11 @@ class WeightSync:
         nbuckets = float(results[0].get("buckets", 0.0)) if results else 0.0
         self.rollouts.loaded(version, ref)
         seconds = time.perf_counter() - start
+        if not self._store_checked:
+            self._store_checked = True
+            warning = store_too_small(nbytes, smallest_store_bytes())
+            if warning:
+                log.warning(warning)
         return {
             "sync/seconds": seconds,
             "sync/bytes": nbytes,
