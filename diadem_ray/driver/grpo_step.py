@@ -4,9 +4,11 @@ advantages (+ per-line credit) → the dynamic-sampling gate (:class:`~diadem_ra
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Dict, List, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from diadem_ray.config import TrainConfig
 from diadem_ray.driver.calls import ClipCalls
@@ -37,11 +39,16 @@ class Sampled:
 
 
 class GrpoStep:
-    """The GRPO step of a stage (``stage``: ``grpo_stage1`` or ``grpo_stage2``)."""
+    """The GRPO step of a stage (``stage``: ``grpo_stage1`` or ``grpo_stage2``). ``clips_log``: a
+    JSONL file that gets one line per sampling round, ``{stage, step, round, global_step,
+    clip_ids}`` (a resumed run appends the steps it replays again: the last line of a step wins)."""
 
-    def __init__(self, cfg: TrainConfig, res: Resources, calls: ClipCalls, stage: str):
+    def __init__(
+        self, cfg: TrainConfig, res: Resources, calls: ClipCalls, stage: str, clips_log: Optional[Path] = None
+    ):
         self.cfg, self.res, self.calls, self.stage = cfg, res, calls, stage
         self.s = getattr(cfg.stages, stage)
+        self.clips_log = clips_log
 
     def run(self, step: int, feed: Any, pool: Any, take: Take, global_step: int) -> Tuple[Dict[str, float], str]:
         """(metrics, one-line summary) of step ``step`` (0-based within the stage); ``global_step``
@@ -146,6 +153,10 @@ class GrpoStep:
                 step + 1, also=[step * 100 + round_ + 1] if g.dynamic_sampling and round_ < g.max_refill_rounds else []
             )
             clips = [c for c, _ in taken]
+            if self.clips_log is not None:
+                line = dict(stage=self.stage, step=step, round=round_, global_step=global_step)
+                with self.clips_log.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps({**line, "clip_ids": [c.clip_id for c in clips]}) + "\n")
             ta = time.perf_counter()
             prompts, (rollouts, rm) = self.calls.roll(
                 taken,

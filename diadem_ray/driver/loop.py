@@ -377,7 +377,7 @@ class Driver:
         feed = self._feed(stage, streams, weights, s.prompts_per_step, s.steps, key_stride=100)
         pool = self.res.pool(s.reward, grpo=True)
         self._anchor_reference(stage)
-        grpo_step = GrpoStep(self.cfg, self.res, self.calls, stage)
+        grpo_step = GrpoStep(self.cfg, self.res, self.calls, stage, clips_log=self.out / "grpo_clips.jsonl")
         _say(
             f"{stage}: {s.steps} steps x {s.prompts_per_step} clips x {self.cfg.rollout.samples_per_prompt} samples, "
             f"buckets {weights}, reward {s.reward!r}"

@@ -73,3 +73,9 @@ def test_a_grpo_branch_starts_from_the_sft_run(ray_local, repo_root, tmp_path, c
     metrics = runs["branch"].data.metrics
     assert {"eval/sft/ref_f1", "eval/grpo_stage1/ref_f1", "eval/ref_f1"} <= set(metrics)
     assert any(k.startswith("eval/grpo_stage1/") and k.endswith("/ref_f1") and k.count("/") == 3 for k in metrics)
+    # which clips each GRPO step drew: one line per sampling round (tiny_train: 1 step x 2 clips)
+    logged = [json.loads(x) for x in (tmp_path / "runs/branch/grpo_clips.jsonl").read_text().splitlines()]
+    first = [x for x in logged if x["round"] == 0]
+    assert [(x["stage"], x["step"]) for x in first] == [("grpo_stage1", 0)] and len(first[0]["clip_ids"]) == 2
+    train_ids = {json.loads(x)["clip_id"] for x in (base / "profiled" / "profile.jsonl").read_text().splitlines()}
+    assert {c for x in logged for c in x["clip_ids"]} <= train_ids
