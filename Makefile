@@ -73,6 +73,7 @@ bench: $(STAMP)
 	$(PY) bench/data_plane.py
 	$(PY) bench/learner_step.py
 	$(PY) bench/learner_step.py --compare prefix --samples 4 --sequences 16 --prompt 127 --repeats 3
+	$(PY) bench/peer_trl.py
 
 clean-venv:
 	rm -rf $(VENV)
