@@ -4,10 +4,11 @@ The work (the demo's GRPO shape, ``configs/demo_cpu.yaml``): one SFT'd SmolLM2-1
 demo-config run of SFT and the difficulty profile, made once and shared), the prompts of the
 clips GRPO stage 1 draws from (its buckets of the profiled training clips; identical token ids on
 both sides, checked), step by step in the order ``ours`` drew them (its ``grpo_clips.jsonl``; TRL
-walks them unshuffled), 4 prompts x 4 samples per step, at most 128 new tokens, temperature 1, the
-``diadem_f1`` reward, Adam at lr 1e-5 (constant), clip 0.2 / 0.28, group-std advantages,
-token-mean loss, no KL, one update per batch. ``diadem-ray`` runs it with dynamic sampling off
-(TRL has none), so both sides score exactly prompts x samples rollouts per step.
+walks them unshuffled; without ``ours`` in ``--systems`` TRL shuffles the pool), 4 prompts x 4
+samples per step, at most 128 new tokens, temperature 1, the ``diadem_f1`` reward, Adam at lr 1e-5
+(constant), clip 0.2 / 0.28, group-std advantages, token-mean loss, no KL, one update per batch.
+``diadem-ray`` runs it with dynamic sampling off (TRL has none), so both sides score exactly
+prompts x samples rollouts per step.
 
 Three systems, in turn, ``--runs`` times each:
 
@@ -23,7 +24,7 @@ is dropped (warm-up); medians are over the remaining steps of all runs. Prints p
 of step, generation, reward, learner and weight-sync seconds, the ratios, and the mean reward per
 step (the same algorithm should give the same trend).
 
-    python bench/peer_trl.py                           # 2 runs x 6 steps per system (~45 min on 2 cores)
+    python bench/peer_trl.py      # 2 runs x 6 steps per system: ~26 min on 2 cores (+ ~20 min the first time)
     python bench/peer_trl.py --systems ours trl --runs 1 --steps 3    # a quicker look
 """
 
