@@ -9,6 +9,8 @@
 * ``--compare prefix``: each group's prompt encoded once for its samples (``learner.shared_prefix``)
   against once per sequence. ``--samples`` sets the samples per prompt (consecutive sequences
   share a prompt; each rank holds whole groups when ``--sequences`` is a multiple of 2 x samples).
+* ``--compare reuse``: ranks that keep large freed blocks for reuse (``cluster.reuse_freed_memory``,
+  the default) against ranks started without it (both groups alive, steps interleaved).
 
 For ``old-logprobs`` the earlier step is rebuilt exactly as it was: ``compute_logprobs`` over the
 batch (what it did first) followed by the update. Shapes follow ``configs/bench_tiny_av.yaml``: SmolLM2-135M (the
@@ -48,7 +50,7 @@ def main() -> None:
         default=0,
         help="--compare prefix: sequences per forward of the per-sequence step (default: --micro-batch)",
     )
-    ap.add_argument("--compare", choices=("logits", "old-logprobs", "layout", "prefix"), default="logits")
+    ap.add_argument("--compare", choices=("logits", "old-logprobs", "layout", "prefix", "reuse"), default="logits")
     args = ap.parse_args()
     import ray
 
@@ -79,7 +81,7 @@ def main() -> None:
     now, before = [], []
     try:
 
-        def group(num_ranks: int, threads: int = 0) -> LearnerGroup:
+        def group(num_ranks: int, threads: int = 0, reuse: bool = True) -> LearnerGroup:
             return LearnerGroup(
                 num_ranks=num_ranks,
                 num_cpus_per_rank=0.5,
@@ -89,14 +91,15 @@ def main() -> None:
                 need_reference=False,
                 lr=1e-7,
                 threads=threads,
+                reuse_freed_memory=reuse,
             )
 
         learners = group(2)
         batch = GrpoBatch.of(prompts, responses, advantages)
         learners.grpo_step(batch, **loss)  # warm-up (first-step allocations)
         single = None
-        if args.compare == "layout":
-            single = group(1, threads=2)
+        if args.compare in ("layout", "reuse"):
+            single = group(1, threads=2) if args.compare == "layout" else group(2, reuse=False)
             single.grpo_step(batch, **loss)
         for _ in range(args.repeats):  # interleaved, so drift on the machine hits both alike
             t0 = time.perf_counter()
@@ -134,6 +137,11 @@ def main() -> None:
         + f", {args.repeats} repeats"
     )
     print("| step | seconds (median) | runs (s) |\n|---|---|---|")
+    if args.compare == "reuse":
+        print(f"| freed blocks handed back to the kernel | {med_before:.2f} | {[round(x, 2) for x in before]} |")
+        print(f"| freed blocks reused (reuse_freed_memory) | {med_now:.2f} | {[round(x, 2) for x in now]} |")
+        print(f"speed-up: {med_before / med_now:.2f}x")
+        return
     if args.compare == "layout":
         print(f"| 1 rank x 2 threads | {med_before:.2f} | {[round(x, 2) for x in before]} |")
         print(f"| 2 ZeRO-2 ranks x 1 thread | {med_now:.2f} | {[round(x, 2) for x in now]} |")

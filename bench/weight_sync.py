@@ -1,9 +1,12 @@
 """Seconds and GB/s per learner → engine weight push (CPU: object store + vLLM ``reload_weights``),
 the host-array wire (numpy buffers, read in place by the replica) against the earlier pickled
-torch buckets, interleaved push by push, median of ``--pushes`` each.
+torch buckets, interleaved push by push, median of ``--pushes`` each. ``--no-reuse`` adds the
+host-array wire between learners and replicas started with ``cluster.reuse_freed_memory=false``
+(glibc hands large freed blocks back to the kernel; ``diadem_ray/cluster/worker_env.py``), its
+own groups alive beside the others and its pushes interleaved with theirs.
 
-    .venv/bin/python bench/weight_sync.py --smollm2 --pushes 5      # SmolLM2-135M (651 MB fp32)
-    .venv/bin/python bench/weight_sync.py --hidden 64 256 512       # tiny random LMs
+    .venv/bin/python bench/weight_sync.py --smollm2 --pushes 5 [--no-reuse]   # SmolLM2-135M (651 MB fp32)
+    .venv/bin/python bench/weight_sync.py --hidden 64 256 512                 # tiny random LMs
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 WIRES = ("host_arrays", "torch_buckets")
+NO_REUSE = "host_arrays, no reuse"
 
 
 def main() -> None:
@@ -24,11 +28,10 @@ def main() -> None:
     ap.add_argument("--pushes", type=int, default=5)
     ap.add_argument("--hidden", type=int, nargs="*", default=[])
     ap.add_argument("--smollm2", action="store_true", help="the bundled SmolLM2-135M (the demo's backbone)")
+    ap.add_argument("--no-reuse", action="store_true", help="also: host arrays without reuse_freed_memory")
     args = ap.parse_args()
     import ray
 
-    from diadem_ray.cluster.learner_group import LearnerGroup
-    from diadem_ray.cluster.rollout_group import RolloutGroup
     from diadem_ray.cluster.weight_sync import WeightSync
     from diadem_ray.models.smollm2 import smollm2_checkpoint
     from diadem_ray.models.tiny_lm import build_tiny_lm
@@ -44,29 +47,34 @@ def main() -> None:
             vocab_size=8192,
         )
         models.append((f"tiny, hidden {hidden}", str(path)))
-    ray.init(
-        address="local", num_cpus=2, include_dashboard=False, object_store_memory=1_500_000_000, log_to_driver=False
+    ray.init(  # --no-reuse: a second set of groups, and room for its pushes (none may spill)
+        address="local",
+        num_cpus=4 if args.no_reuse else 2,
+        include_dashboard=False,
+        object_store_memory=3_000_000_000 if args.no_reuse else 1_500_000_000,
+        log_to_driver=False,
     )
     rows = []
     try:
         for label, model in models:
-            learners = LearnerGroup(
-                num_ranks=2, num_cpus_per_rank=0.5, model_path=model, zero_stage=2, need_reference=False
-            )
-            rollouts = RolloutGroup(num_replicas=1, num_cpus_per_replica=0.5, model_path=model, max_model_len=256)
+            groups = [start_groups(model, reuse=True)] + ([start_groups(model, reuse=False)] if args.no_reuse else [])
+            learners, rollouts = groups[0]
             syncs = {w: WeightSync(learners, rollouts, wire=w, bucket_bytes=256 << 20) for w in WIRES}
-            results = {w: [] for w in WIRES}
-            for _ in range(args.pushes + 1):  # the first round warms both paths up and is dropped
-                for w in WIRES:
+            if args.no_reuse:
+                syncs[NO_REUSE] = WeightSync(*groups[1], wire="host_arrays")
+            results: dict = {w: [] for w in syncs}
+            for _ in range(args.pushes + 1):  # the first round warms every path up and is dropped
+                for w in syncs:
                     results[w].append(syncs[w].push())
-            for w in WIRES:
+            for w in syncs:
                 kept = results[w][1:]
                 secs = statistics.median(r["sync/seconds"] for r in kept)
                 mb = kept[0]["sync/bytes"] / 1e6
                 parts = {k: statistics.median(r[f"sync/{k}_seconds"] for r in kept) for k in ("export", "load")}
                 rows.append((label, w, mb, secs, mb / 1e3 / secs, [round(r["sync/seconds"], 3) for r in kept], parts))
-            rollouts.shutdown()
-            learners.shutdown()
+            for learners, rollouts in groups:
+                rollouts.shutdown()
+                learners.shutdown()
     finally:
         ray.shutdown()
     print(
@@ -81,6 +89,27 @@ def main() -> None:
     by = {(r[0], r[1]): r[3] for r in rows}  # (model, wire) -> median seconds
     for label, _ in models:
         print(f"{label}: host arrays {by[(label, 'torch_buckets')] / by[(label, 'host_arrays')]:.2f}x faster")
+        if (label, NO_REUSE) in by:
+            print(f"{label}: reusing freed memory {by[(label, NO_REUSE)] / by[(label, 'host_arrays')]:.2f}x faster")
+
+
+def start_groups(model: str, reuse: bool):
+    """2 ZeRO-2 learner ranks and one replica of ``model`` (``reuse``: cluster.reuse_freed_memory)."""
+    from diadem_ray.cluster.learner_group import LearnerGroup
+    from diadem_ray.cluster.rollout_group import RolloutGroup
+
+    learners = LearnerGroup(
+        num_ranks=2,
+        num_cpus_per_rank=0.5,
+        model_path=model,
+        zero_stage=2,
+        need_reference=False,
+        reuse_freed_memory=reuse,
+    )
+    rollouts = RolloutGroup(
+        num_replicas=1, num_cpus_per_replica=0.5, model_path=model, max_model_len=256, reuse_freed_memory=reuse
+    )
+    return learners, rollouts
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from diadem_ray.actors.learner import Learner
+from diadem_ray.cluster.worker_env import cpu_worker_env
 from diadem_ray.types import GrpoBatch
 
 
@@ -41,16 +42,19 @@ class LearnerGroup:
         num_gpus_per_rank: float = 0.0,
         setup_timeout_s: float = 600.0,
         resources: Optional[Dict[str, float]] = None,
+        reuse_freed_memory: bool = True,
         **learner_kwargs: Any,
     ):
         """``resources``: custom resources each rank's bundle also asks for (a node-type marker such
-        as ``{"diadem_gpu_node": 0.001}`` keeps the ranks on the GPU node type)."""
+        as ``{"diadem_gpu_node": 0.001}`` keeps the ranks on the GPU node type).
+        ``reuse_freed_memory``: CPU ranks keep freed activation and export memory for reuse
+        (:mod:`~diadem_ray.cluster.worker_env`)."""
         self.num_ranks = num_ranks
         custom = dict(resources or {})
         bundle = {"CPU": num_cpus_per_rank, **({"GPU": num_gpus_per_rank} if num_gpus_per_rank else {}), **custom}
         self.pg = placement_group([dict(bundle) for _ in range(num_ranks)], strategy="PACK")
         ray.get(self.pg.ready(), timeout=setup_timeout_s)
-        env = {"DS_ACCELERATOR": "cpu"} if not num_gpus_per_rank else {}
+        env = {"DS_ACCELERATOR": "cpu", **cpu_worker_env(reuse_freed_memory)} if not num_gpus_per_rank else {}
         env.update(
             {
                 k: os.environ[k]

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import ray
 
 from diadem_ray.actors.rollout import ReplicaRestarted, RolloutWorker
+from diadem_ray.cluster.worker_env import cpu_worker_env
 from diadem_ray.types import Prompt, Rollout
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class RolloutGroup:
         wait: bool = True,
         resources: Optional[Dict[str, float]] = None,
         restore_wait_s: float = 600.0,
+        reuse_freed_memory: bool = True,
         **worker_kwargs: Any,
     ):
         """``cpu_threads``: OpenMP threads of a CPU engine; rollouts and learner steps alternate,
@@ -47,7 +49,8 @@ class RolloutGroup:
         engines load in the background until :meth:`ready` (the driver starts the learners meanwhile).
         ``resources``: custom resources each replica asks for (a node-type marker);
         ``restore_wait_s``: how long a call waits for dead replicas to be restarted when no other
-        replica can take their prompts."""
+        replica can take their prompts. ``reuse_freed_memory``: CPU engines keep freed weight
+        memory for the next push (:mod:`~diadem_ray.cluster.worker_env`)."""
         self.restore_wait_s = float(restore_wait_s)
         env = {
             k: os.environ[k]
@@ -63,6 +66,7 @@ class RolloutGroup:
             env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             if cpu_threads > 0:
                 env["OMP_NUM_THREADS"] = str(cpu_threads)
+            env.update(cpu_worker_env(reuse_freed_memory))
         remote: Any = ray.remote(RolloutWorker).options(
             num_cpus=num_cpus_per_replica,
             num_gpus=num_gpus_per_replica,

@@ -28,6 +28,9 @@ class ClusterConfig:
     local_num_cpus: Optional[int] = None
     object_store_memory_bytes: Optional[int] = None
     node_wait_s: float = 600.0  # after a node loss: how long work waits for a node offering its resources
+    # CPU rollout replicas and learner ranks keep large freed blocks for reuse instead of handing them back
+    # to the kernel (glibc's mmap threshold; cluster/worker_env.py): weight pushes without page faults
+    reuse_freed_memory: bool = True
 
 
 @dataclass

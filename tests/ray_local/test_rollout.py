@@ -1,10 +1,12 @@
 """vLLM rollout replicas and weight sync from DeepSpeed learners (tiny model, CPU)."""
 
+import os
 import threading
 import time
 
 import pytest
 
+from diadem_ray.cluster.worker_env import MMAP_THRESHOLD_BYTES, MMAP_THRESHOLD_VAR
 from diadem_ray.models.tiny_lm import build_tiny_lm
 from diadem_ray.types import GrpoBatch, Prompt
 
@@ -43,6 +45,10 @@ def test_rollouts_then_sync_match_learner_logprobs(stack):
     from diadem_ray.cluster.weight_sync import WeightSync
 
     learners, rollouts = stack
+    # CPU workers start keeping freed blocks for reuse (cluster.reuse_freed_memory, on by default)
+    for actor in (rollouts.replicas[0], *learners.actors):
+        threshold = __import__("ray").get(actor.__ray_call__.remote(lambda self: os.environ.get(MMAP_THRESHOLD_VAR)))
+        assert threshold == str(MMAP_THRESHOLD_BYTES)
     out, metrics = rollouts.generate(PROMPTS, samples_per_prompt=4, max_new_tokens=12, seed=1)
     assert len(out) == 16 and [r.prompt_id for r in out[:4]] == ["p0"] * 4
     assert all(r.policy_version == 0 and len(r.logprobs) == len(r.token_ids) for r in out)
