@@ -2,8 +2,9 @@
 the host-array wire (numpy buffers, read in place by the replica) against the earlier pickled
 torch buckets, interleaved push by push, median of ``--pushes`` each. ``--no-reuse`` adds the
 host-array wire between learners and replicas started with ``cluster.reuse_freed_memory=false``
-(glibc hands large freed blocks back to the kernel; ``diadem_ray/cluster/worker_env.py``), its
-own groups alive beside the others and its pushes interleaved with theirs.
+(glibc hands large freed blocks back to the kernel; ``diadem_ray/cluster/worker_env.py``): the
+groups of each kind in turn (one set alive at a time, so neither runs beside the other's
+processes), two phases of each, ``--pushes`` rounded up to an even number per kind.
 
     .venv/bin/python bench/weight_sync.py --smollm2 --pushes 5 [--no-reuse]   # SmolLM2-135M (651 MB fp32)
     .venv/bin/python bench/weight_sync.py --hidden 64 256 512                 # tiny random LMs
@@ -47,34 +48,32 @@ def main() -> None:
             vocab_size=8192,
         )
         models.append((f"tiny, hidden {hidden}", str(path)))
-    ray.init(  # --no-reuse: a second set of groups, and room for its pushes (none may spill)
-        address="local",
-        num_cpus=4 if args.no_reuse else 2,
-        include_dashboard=False,
-        object_store_memory=3_000_000_000 if args.no_reuse else 1_500_000_000,
-        log_to_driver=False,
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, object_store_memory=1_500_000_000, log_to_driver=False
     )
     rows = []
     try:
         for label, model in models:
-            groups = [start_groups(model, reuse=True)] + ([start_groups(model, reuse=False)] if args.no_reuse else [])
-            learners, rollouts = groups[0]
-            syncs = {w: WeightSync(learners, rollouts, wire=w, bucket_bytes=256 << 20) for w in WIRES}
-            if args.no_reuse:
-                syncs[NO_REUSE] = WeightSync(*groups[1], wire="host_arrays")
-            results: dict = {w: [] for w in syncs}
-            for _ in range(args.pushes + 1):  # the first round warms every path up and is dropped
-                for w in syncs:
-                    results[w].append(syncs[w].push())
-            for w in syncs:
-                kept = results[w][1:]
+            results: dict = {w: [] for w in WIRES + ((NO_REUSE,) if args.no_reuse else ())}
+            # --no-reuse: phases of groups with and without reuse, one set alive at a time, twice each
+            phases = [True, False, True, False] if args.no_reuse else [True]
+            for reuse in phases:
+                learners, rollouts = start_groups(model, reuse=reuse)
+                wires = WIRES if reuse else ("host_arrays",)
+                syncs = {w: WeightSync(learners, rollouts, wire=w, bucket_bytes=256 << 20) for w in wires}
+                pushes = args.pushes if len(phases) == 1 else (args.pushes + 1) // 2
+                for i in range(pushes + 1):  # the first round warms every path up and is dropped
+                    for w in wires:
+                        r = syncs[w].push()
+                        if i:
+                            results[w if reuse else NO_REUSE].append(r)
+                rollouts.shutdown()
+                learners.shutdown()
+            for w, kept in results.items():
                 secs = statistics.median(r["sync/seconds"] for r in kept)
                 mb = kept[0]["sync/bytes"] / 1e6
                 parts = {k: statistics.median(r[f"sync/{k}_seconds"] for r in kept) for k in ("export", "load")}
                 rows.append((label, w, mb, secs, mb / 1e3 / secs, [round(r["sync/seconds"], 3) for r in kept], parts))
-            for learners, rollouts in groups:
-                rollouts.shutdown()
-                learners.shutdown()
     finally:
         ray.shutdown()
     print(
@@ -106,8 +105,13 @@ def start_groups(model: str, reuse: bool):
         need_reference=False,
         reuse_freed_memory=reuse,
     )
-    rollouts = RolloutGroup(
-        num_replicas=1, num_cpus_per_replica=0.5, model_path=model, max_model_len=256, reuse_freed_memory=reuse
+    rollouts = RolloutGroup(  # the replica of configs/demo_cpu.yaml: half a CPU reserved, 2 OpenMP threads
+        num_replicas=1,
+        num_cpus_per_replica=0.5,
+        cpu_threads=2,
+        model_path=model,
+        max_model_len=256,
+        reuse_freed_memory=reuse,
     )
     return learners, rollouts
 

@@ -34,14 +34,20 @@ class HostWeights:
     arrays: Tuple[np.ndarray, ...]
 
     @staticmethod
-    def of(items: Iterable[Tuple[str, torch.Tensor]]) -> "HostWeights":
-        """Copy each tensor once into a new host array (the only copy on the learner's side)."""
+    def of(items: Iterable[Tuple[str, torch.Tensor]], copy: bool = True) -> "HostWeights":
+        """Each tensor as a host array. ``copy``: written into a new array (needed when the tensor
+        changes or is freed before Ray stores the arrays: a ZeRO-3 gather, merged LoRA deltas);
+        without it a contiguous CPU tensor is viewed in place, so the only copy is Ray's, into the
+        object store, when the learner returns the arrays."""
         names, dtypes, arrays = [], [], []
         for name, t in items:
             t = t.detach()
             carrier = _CARRIER.get(t.dtype, t.dtype)
-            arr = np.empty(tuple(t.shape), dtype=torch.empty(0, dtype=carrier).numpy().dtype)
-            torch.from_numpy(arr).copy_(t.view(carrier) if carrier is not t.dtype else t)
+            if copy or t.device.type != "cpu" or not t.is_contiguous():
+                arr = np.empty(tuple(t.shape), dtype=torch.empty(0, dtype=carrier).numpy().dtype)
+                torch.from_numpy(arr).copy_(t.view(carrier) if carrier is not t.dtype else t)
+            else:
+                arr = (t.view(carrier) if carrier is not t.dtype else t).numpy()
             names.append(name)
             dtypes.append(str(t.dtype).removeprefix("torch."))
             arrays.append(arr)

@@ -93,7 +93,9 @@ class WeightsMixin:
                 for _ in exported:
                     pass
                 return None
-            return HostWeights.of(exported)
+            # Ray copies the arrays into the object store when this returns, after the LoRA merge is
+            # undone and a ZeRO-3 gather freed: those need their own copy; ZeRO-1/2 weights are viewed.
+            return HostWeights.of(exported, copy=self.zero_stage == 3 or self.lora is not None)
 
     # ---- NCCL weight transfer to the engines (GPU; vLLM's weight-transfer API) ----------------
     # Unverified on the CPU development machine; written against vLLM 0.32's
