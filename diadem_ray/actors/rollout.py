@@ -62,6 +62,7 @@ class RolloutWorker:
         sleep_mode: bool = False,
         family: str = "tiny_av",
         max_pixels_per_frame: int = 0,
+        cpu_staged_load: bool = True,
     ):
         from diadem_ray.models.families import get_family
 
@@ -80,6 +81,9 @@ class RolloutWorker:
         self.weight_transfer = weight_transfer
         self.sleep_mode = sleep_mode  # colocated layout: the engine sleeps during learner steps
         self.max_pixels_per_frame = max_pixels_per_frame  # qwen2_5_omni on vLLM: sizes its encoder cache (0: default)
+        # CPU engines: pushes load into kept plain weights (actors/vllm_cpu_load.py), not reload_weights
+        self.cpu_staged_load = cpu_staged_load
+        self.load_path = ""  # how the last push loaded: "staged" or "reload" (vLLM engines)
         self._incoming: Optional[int] = None  # version of an NCCL update in progress
         self.policy_version = 0
         self.llm: Any = None
@@ -449,7 +453,12 @@ class RolloutWorker:
             if unexpected:
                 raise KeyError(f"rollout replica {self.replica_id}: unknown weights {unexpected[:5]}")
         else:
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": items, "is_checkpoint_format": True})
+            import torch
+
+            from diadem_ray.actors.vllm_cpu_load import load_into_engine
+
+            staged = self.cpu_staged_load and not torch.cuda.is_available()
+            self.load_path = load_into_engine(self.llm, items, staged=staged)
             self._drop_caches()
         self.policy_version = version
         return {

@@ -1,10 +1,12 @@
 """WeightSync: learner → rollout engines, every push stamped with a new policy_version.
 
-CPU (this machine, tested): learner rank 0 gathers the full weights (ZeRO-3 too) and writes each
-once into a host array (:class:`~diadem_ray.actors.host_weights.HostWeights`); Ray puts them into
-the object store as out-of-band buffers, every replica on the node maps them without a copy and
-loads them with vLLM's ``reload_weights`` (tied embeddings pushed explicitly: one copy, into the
-engine), then resets its prefix cache. Replicas on other nodes get the object in Ray's own chunks.
+CPU (this machine, tested): learner rank 0 gathers the full weights (ZeRO-3 too) as host arrays
+(:class:`~diadem_ray.actors.host_weights.HostWeights`; ZeRO-1/2 parameters viewed, not copied);
+Ray puts them into the object store as out-of-band buffers, every replica on the node maps them
+without a copy and loads them into its CPU engine's kept plain weights, repacking each linear layer
+(:mod:`~diadem_ray.actors.vllm_cpu_load`; vLLM's ``reload_weights`` where that cannot serve the
+engine or ``rollout.cpu_staged_load`` is off; tied embeddings pushed explicitly), then resets its
+prefix cache. Replicas on other nodes get the object in Ray's own chunks.
 ``wire="torch_buckets"`` keeps the earlier format (pickled torch tensors in ``bucket_bytes``
 buckets) as the benchmark's baseline. Every replica call has ``timeout_s``; a replica that misses it fails the push
 with its id and the version.

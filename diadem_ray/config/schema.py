@@ -79,6 +79,9 @@ class RolloutConfig:
     num_cpus_per_replica: float = 0.5
     prompts_per_task: int = 16  # prompts sent to a replica in one call (its generation batch)
     cpu_threads: int = 0  # CPU engines: OpenMP threads per replica (0 = Ray's default, one per whole CPU)
+    # CPU engines keep a plain copy of their linear weights, so a push loads into it and repacks, skipping
+    # vLLM's layer-by-layer reload (actors/vllm_cpu_load.py); costs the linear weights' size once more
+    cpu_staged_load: bool = True
     num_gpus_per_replica: float = 0.0
     custom_resources: Dict[str, float] = field(
         default_factory=dict

@@ -202,6 +202,7 @@ class Resources:
             sleep_mode=cfg.cluster.layout == "colocated",
             wait=wait,
             max_pixels_per_frame=self.family.engine_pixels(cfg.model.max_pixels_per_frame),
+            cpu_staged_load=r.cpu_staged_load,
         )
 
     def push_weights(self) -> Dict[str, float]:

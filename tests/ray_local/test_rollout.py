@@ -37,6 +37,15 @@ def stack(ray_local, tmp_path_factory):
     learners.shutdown()
 
 
+def _replica_attr(rollouts, name, value=None):
+    """Read (or, given ``value``, set) an attribute of replica 0."""
+    import ray
+
+    if value is None:
+        return ray.get(rollouts.replicas[0].__ray_call__.remote(lambda self: getattr(self, name)))
+    return ray.get(rollouts.replicas[0].__ray_call__.remote(lambda self: setattr(self, name, value)))
+
+
 def _max_abs_diff(a, b):
     return max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
 
@@ -61,6 +70,8 @@ def test_rollouts_then_sync_match_learner_logprobs(stack):
     step = learners.grpo_step(GrpoBatch.of(p, resp, adv, rollout_logprobs=[list(r.logprobs) for r in out]))
     assert step["learner/rollout_logprob_abs_diff"] < 1e-4
     sync = WeightSync(learners, rollouts, timeout_s=120).push()  # host arrays, read in place
+    # loaded into kept plain weights and repacked, not by vLLM's reload (actors/vllm_cpu_load.py)
+    assert _replica_attr(rollouts, "load_path") == "staged"
     assert sync["sync/policy_version"] == 1 and sync["sync/buckets"] == 1 and sync["sync/bytes"] > 0
     after_learner = learners.compute_logprobs(p, resp)
     after_engine = __import__("ray").get(rollouts.replicas[0].sequence_logprobs.remote(p, resp))
@@ -126,6 +137,43 @@ def test_version_mismatch_and_sync_timeout_fail_loudly(stack):
         WeightSyncTimeout, match=rf"replica\(s\) \[0\] did not load policy_version {held + 1} within 1e-06 s"
     ):
         WeightSync(learners, rollouts, timeout_s=1e-6).push()
+
+
+def test_a_push_missing_weights_fails_naming_them_and_a_whole_push_then_loads(stack):
+    import ray
+
+    learners, rollouts = stack
+    replica = rollouts.replicas[0]
+    p, resp = [list(PROMPTS[0].prompt_token_ids)], [[7, 8, 9]]
+    before = ray.get(replica.sequence_logprobs.remote(p, resp))  # the learner's current weights
+    held = ray.get(replica.get_version.remote())
+    full = learners.export_weights()
+    partial = [[(n, t * 2) for n, t in bucket if n != "model.norm.weight"] for bucket in full]
+    missing = r"weight push misses 1 engine weights, e\.g\. \['model\.norm\.weight'\]"
+    with pytest.raises(Exception, match=missing):
+        ray.get(replica.update_weights.remote(held + 1, *partial))
+    assert ray.get(replica.get_version.remote()) == held  # the version does not move
+    ray.get(replica.update_weights.remote(held + 1, *full))  # a whole push repacks every layer from it
+    assert _max_abs_diff(ray.get(replica.sequence_logprobs.remote(p, resp)), before) < 1e-6
+    rollouts.loaded(held + 1)
+
+
+def test_vllms_own_reload_loads_the_same_weights_and_the_engine_stays_on_it(stack):
+    # rollout.cpu_staged_load=false (the baseline of bench/vllm_reload.py); runs last on this stack
+    from diadem_ray.cluster.weight_sync import WeightSync
+
+    learners, rollouts = stack
+    out, _ = rollouts.generate(PROMPTS, samples_per_prompt=2, max_new_tokens=8, seed=3)
+    p, resp = [list(r.prompt_token_ids) for r in out], [list(r.token_ids) for r in out]
+    learners.grpo_step(GrpoBatch.of(p, resp, [1.0, -1.0] * 4))  # weights the engine does not hold yet
+    _replica_attr(rollouts, "cpu_staged_load", False)
+    WeightSync(learners, rollouts, timeout_s=120).push()
+    assert _replica_attr(rollouts, "load_path") == "reload"
+    engine = __import__("ray").get(rollouts.replicas[0].sequence_logprobs.remote(p, resp))
+    assert _max_abs_diff(learners.compute_logprobs(p, resp), engine) < 1e-4
+    _replica_attr(rollouts, "cpu_staged_load", True)
+    WeightSync(learners, rollouts, timeout_s=120).push()
+    assert _replica_attr(rollouts, "load_path") == "reload"
 
 
 def test_dead_replica_loses_and_duplicates_no_prompt(ray_local, tmp_path):
