@@ -21,10 +21,13 @@ CPU worker.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Dict, Iterable, Optional, Tuple
 
 import torch
+
+log = logging.getLogger(__name__)
 
 STAGED_ATTR = "_diadem_staged_load"  # on the LLM: "" when staged loads serve it, else why not
 LAYER_MARK = "_diadem_plain_weight"  # on a linear layer given a plain weight by _stage
@@ -115,7 +118,10 @@ def load_into_engine(llm: Any, items: list, staged: bool) -> str:
     :func:`unsupported_reason` finds nothing), else vLLM's ``reload_weights``; an engine once
     loaded by ``reload_weights`` stays on it. Returns the path taken, ``"staged"`` or ``"reload"``."""
     if staged and getattr(llm, STAGED_ATTR, None) is None:
-        setattr(llm, STAGED_ATTR, llm.collective_rpc(unsupported_reason)[0] or "")
+        reason = llm.collective_rpc(unsupported_reason)[0]
+        setattr(llm, STAGED_ATTR, reason or "")
+        if reason:
+            log.warning("weight pushes load through vLLM's reload_weights (slower): %s", reason)
     if staged and getattr(llm, STAGED_ATTR) == "":
         llm.collective_rpc(staged_load, args=(items,))
         return "staged"

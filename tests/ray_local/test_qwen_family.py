@@ -85,6 +85,7 @@ def test_thinker_engines_and_learner_agree_before_and_after_training(ray_local, 
         buckets = g.export_weights()
         hf.load_weight_buckets(1, buckets)
         vl.load_weight_buckets(1, buckets)  # the learner's names, mapped onto vLLM's thinker
+        assert vl.load_path == "staged"  # into kept plain weights, encoders too (actors/vllm_cpu_load.py)
         after_learner = g.compute_logprobs(p_ids, r_ids, media=media)
         _close(hf.sequence_logprobs(p_ids, r_ids, media), after_learner)
         _close(vl.sequence_logprobs(p_ids, r_ids, media), after_learner)
