@@ -13,6 +13,7 @@ processes), two phases of each, ``--pushes`` rounded up to an even number per ki
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import tempfile
@@ -48,8 +49,11 @@ def main() -> None:
             vocab_size=8192,
         )
         models.append((f"tiny, hidden {hidden}", str(path)))
+    # A push is exported while the version the engine holds is still kept (a restarted replica reloads it):
+    # 1.3 GB of SmolLM2 at once, more while Ray frees earlier ones. A 1.5 GB store spilled 13 GB of pushes
+    # to disk in one run of this script, timing the disk; room for about five pushes keeps them in memory.
     ray.init(
-        address="local", num_cpus=2, include_dashboard=False, object_store_memory=1_500_000_000, log_to_driver=False
+        address="local", num_cpus=2, include_dashboard=False, object_store_memory=3_200_000_000, log_to_driver=False
     )
     rows = []
     try:
@@ -69,6 +73,8 @@ def main() -> None:
                             results[w if reuse else NO_REUSE].append(r)
                 rollouts.shutdown()
                 learners.shutdown()
+                del syncs, learners, rollouts  # drop this phase's pushes from the store before the next
+                gc.collect()
             for w, kept in results.items():
                 secs = statistics.median(r["sync/seconds"] for r in kept)
                 mb = kept[0]["sync/bytes"] / 1e6
