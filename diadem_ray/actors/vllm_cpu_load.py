@@ -6,7 +6,7 @@ device, allocates it again, counts every loader's copies under a torch dispatch 
 again: on SmolLM2-135M half of the load is that machinery rather than the copy or the packing.
 
 For engines whose every weighted layer is an unquantized linear or embedding layer (the text
-decoders this project runs on CPU), :func:`staged_load` keeps one plain weight per linear layer
+decoders and the Qwen2.5-Omni thinker this project runs on CPU), :func:`staged_load` keeps one plain weight per linear layer
 (allocated once, from the metadata vLLM recorded at start-up, so the layer's own weight loaders
 work on it), loads a push into those through the model's own ``load_weights`` (q/k/v and gate/up
 stacked as at start-up, tied embeddings skipped as at start-up), and packs each layer again from
@@ -59,8 +59,8 @@ def unsupported_reason(worker: Any) -> Optional[str]:
 
 
 def _stage(model: torch.nn.Module) -> int:
-    """Give every packed linear layer without a plain weight one (at the first push, or after a
-    ``reload_weights`` dropped them again); returns how many."""
+    """Give every packed linear layer without a plain weight one (at the first push); returns how
+    many."""
     from vllm.model_executor.model_loader.reload.layerwise import get_layerwise_info
     from vllm.model_executor.model_loader.reload.meta import materialize_meta_tensor
     from vllm.model_executor.model_loader.reload.sanitize import restore_layer_refs
