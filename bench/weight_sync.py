@@ -1,4 +1,4 @@
-"""Seconds and GB/s per learner → engine weight push (CPU: object store + vLLM ``reload_weights``),
+"""Seconds and GB/s per learner → engine weight push (CPU: object store + the replica's staged load),
 the host-array wire (numpy buffers, read in place by the replica) against the earlier pickled
 torch buckets, interleaved push by push, median of ``--pushes`` each. ``--no-reuse`` adds the
 host-array wire between learners and replicas started with ``cluster.reuse_freed_memory=false``

@@ -43,11 +43,12 @@ class HostWeights:
         for name, t in items:
             t = t.detach()
             carrier = _CARRIER.get(t.dtype, t.dtype)
+            src = t.view(carrier) if carrier is not t.dtype else t
             if copy or t.device.type != "cpu" or not t.is_contiguous():
                 arr = np.empty(tuple(t.shape), dtype=torch.empty(0, dtype=carrier).numpy().dtype)
-                torch.from_numpy(arr).copy_(t.view(carrier) if carrier is not t.dtype else t)
+                torch.from_numpy(arr).copy_(src)
             else:
-                arr = (t.view(carrier) if carrier is not t.dtype else t).numpy()
+                arr = src.numpy()
             names.append(name)
             dtypes.append(str(t.dtype).removeprefix("torch."))
             arrays.append(arr)

@@ -6,14 +6,15 @@ device, allocates it again, counts every loader's copies under a torch dispatch 
 again: on SmolLM2-135M half of the load is that machinery rather than the copy or the packing.
 
 For engines whose every weighted layer is an unquantized linear or embedding layer (the text
-decoders and the Qwen2.5-Omni thinker this project runs on CPU), :func:`staged_load` keeps one plain weight per linear layer
-(allocated once, from the metadata vLLM recorded at start-up, so the layer's own weight loaders
-work on it), loads a push into those through the model's own ``load_weights`` (q/k/v and gate/up
-stacked as at start-up, tied embeddings skipped as at start-up), and packs each layer again from
-it with vLLM's own dispatch. The price is the plain weights kept beside the packed ones (the size
-of the linear layers: 535 MB for SmolLM2-135M in float32). For any other engine (quantized
-layers, LoRA, tensor or pipeline parallelism) :func:`unsupported_reason` says why, and the caller
-uses ``reload_weights``. A push must carry every weight: one that misses any fails, naming them.
+decoders and the Qwen2.5-Omni thinker this project runs on CPU), :func:`staged_load` keeps one
+plain weight per linear layer (allocated once, from the metadata vLLM recorded at start-up, so the
+layer's own weight loaders work on it), loads a push into those through the model's own
+``load_weights`` (q/k/v and gate/up stacked as at start-up, tied embeddings skipped as at
+start-up), and packs each layer again from it with vLLM's own dispatch. The price is the plain
+weights kept beside the packed ones (the size of the linear layers: 535 MB for SmolLM2-135M in
+float32). For any other engine (quantized layers, LoRA, tensor or pipeline parallelism)
+:func:`unsupported_reason` says why, and the caller uses ``reload_weights``. A push must carry
+every weight: one that misses any fails, naming them.
 
 Both functions run inside the engine's worker (``LLM.collective_rpc``), ``worker`` being vLLM's
 CPU worker.
@@ -117,15 +118,16 @@ def load_into_engine(llm: Any, items: list, staged: bool) -> str:
     """Load a push into an in-process CPU engine: staged where it can (``staged`` and
     :func:`unsupported_reason` finds nothing), else vLLM's ``reload_weights``; an engine once
     loaded by ``reload_weights`` stays on it. Returns the path taken, ``"staged"`` or ``"reload"``."""
-    if staged and getattr(llm, STAGED_ATTR, None) is None:
-        reason = llm.collective_rpc(unsupported_reason)[0]
-        setattr(llm, STAGED_ATTR, reason or "")
-        if reason:
-            log.warning("weight pushes load through vLLM's reload_weights (slower): %s", reason)
-    if staged and getattr(llm, STAGED_ATTR) == "":
+    state = getattr(llm, STAGED_ATTR, None)  # None: not decided yet; "": staged; else why not
+    if staged and state is None:
+        state = llm.collective_rpc(unsupported_reason)[0] or ""
+        setattr(llm, STAGED_ATTR, state)
+        if state:
+            log.warning("weight pushes load through vLLM's reload_weights (slower): %s", state)
+    if staged and state == "":
         llm.collective_rpc(staged_load, args=(items,))
         return "staged"
-    if getattr(llm, STAGED_ATTR, None) == "":  # staged before: give vLLM back the layers as it left them
+    if state == "":  # staged before: give vLLM back the layers as it left them
         llm.collective_rpc(_unstage)
     # vLLM's reload leaves its own loaders and metadata on the layers: the engine stays on this path
     setattr(llm, STAGED_ATTR, "loaded by vLLM's reload_weights before")
