@@ -136,33 +136,46 @@ class Evaluator:
 
     def report(self, state: DriverState) -> None:
         """The table of every evaluation so far, printed and written to ``runs/<name>/results.txt``."""
-        lines = [f"{'policy':<14} {'REF F1':>7} {'ASR F1':>7}"]
-        for label in ("untrained", "sft", "grpo_stage1", "grpo_stage2", "final"):
-            if label in state.evals:
-                s = state.evals[label]
-                lines.append(f"{label:<14} {s['ref_f1']:7.1f} {s['asr_f1']:7.1f}")
-        buckets = [
-            b for b in self.cfg.stages.profile.bucket_names if any(f"{b}/ref_f1" in s for s in state.evals.values())
-        ]
-        if buckets:
-            lines.append("")
-            lines.append("by held-out bucket (profiled pass rate), REF / ASR F1:")
-            lines.append(f"{'policy':<14} " + " ".join(f"{b:>13}" for b in buckets))
-            for label in ("untrained", "sft", "grpo_stage1", "grpo_stage2", "final"):
-                s = state.evals.get(label, {})
-                if any(f"{b}/ref_f1" in s for b in buckets):
-                    cells = [
-                        f"{s[f'{b}/ref_f1']:5.1f} / {s[f'{b}/asr_f1']:5.1f}" if f"{b}/ref_f1" in s else f"{'-':>13}"
-                        for b in buckets
-                    ]
-                    lines.append(f"{label:<14} " + " ".join(cells))
-        text = "\n".join(lines)
+        text = results_table(state.evals, self.cfg.stages.profile.bucket_names)
         (self.out / "results.txt").write_text(text + "\n")
         self.res.tracker.log_artifact(self.out / "results.txt")
         _say(f"held-out clips ({len(self.data.eval_ids)}), DiaDemBench-style F1 x100:\n{text}")
         _say(
             f"MLflow: mlflow ui --backend-store-uri {self.cfg.tracking.tracking_uri}   (run {self.res.tracker.run_id})"
         )
+
+
+LABELS = ("untrained", "sft", "grpo_stage1", "grpo_stage2", "final")
+
+
+def results_table(evals: Dict[str, Dict[str, float]], bucket_names: Sequence[str]) -> str:
+    """The run's table: REF / ASR F1 (x100) per evaluated policy, each trained stage's change against
+    the SFT policy (of the values as printed), then the same per held-out difficulty bucket where
+    ``evals`` holds them (``<bucket>/ref_f1`` keys). ``evals``: label -> scores, as in the state."""
+    lines = [f"{'policy':<14} {'REF F1':>7} {'ASR F1':>7}   change vs SFT (REF / ASR)"]
+    sft = evals.get("sft")
+    for label in LABELS:
+        if label in evals:
+            s = evals[label]
+            line = f"{label:<14} {s['ref_f1']:7.1f} {s['asr_f1']:7.1f}"
+            if sft is not None and label not in ("untrained", "sft"):
+                ref, asr = (round(s[k], 1) - round(sft[k], 1) for k in ("ref_f1", "asr_f1"))  # as printed
+                line += f"   {ref:+.1f} / {asr:+.1f}"
+            lines.append(line)
+    buckets = [b for b in bucket_names if any(f"{b}/ref_f1" in s for s in evals.values())]
+    if buckets:
+        lines.append("")
+        lines.append("by held-out bucket (profiled pass rate), REF / ASR F1:")
+        lines.append(f"{'policy':<14} " + " ".join(f"{b:>13}" for b in buckets))
+        for label in LABELS:
+            s = evals.get(label, {})
+            if any(f"{b}/ref_f1" in s for b in buckets):
+                cells = [
+                    f"{s[f'{b}/ref_f1']:5.1f} / {s[f'{b}/asr_f1']:5.1f}" if f"{b}/ref_f1" in s else f"{'-':>13}"
+                    for b in buckets
+                ]
+                lines.append(f"{label:<14} " + " ".join(cells))
+    return "\n".join(lines)
 
 
 def _bucket_line(scores: Dict[str, float], names: Sequence[str]) -> str:
