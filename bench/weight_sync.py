@@ -1,13 +1,14 @@
 """Seconds and GB/s per learner → engine weight push (CPU: object store + the replica's staged load),
 the host-array wire (numpy buffers, read in place by the replica) against the earlier pickled
-torch buckets, interleaved push by push, median of ``--pushes`` each. ``--no-reuse`` adds the
-host-array wire between learners and replicas started with ``cluster.reuse_freed_memory=false``
-(glibc hands large freed blocks back to the kernel; ``diadem_ray/cluster/worker_env.py``): the
-groups of each kind in turn (one set alive at a time, so neither runs beside the other's
-processes), two phases of each, ``--pushes`` rounded up to an even number per kind.
+torch buckets, median of ``--pushes`` each. Each kind of push runs in learners and a replica of its
+own, one set alive at a time (the product never mixes wires in one replica, and a replica's heap after
+pickled buckets is not the one host arrays meet in a run), in ``--rounds`` phases per kind taken in
+turn (A B A B), the first push of each phase dropped. ``--no-reuse`` adds the host-array wire between
+learners and replicas started with ``cluster.reuse_freed_memory=false`` (glibc hands large freed
+blocks back to the kernel; ``diadem_ray/cluster/worker_env.py``).
 
-    .venv/bin/python bench/weight_sync.py --smollm2 --pushes 5 [--no-reuse]   # SmolLM2-135M (651 MB fp32)
-    .venv/bin/python bench/weight_sync.py --hidden 64 256 512                 # tiny random LMs
+    .venv/bin/python bench/weight_sync.py --smollm2 --pushes 10 [--no-reuse]   # SmolLM2-135M (651 MB fp32)
+    .venv/bin/python bench/weight_sync.py --hidden 64 256 512                  # tiny random LMs
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ NO_REUSE = "host_arrays, no reuse"
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pushes", type=int, default=5)
+    ap.add_argument("--pushes", type=int, default=5, help="pushes measured per kind (over all rounds)")
+    ap.add_argument("--rounds", type=int, default=2, help="phases per kind, taken in turn")
     ap.add_argument("--hidden", type=int, nargs="*", default=[])
     ap.add_argument("--smollm2", action="store_true", help="the bundled SmolLM2-135M (the demo's backbone)")
     ap.add_argument("--no-reuse", action="store_true", help="also: host arrays without reuse_freed_memory")
@@ -58,23 +60,21 @@ def main() -> None:
     rows = []
     try:
         for label, model in models:
-            results: dict = {w: [] for w in WIRES + ((NO_REUSE,) if args.no_reuse else ())}
-            # --no-reuse: phases of groups with and without reuse, one set alive at a time, twice each
-            phases = [True, False, True, False] if args.no_reuse else [True]
-            for reuse in phases:
-                learners, rollouts = start_groups(model, reuse=reuse)
-                wires = WIRES if reuse else ("host_arrays",)
-                syncs = {w: WeightSync(learners, rollouts, wire=w, bucket_bytes=256 << 20) for w in wires}
-                pushes = args.pushes if len(phases) == 1 else (args.pushes + 1) // 2
-                for i in range(pushes + 1):  # the first round warms every path up and is dropped
-                    for w in wires:
-                        r = syncs[w].push()
+            kinds = list(WIRES) + ([NO_REUSE] if args.no_reuse else [])
+            results: dict = {k: [] for k in kinds}
+            per_phase = -(-args.pushes // args.rounds)  # rounded up
+            for _ in range(args.rounds):
+                for kind in kinds:
+                    learners, rollouts = start_groups(model, reuse=kind != NO_REUSE)
+                    sync = WeightSync(learners, rollouts, wire=kind.split(",")[0], bucket_bytes=256 << 20)
+                    for i in range(per_phase + 1):  # the first push warms the path up and is dropped
+                        r = sync.push()
                         if i:
-                            results[w if reuse else NO_REUSE].append(r)
-                rollouts.shutdown()
-                learners.shutdown()
-                del syncs, learners, rollouts  # drop this phase's pushes from the store before the next
-                gc.collect()
+                            results[kind].append(r)
+                    rollouts.shutdown()
+                    learners.shutdown()
+                    del sync, learners, rollouts  # drop this phase's pushes from the store before the next
+                    gc.collect()
             for w, kept in results.items():
                 secs = statistics.median(r["sync/seconds"] for r in kept)
                 mb = kept[0]["sync/bytes"] / 1e6

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
 
@@ -107,11 +107,33 @@ def staged_load(worker: Any, items: Iterable[Tuple[str, torch.Tensor]]) -> Dict[
     if missing:
         raise KeyError(f"weight push misses {len(missing)} engine weights, e.g. {missing[:5]}: push them all")
     loaded = time.perf_counter()
-    methods = _methods()
-    for layer in model.modules():
-        if type(getattr(layer, "quant_method", None)) in methods:
-            dispatch_cpu_unquantized_gemm(layer, remove_weight=False)
+    for layer in _gemm_layers(model):
+        dispatch_cpu_unquantized_gemm(layer, remove_weight=False)
     return {"load_s": loaded - start, "pack_s": time.perf_counter() - loaded, "staged": float(staged)}
+
+
+def _gemm_layers(model: torch.nn.Module) -> List[torch.nn.Module]:
+    """The layers whose packed GEMM weight the engine reads: every unquantized linear layer and the
+    LM head. vLLM also packs the input embedding at start-up (tied or not), but a model with an LM
+    head only looks rows up in it; its packed copy (the vocabulary x hidden matrix: 113 MB of
+    SmolLM2's 651) is dropped here, not repacked, and a call through it would use the plain weight."""
+    from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead
+
+    linear, embedding = _methods()
+    modules = list(model.modules())
+    has_head = any(isinstance(m, ParallelLMHead) for m in modules)
+    out = []
+    for layer in modules:
+        method = type(getattr(layer, "quant_method", None))
+        if method is linear or (method is embedding and (isinstance(layer, ParallelLMHead) or not has_head)):
+            out.append(layer)
+        elif method is embedding:
+            layer.cpu_linear = _plain_linear  # type: ignore[assignment]
+    return out
+
+
+def _plain_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    return torch.nn.functional.linear(x, weight, bias)
 
 
 def load_into_engine(llm: Any, items: list, staged: bool) -> str:

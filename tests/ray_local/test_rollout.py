@@ -72,6 +72,17 @@ def test_rollouts_then_sync_match_learner_logprobs(stack):
     sync = WeightSync(learners, rollouts, timeout_s=120).push()  # host arrays, read in place
     # loaded into kept plain weights and repacked, not by vLLM's reload (actors/vllm_cpu_load.py)
     assert _replica_attr(rollouts, "load_path") == "staged"
+
+    # the LM head is repacked; the input embedding's packed copy is dropped (it is only looked up)
+    def gemm_forms(worker):  # inside the engine (nested: pickled by value); vLLM's packed kernels are lambdas
+        kinds = ("VocabParallelEmbedding", "ParallelLMHead")
+        model = worker.model_runner.model
+        return {type(m).__name__: m.cpu_linear.__name__ for m in model.modules() if type(m).__name__ in kinds}
+
+    forms = __import__("ray").get(
+        rollouts.replicas[0].__ray_call__.remote(lambda self: self.llm.collective_rpc(gemm_forms))
+    )
+    assert forms[0] == {"VocabParallelEmbedding": "_plain_linear", "ParallelLMHead": "<lambda>"}
     assert sync["sync/policy_version"] == 1 and sync["sync/buckets"] == 1 and sync["sync/bytes"] > 0
     after_learner = learners.compute_logprobs(p, resp)
     after_engine = __import__("ray").get(rollouts.replicas[0].sequence_logprobs.remote(p, resp))
