@@ -3,7 +3,7 @@
 Per seed, arm ``sft_only`` runs first (SFT, profile, held-out evaluation of the SFT policy); every
 GRPO arm then starts from its checkpoint (``diadem-ray train --from``), so the arms of a seed share
 one SFT start and one profile exactly. The arms are overlays of the base config (default
-``configs/bench_tiny_av.yaml``): ``one_stage`` (all buckets, 20 steps), ``two_stage`` (medium then
+``configs/bench_tiny_av.yaml``): ``one_stage`` (both stages over all buckets alike), ``two_stage`` (medium then
 hard: DiaDem's order), ``reversed`` (hard then medium). Runs that finished are not run again, a
 run that stopped is resumed, so the command can be repeated until the table is complete; it ends
 with ``diadem-ray compare --group-by run.group --baseline sft_only``: per arm, mean ± sd over seeds

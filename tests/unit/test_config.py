@@ -203,3 +203,34 @@ def test_a_local_cluster_must_hold_every_actor_of_the_run(repo_root, capsys):
     assert main(["config", "check", demo, "reward.num_cpus_per_worker=0.5"]) == 1
     assert capsys.readouterr().err.count("ask for 2.25 CPUs") == 2
     load_config(repo_root / "configs/base.yaml", ["cluster.local_num_cpus=2"])
+
+
+ABLATION_ARMS = sorted((ROOT / "configs" / "ablations").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", ABLATION_ARMS, ids=lambda p: p.name)
+def test_every_ablation_arm_is_a_valid_overlay_of_the_bench_config(path):
+    import importlib.util
+
+    from diadem_ray.config import local_cpu_problems
+
+    spec = importlib.util.spec_from_file_location("ablation", ROOT / "bench" / "ablation.py")
+    assert spec is not None and spec.loader is not None
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+    overrides = ablation.overlay(path) + ["stages.profile.held_out=true"]
+    cfg = load_config(ROOT / "configs" / "bench_tiny_av.yaml", overrides)
+    assert local_cpu_problems(cfg) == []
+    assert cfg.run.stages[:2] == ["sft", "profile"] and cfg.run.stages[-1] == "eval"
+    base = load_config(ROOT / "configs" / "bench_tiny_av.yaml")
+
+    grpo = ("grpo_stage1", "grpo_stage2")
+
+    def schedule(c):
+        return [(c.stages[s].steps, c.stages[s].prompts_per_step, c.stages[s].lr, c.stages[s].reward) for s in grpo]
+
+    if path.stem == "sft_only":
+        assert not any(s.startswith("grpo") for s in cfg.run.stages)
+    else:  # the GRPO arms differ from the recipe only in which buckets each stage draws from
+        assert [s for s in cfg.run.stages if s.startswith("grpo")] == list(grpo)
+        assert schedule(cfg) == schedule(base) and cfg.grpo == base.grpo
