@@ -10,7 +10,8 @@ decoders and the Qwen2.5-Omni thinker this project runs on CPU), :func:`staged_l
 plain weight per linear layer (allocated once, from the metadata vLLM recorded at start-up, so the
 layer's own weight loaders work on it), loads a push into those through the model's own
 ``load_weights`` (q/k/v and gate/up stacked as at start-up, tied embeddings skipped as at
-start-up), and packs each layer again from it with vLLM's own dispatch. The price is the plain
+start-up), and packs each linear layer and the LM head again from it with vLLM's own dispatch
+(not the input embedding: :func:`_gemm_layers`). The price is the plain
 weights kept beside the packed ones (the size of the linear layers: 535 MB for SmolLM2-135M in
 float32). For any other engine (quantized layers, LoRA, tensor or pipeline parallelism)
 :func:`unsupported_reason` says why, and the caller uses ``reload_weights``. A push must carry
