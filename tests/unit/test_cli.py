@@ -36,8 +36,9 @@ def test_config_check_cli(repo_root, capsys):
 def test_config_check_refuses_line_credit_with_a_prose_reward(repo_root, tmp_path, capsys):
     prose = tmp_path / "prose_f1.yaml"
     prose.write_text("name: prose_f1\nextractor: prose\ncomponents:\n  - {name: ref_f1, weight: 1.0}\n")
-    args = ["config", "check", str(repo_root / "configs/demo_cpu.yaml"), f"stages.grpo_stage2.reward={prose}"]
-    assert main(args) == 0
+    demo = str(repo_root / "configs/demo_cpu.yaml")
+    args = ["config", "check", demo, f"stages.grpo_stage1.reward={prose}", f"stages.grpo_stage2.reward={prose}"]
+    assert main(args + ["grpo.line_credit_weight=0"]) == 0
     capsys.readouterr()
     assert main(args + ["grpo.line_credit_weight=0.5"]) == 1
     err = capsys.readouterr().err

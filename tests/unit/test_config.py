@@ -193,15 +193,18 @@ def test_a_local_cluster_must_hold_every_actor_of_the_run(repo_root, capsys):
 
     for name in ("demo_cpu", "bench_tiny_av"):
         assert problems(name) == []  # each fits its 2 CPUs, with a second reward pool
-    assert problems("demo_cpu", ["stages.grpo_stage1.reward=ref_focus"]) == []
+    one_pool = ["stages.grpo_stage1.reward=diadem_f1", "stages.grpo_stage2.reward=diadem_f1"]
+    assert problems("demo_cpu", one_pool) == []
     (problem,) = problems("demo_cpu", ["reward.num_cpus_per_worker=0.5"])
+    assert "ask for 2.75 CPUs" in problem and "reward pools (ref_focus, diadem_f1) 1" in problem
+    (problem,) = problems("demo_cpu", ["reward.num_cpus_per_worker=0.5", *one_pool])
     assert "ask for 2.25 CPUs" in problem and "reward pools (diadem_f1) 0.5" in problem
     assert problems("demo_cpu", ["reward.num_cpus_per_worker=0.5", "cluster.local_num_cpus=3"]) == []
     # train and config check refuse it; commands that start none of these actors (annotate) load it
     demo = str(repo_root / "configs/demo_cpu.yaml")
     assert main(["train", "--config", demo, "reward.num_cpus_per_worker=0.5"]) == 1
     assert main(["config", "check", demo, "reward.num_cpus_per_worker=0.5"]) == 1
-    assert capsys.readouterr().err.count("ask for 2.25 CPUs") == 2
+    assert capsys.readouterr().err.count("ask for 2.75 CPUs") == 2
     load_config(repo_root / "configs/base.yaml", ["cluster.local_num_cpus=2"])
 
 
