@@ -113,6 +113,33 @@ class Evaluator:
         )
         return scores
 
+    def fill_buckets(self, state: DriverState) -> List[str]:
+        """Per-bucket scores for the evaluations that ran before the held-out clips were profiled
+        (the SFT policy's, evaluated before ``profile``), from their saved greedy captions: nothing
+        is generated again. Logged to MLflow as ``eval/<label>/<bucket>/…``, and as
+        ``eval/<bucket>/…`` for the evaluation of the current policy. Returns the labels filled."""
+        names = self.cfg.stages.profile.bucket_names
+        if not self.held_out_buckets:
+            return []
+        filled = []
+        for label, scores in state.evals.items():
+            pred_file = self.out / "eval" / label / "predictions.jsonl"
+            if any(f"{b}/ref_f1" in scores for b in names) or not pred_file.is_file():
+                continue
+            preds = [json.loads(line) for line in pred_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+            by_bucket = self._by_bucket(preds)
+            if not by_bucket:
+                continue
+            scores.update(by_bucket)
+            filled.append(label)
+            metrics = {f"eval/{label}/{k}": v for k, v in by_bucket.items()}
+            if scores.get("policy_version") == self.res.rollouts.version:
+                metrics.update({f"eval/{k}": v for k, v in by_bucket.items()})
+            if self.res.tracker is not None:
+                self.res.tracker.log_metrics(metrics, step=state.global_step)
+            _say(f"eval {label}: scores by held-out bucket from its saved captions" + _bucket_line(scores, names))
+        return filled
+
     def _by_bucket(self, preds: List[Dict[str, str]]) -> Dict[str, float]:
         """``<bucket>/ref_f1``, ``<bucket>/asr_f1``, ``<bucket>/clips`` per held-out bucket (× 100)."""
         from diadem_ray.rewards.benchmark import evaluate

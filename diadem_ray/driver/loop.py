@@ -74,6 +74,7 @@ class Driver:
             self._start_actors()
             self._restored_profile()
             self._start_tracking()
+            self.evaluator.fill_buckets(self.state)  # a run resumed after profiling its held-out clips
             restarts = 0
             while True:
                 try:
@@ -180,8 +181,9 @@ class Driver:
             if self.forked_from:
                 tracker.set_tags({"forked_from": self.forked_from})
             for label, scores in self.state.evals.items():
+                per_bucket = {f"eval/{label}/{k}": v for k, v in scores.items() if "/" in k}
                 tracker.log_metrics(
-                    {f"eval/{label}/ref_f1": scores["ref_f1"], f"eval/{label}/asr_f1": scores["asr_f1"]},
+                    {f"eval/{label}/ref_f1": scores["ref_f1"], f"eval/{label}/asr_f1": scores["asr_f1"], **per_bucket},
                     step=self.state.global_step,
                 )
         if self.resume and self.state.mlflow_run_id:
@@ -297,6 +299,7 @@ class Driver:
             self.evaluator.held_out_buckets = {q.clip_id: q.bucket for q in held_profiles}
             held_table, _ = summary(held_profiles, p.bucket_names)
             _say(f"held-out clips profiled the same way (marks in {held_marks}):\n{held_table}")
+            self.evaluator.fill_buckets(self.state)  # the SFT policy's evaluation ran before this profile
         if self.res.tracker is not None:
             self.res.tracker.log_text(table, "profile/summary.txt")
             self.res.tracker.log_artifact(marks)
