@@ -12,6 +12,11 @@ overall and per held-out difficulty bucket (the held-out clips profiled by each 
 ``stages.profile.held_out``).
 
     python bench/ablation.py --seeds 0 1 2                      # about 35 min per seed and arm on 2 cores
+    python bench/ablation.py --config configs/demo_cpu.yaml --output-dir runs/ablation-demo   # ~28 min per seed
+
+A GRPO arm's checkpoints (~2.6 GB each with the tiny_av policy) are removed once the arm has finished
+(its exported policy, evaluations and MLflow run stay); ``--keep-checkpoints`` keeps them. The
+SFT-only runs keep theirs: every arm of the seed forks from them.
     python bench/ablation.py --seeds 0 --output-dir runs/ablation-smoke stages.sft.steps=2 ...   # a smoke run
 
 Extra ``KEY=VALUE`` arguments apply to every run (after the arm's overlay).
@@ -54,6 +59,16 @@ def finished(run_dir: Path) -> bool:
     return results.is_file() and any(line.split()[:1] == ["final"] for line in results.read_text().splitlines())
 
 
+def drop_checkpoints(run_dir: Path) -> None:
+    """Remove a finished run's checkpoints folder (the exported policy and evaluations stay)."""
+    import shutil
+
+    ckpt = run_dir / "checkpoints"
+    if ckpt.is_dir():
+        shutil.rmtree(ckpt)
+        print(f"[ablation] {run_dir.name}: finished; its checkpoints removed (--keep-checkpoints keeps them)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "bench_tiny_av.yaml"))
@@ -61,6 +76,7 @@ def main() -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--output-dir", default="runs/ablation")
     ap.add_argument("--experiment", default="diadem-ablation")
+    ap.add_argument("--keep-checkpoints", action="store_true", help="keep the finished GRPO arms' checkpoints")
     ap.add_argument("overrides", nargs="*", help="KEY=VALUE applied to every run")
     args = ap.parse_args()
     out = Path(args.output_dir).resolve()
@@ -95,6 +111,8 @@ def main() -> int:
             if rc != 0:
                 print(f"[ablation] {run_dir.name} failed (exit {rc}); rerun the command to resume it", flush=True)
                 return rc
+            if arm != "sft_only" and not args.keep_checkpoints and finished(run_dir):
+                drop_checkpoints(run_dir)
     cmd = [
         exe,
         "compare",

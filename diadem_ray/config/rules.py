@@ -170,8 +170,10 @@ def validate(cfg: Any) -> List[str]:
         stage = cfg.stages[name]
         _positive(p, f"stages.{name}.steps", stage.steps, allow_zero=True)
         _positive(p, f"stages.{name}.prompts_per_step", stage.prompts_per_step)
-        for bucket, weight in stage.buckets.items():
-            _positive(p, f"stages.{name}.buckets.{bucket}", weight)
+        for bucket, weight in stage.buckets.items():  # 0 leaves a bucket out (an overlay cannot delete a key)
+            _positive(p, f"stages.{name}.buckets.{bucket}", weight, allow_zero=True)
+        if stage.buckets and not any(w > 0 for w in stage.buckets.values()):
+            p.append(f"stages.{name}.buckets: every weight is 0; give at least one bucket a weight > 0")
         if name != "sft":
             total = stage.prompts_per_step * cfg.rollout.samples_per_prompt
             if total % cfg.learner.num_ranks:

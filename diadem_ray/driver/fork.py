@@ -9,8 +9,8 @@ experiment (configs/ablations/) share one SFT start exactly.
 Large files are hard links where the filesystem allows (a branch then costs no disk): only files
 the run never rewrites in place — checkpoint step files (DeepSpeed writes new tags), the exported
 policy and the KL reference (written beside and renamed over), profiled shards (removed and
-written anew). Files a run rewrites in place (evaluation predictions, results.txt, the reward
-YAMLs) and the edited meta file are copies.
+written anew). Files a run rewrites in place (evaluation predictions, the reward YAMLs) and the
+edited meta file are copies; results.txt is not taken (the branch writes its own when it ends).
 
 Example:
     >>> # fork_run(Path("runs/abl-s0-base"), Path("runs/abl-s0-two_stage"))
@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import List
 
 LINKED = ("profiled", "policy")  # besides the checkpoint: never rewritten in place
-COPIED = ("eval", "rewards", "results.txt", "profiled_eval")  # rewritten in place by a run, or small
+# rewritten in place by a run, or small. Not results.txt: the branch writes its own when it ends, so
+# a branch that stopped halfway never shows its source's table as its own final one.
+COPIED = ("eval", "rewards", "profiled_eval")
 
 
 def _link_or_copy(src: Path, dst: Path, *, link: bool) -> None:

@@ -33,7 +33,14 @@ from diadem_ray.driver.calls import ClipCalls
 from diadem_ray.driver.clips import RunClips, prepare_clips
 from diadem_ray.driver.evaluation import Evaluator
 from diadem_ray.driver.resources import Resources
-from diadem_ray.driver.state import STEP_METRIC, TRAIN_STAGES, DriverState, hash_name, reconcile_with
+from diadem_ray.driver.state import (
+    STEP_METRIC,
+    TRAIN_STAGES,
+    DriverState,
+    checkpoint_space_problem,
+    hash_name,
+    reconcile_with,
+)
 from diadem_ray.driver.state import say as _say
 from diadem_ray.types import Clip, EncodedClip
 
@@ -241,13 +248,13 @@ class Driver:
     def _sft(self) -> None:
         s = self.cfg.stages.sft
         self.res.learners.set_lr(s.lr or self.cfg.learner.lr)
-        buckets = sorted(s.buckets) or None
+        buckets = sorted(b for b, w in s.buckets.items() if w > 0) or None  # weight 0: the bucket left out
         streams = (
             {"all": self._stream("sft:all", self.train_root, buckets)}
             if buckets is None
             else {b: self._stream(f"sft:{b}", self.train_root, [b]) for b in buckets}
         )
-        weights = dict(s.buckets) if buckets else {"all": 1.0}
+        weights = {b: s.buckets[b] for b in buckets} if buckets else {"all": 1.0}
         _say(f"SFT: {s.steps} steps x {s.prompts_per_step} clips")
         self.res.rollouts.sleep()  # colocated layout: the learners get the GPUs for the whole stage
         feed = self._feed("sft", streams, weights, s.prompts_per_step, s.steps, key_stride=1)
@@ -432,6 +439,9 @@ class Driver:
             _say(f"{stage} done; recorded in the latest checkpoint")
 
     def _checkpoint(self) -> None:
+        problem = checkpoint_space_problem(self.ckpt_dir)
+        if problem:
+            raise RuntimeError(problem)
         self.state.policy_version = self.res.rollouts.version
         path = self.res.learners.save_checkpoint(
             str(self.ckpt_dir), {"driver": asdict(self.state)}, keep_last=self.cfg.checkpoint.keep_last

@@ -106,3 +106,28 @@ def hash_name(name: str) -> int:
     import zlib
 
     return zlib.crc32(name.encode()) % 100_000
+
+
+def checkpoint_space_problem(ckpt_dir: Union[str, Path], *, margin: float = 1.1) -> str:
+    """Empty when the disk holding ``ckpt_dir`` has room for another checkpoint as large as its latest
+    (× ``margin``): the next one is written before ``checkpoint.keep_last`` drops an old one. Else
+    what is short and what to do, said before a save would fail halfway with an opaque I/O error.
+    Seen from the driver: with learners on other nodes it checks the driver's view of that folder."""
+    import shutil
+
+    root = Path(ckpt_dir)
+    latest = root / "latest"
+    if not latest.is_file():
+        return ""
+    last = root / latest.read_text().strip()
+    if not last.is_dir():
+        return ""
+    need = sum(f.stat().st_size for f in last.rglob("*") if f.is_file())
+    free = shutil.disk_usage(root).free
+    if free >= need * margin:
+        return ""
+    return (
+        f"checkpoint: {free / 1e9:.1f} GB free on the disk of {root}, and the latest checkpoint ({last.name}) "
+        f"takes {need / 1e9:.1f} GB; free space there (or set run.output_dir to a larger disk) and run again "
+        "with --resume, which starts from that checkpoint"
+    )

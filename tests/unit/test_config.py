@@ -133,6 +133,16 @@ def test_dotlist_sets_single_mapping_key_yaml_replaces(tmp_path):
     assert dict(cfg.stages.grpo_stage1.buckets) == {"hard": 1.0}
 
 
+def test_a_bucket_weight_of_zero_leaves_the_bucket_out_but_not_every_bucket(capsys):
+    # how an overlay drops a bucket of the base config's mapping
+    cfg = load_config(None, ["stages.grpo_stage1.buckets.hard=1", "stages.grpo_stage1.buckets.medium=0"])
+    assert dict(cfg.stages.grpo_stage1.buckets) == {"medium": 0.0, "hard": 1.0}
+    with pytest.raises(ConfigError, match="grpo_stage1.buckets: every weight is 0"):
+        load_config(None, ["stages.grpo_stage1.buckets={medium: 0, hard: 0}"])
+    with pytest.raises(ConfigError, match=r"buckets.hard: must be >= 0, got -1"):
+        load_config(None, ["stages.grpo_stage1.buckets.hard=-1"])
+
+
 def test_resolved_config_round_trips(tmp_path):
     cfg = load_config(ROOT / "configs" / "demo_cpu.yaml", ["learner.zero_stage=3"])
     out = save_resolved(cfg, tmp_path / "run" / "config.yaml")
@@ -211,8 +221,9 @@ def test_a_local_cluster_must_hold_every_actor_of_the_run(repo_root, capsys):
 ABLATION_ARMS = sorted((ROOT / "configs" / "ablations").glob("*.yaml"))
 
 
+@pytest.mark.parametrize("base_config", ["bench_tiny_av.yaml", "demo_cpu.yaml"])
 @pytest.mark.parametrize("path", ABLATION_ARMS, ids=lambda p: p.name)
-def test_every_ablation_arm_is_a_valid_overlay_of_the_bench_config(path):
+def test_every_ablation_arm_is_a_valid_overlay_of_the_bench_and_demo_configs(path, base_config):
     import importlib.util
 
     from diadem_ray.config import local_cpu_problems
@@ -222,10 +233,10 @@ def test_every_ablation_arm_is_a_valid_overlay_of_the_bench_config(path):
     ablation = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ablation)
     overrides = ablation.overlay(path) + ["stages.profile.held_out=true"]
-    cfg = load_config(ROOT / "configs" / "bench_tiny_av.yaml", overrides)
+    cfg = load_config(ROOT / "configs" / base_config, overrides)
     assert local_cpu_problems(cfg) == []
     assert cfg.run.stages[:2] == ["sft", "profile"] and cfg.run.stages[-1] == "eval"
-    base = load_config(ROOT / "configs" / "bench_tiny_av.yaml")
+    base = load_config(ROOT / "configs" / base_config)
 
     grpo = ("grpo_stage1", "grpo_stage2")
 
@@ -237,3 +248,31 @@ def test_every_ablation_arm_is_a_valid_overlay_of_the_bench_config(path):
     else:  # the GRPO arms differ from the recipe only in which buckets each stage draws from
         assert [s for s in cfg.run.stages if s.startswith("grpo")] == list(grpo)
         assert schedule(cfg) == schedule(base) and cfg.grpo == base.grpo
+        # each arm draws the same buckets whatever the base config says
+        order = {"two_stage": ("medium", "hard"), "reversed": ("hard", "medium"), "one_stage": (None, None)}[path.stem]
+        for stage, main_bucket in zip(grpo, order):
+            buckets = cfg.stages[stage].buckets
+            if main_bucket is None:
+                assert buckets == {"easy": 1.0, "medium": 1.0, "hard": 1.0}
+            else:
+                assert buckets[main_bucket] == 1.0 and max(buckets, key=lambda b: buckets[b]) == main_bucket
+                assert buckets.get("easy", 0.0) == 0.0  # a zero weight leaves the bucket out
+
+
+def test_the_ablation_runner_tells_finished_runs_and_drops_only_their_checkpoints(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ablation", ROOT / "bench" / "ablation.py")
+    assert spec is not None and spec.loader is not None
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+    run = tmp_path / "abl-s0-two_stage"
+    (run / "checkpoints" / "step_50").mkdir(parents=True)
+    (run / "policy").mkdir()
+    assert not ablation.finished(run)  # a branch that has not ended has no table of its own
+    (run / "results.txt").write_text("policy REF ASR\nsft 20.0 90.0\n")
+    assert not ablation.finished(run)
+    (run / "results.txt").write_text("policy REF ASR\nsft 20.0 90.0\nfinal 25.0 90.0 +5.0 / +0.0\n")
+    assert ablation.finished(run)
+    ablation.drop_checkpoints(run)
+    assert not (run / "checkpoints").exists() and (run / "policy").is_dir() and (run / "results.txt").is_file()

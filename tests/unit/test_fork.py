@@ -44,8 +44,11 @@ def test_fork_links_what_runs_never_rewrite_and_copies_the_rest(tmp_path):
         "policy/model.safetensors",
     ):
         assert same(rel), rel
-    for rel in ("eval/sft/predictions.jsonl", "results.txt", "checkpoints/step_7/meta.json"):
+    for rel in ("eval/sft/predictions.jsonl", "checkpoints/step_7/meta.json"):
         assert (dst / rel).is_file() and not same(rel), rel
+    # the source's final table is not the branch's: the branch writes its own when it ends (an
+    # unfinished branch with its source's table looked finished to bench/ablation.py)
+    assert not (dst / "results.txt").exists()
     assert not (dst / "checkpoints" / "step_3").exists()
     assert (dst / "checkpoints" / "latest").read_text() == "step_7"
     meta = json.loads((dst / "checkpoints" / "step_7" / "meta.json").read_text())
