@@ -124,10 +124,20 @@ class Evaluator:
         filled = []
         for label, scores in state.evals.items():
             pred_file = self.out / "eval" / label / "predictions.jsonl"
-            if any(f"{b}/ref_f1" in scores for b in names) or not pred_file.is_file():
+            if any(f"{b}/ref_f1" in scores for b in names):
                 continue
-            preds = [json.loads(line) for line in pred_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-            by_bucket = self._by_bucket(preds)
+            if pred_file.is_file():
+                text = pred_file.read_text(encoding="utf-8")
+                by_bucket = self._by_bucket([json.loads(line) for line in text.splitlines() if line.strip()])
+            else:  # scores reused from an evaluation of the same policy_version (e.g. "final" after "sft")
+                by_bucket = next(
+                    (
+                        {k: v for k, v in other.items() if "/" in k}
+                        for other in state.evals.values()
+                        if other.get("policy_version") == scores.get("policy_version") and other is not scores
+                    ),
+                    {},
+                )
             if not by_bucket:
                 continue
             scores.update(by_bucket)

@@ -83,3 +83,11 @@ def test_an_evaluation_without_saved_captions_is_left_as_it_is(tmp_path):
     ev.held_out_buckets = {"a": "easy", "b": "hard"}
     assert ev.fill_buckets(st) == ["untrained"]
     assert "easy/ref_f1" not in st.evals["sft"]
+
+
+def test_an_evaluation_that_reused_scores_takes_the_buckets_of_the_same_policy(tmp_path):
+    ev, st = _evaluator(tmp_path, version=1), _state(tmp_path)
+    st.evals["final"] = dict(st.evals["sft"])  # "final" right after "sft": scores reused, no captions saved
+    ev.held_out_buckets = {"a": "easy", "b": "hard"}
+    assert ev.fill_buckets(st) == ["untrained", "sft", "final"]
+    assert st.evals["final"]["easy/ref_f1"] == st.evals["sft"]["easy/ref_f1"] == pytest.approx(100.0)
