@@ -6,18 +6,18 @@ one SFT start and one profile exactly. The arms are overlays of the base config 
 ``configs/bench_tiny_av.yaml``): ``one_stage`` (both stages over all buckets alike), ``two_stage`` (medium then
 hard: DiaDem's order), ``reversed`` (hard then medium). Runs that finished are not run again, a
 run that stopped is resumed, so the command can be repeated until the table is complete; it ends
-with ``diadem-ray compare --group-by run.group --baseline sft_only``: per arm, mean ± sd over seeds
+with ``diadem-ray compare --group-by run.group --baseline sft_only --seeds …``: per arm, mean ± sd over seeds
 of the final held-out REF / ASR and its difference from SFT only (paired by seed, 95% interval),
 overall and per held-out difficulty bucket (the held-out clips profiled by each seed's SFT policy,
 ``stages.profile.held_out``).
 
     python bench/ablation.py --seeds 0 1 2                      # about 35 min per seed and arm on 2 cores
     python bench/ablation.py --config configs/demo_cpu.yaml --output-dir runs/ablation-demo   # ~28 min per seed
+    python bench/ablation.py --seeds 0 --output-dir runs/ablation-smoke stages.sft.steps=2 ...   # a smoke run
 
 A GRPO arm's checkpoints (~2.6 GB each with the tiny_av policy) are removed once the arm has finished
 (its exported policy, evaluations and MLflow run stay); ``--keep-checkpoints`` keeps them. The
 SFT-only runs keep theirs: every arm of the seed forks from them.
-    python bench/ablation.py --seeds 0 --output-dir runs/ablation-smoke stages.sft.steps=2 ...   # a smoke run
 
 Extra ``KEY=VALUE`` arguments apply to every run (after the arm's overlay).
 """
@@ -126,6 +126,8 @@ def main() -> int:
         "sft_only",
         "--png",
         str(out / "ablation.png"),
+        "--seeds",
+        *(str(s) for s in args.seeds),
     ]
     print("[ablation] " + " ".join(cmd), flush=True)
     return subprocess.run(cmd).returncode

@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
         "with no KEY, the reward hash and every param that differs between the runs",
     )
     p.add_argument("--baseline", default=None, help="the group the others are compared with (its label, or part of it)")
+    p.add_argument(
+        "--seeds", nargs="+", type=int, default=None, metavar="N", help="only the runs of these run.seed values"
+    )
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser(

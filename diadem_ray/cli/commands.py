@@ -257,8 +257,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except LookupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if args.seeds is not None:
+        runs = [r for r in runs if r.seed in set(args.seeds)]
     if not runs:
-        print(f"error: experiment {args.experiment!r} has no runs yet", file=sys.stderr)
+        seeds = f" with run.seed in {args.seeds}" if args.seeds is not None else ""
+        print(f"error: experiment {args.experiment!r} has no runs{seeds} yet", file=sys.stderr)
         return 1
     print(table(runs))
     png_path = args.png or f"runs/compare_{args.experiment}.png"
@@ -268,6 +271,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
             return 1
         png = plot(runs, png_path, f"{args.experiment}: runs by reward-config hash")
     else:
+        unfinished = [r.name for r in runs if r.status != "FINISHED"]
+        if unfinished:  # a running, failed or killed run's last scores are not its final ones
+            print(f"\nleft out of the groups (not FINISHED): {', '.join(unfinished)}")
+            runs = [r for r in runs if r.status == "FINISHED"]
+            if not runs:
+                print("error: no FINISHED run to group", file=sys.stderr)
+                return 1
         keys = args.group_by or default_keys(runs)
         try:
             print("\n" + group_table(runs, keys, args.baseline))

@@ -92,3 +92,28 @@ def test_group_table_breaks_the_held_out_set_down_by_bucket(tmp_path, capsys):
     assert "21.0 ± 8.5" in rows["run.group=two_stage"] and "+6.0 [" in rows["run.group=two_stage"]
     easy = out.split("held-out bucket 'easy'")[1]
     assert "+0.0" in [line for line in easy.splitlines() if line.startswith("run.group=two_stage")][0]
+
+
+def test_compare_groups_only_finished_runs_of_the_seeds_asked_for(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/s.db"
+    for seed, (base, new) in enumerate([(10.0, 13.0), (12.0, 14.0), (14.0, 18.0)]):
+        _seeded(uri, 0.2, seed, base, 90.0)
+        _seeded(uri, 0.3, seed, new, 91.0)
+    t = Tracker(tracking_uri=uri, experiment="abl", run_name="kl0.3-s3")  # stopped after its first evaluation
+    t.log_config({"run": {"seed": 3, "name": "kl0.3-s3"}, "grpo": {"kl_coef": 0.3}, "stages": {"x": 1}})
+    t.log_metrics({"eval/ref_f1": 0.0, "eval/asr_f1": 0.0}, step=1)
+    t.end("KILLED")
+    argv = ["compare", "--experiment", "abl", "--tracking-uri", uri, "--png", str(tmp_path / "s.png")]
+    assert main([*argv, "--group-by", "grpo.kl_coef", "--baseline", "kl_coef=0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "left out of the groups (not FINISHED): kl0.3-s3" in out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("grpo.kl_coef=")}
+    assert "15.0 ± 2.6" in rows["grpo.kl_coef=0.3"] and "paired n=3" in rows["grpo.kl_coef=0.3"]
+    assert main([*argv, "--group-by", "grpo.kl_coef", "--baseline", "kl_coef=0.2", "--seeds", "0", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("grpo.kl_coef=")}
+    # seeds 0 and 1 only: REF differences 3 and 2 -> +2.5, paired n=2
+    assert "13.5 ± 0.7" in rows["grpo.kl_coef=0.3"] and "+2.5 [" in rows["grpo.kl_coef=0.3"]
+    assert "paired n=2" in rows["grpo.kl_coef=0.3"] and "kl0.3-s3" not in out
+    assert main([*argv, "--seeds", "7"]) == 1
+    assert "no runs with run.seed in [7]" in capsys.readouterr().err
