@@ -42,7 +42,7 @@ def test_overlay_applies_over_base():
     cfg = load_config(ROOT / "configs" / "demo_cpu.yaml")
     assert cfg.run.name == "demo-cpu"  # overlay
     assert cfg.grpo.clip_eps_high == 0.28  # from base
-    assert cfg.stages.grpo_stage2.buckets == {"hard": 1.0, "medium": 0.5}  # a YAML mapping replaces
+    assert cfg.stages.grpo_stage2.buckets == {"easy": 1.0, "medium": 1.0, "hard": 1.0}  # a YAML mapping replaces
 
 
 def test_bad_value_and_misspelt_key_reported_together():

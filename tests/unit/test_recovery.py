@@ -54,7 +54,7 @@ def _driver(repo_root, monkeypatch, losses, max_restarts):
     cfg = load_config(str(repo_root / "configs/demo_cpu.yaml"), [f"run.max_restarts={max_restarts}"])
     d = Driver(cfg)
     d.res.tracker = _Tracker()
-    d.evaluator = SimpleNamespace(report=lambda state: None)
+    d.evaluator = SimpleNamespace(report=lambda state: None, fill_buckets=lambda state: [])
     calls = {"stages": 0, "recovered": []}
 
     def stages():
