@@ -258,7 +258,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.seeds is not None:
-        runs = [r for r in runs if r.seed in set(args.seeds)]
+        runs = [r for r in runs if r.seed in args.seeds]
     if not runs:
         seeds = f" with run.seed in {args.seeds}" if args.seeds is not None else ""
         print(f"error: experiment {args.experiment!r} has no runs{seeds} yet", file=sys.stderr)

@@ -123,9 +123,9 @@ class Evaluator:
             return []
         filled = []
         for label, scores in state.evals.items():
-            pred_file = self.out / "eval" / label / "predictions.jsonl"
             if any(f"{b}/ref_f1" in scores for b in names):
                 continue
+            pred_file = self.out / "eval" / label / "predictions.jsonl"
             if pred_file.is_file():
                 text = pred_file.read_text(encoding="utf-8")
                 by_bucket = self._by_bucket([json.loads(line) for line in text.splitlines() if line.strip()])

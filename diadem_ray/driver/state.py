@@ -30,13 +30,17 @@ class DriverState:
     steps_done: Dict[str, int] = field(default_factory=dict)  # training stage -> optimizer steps it ran
 
 
+def latest_checkpoint(ckpt_dir: Union[str, Path]) -> Path:
+    """The folder that ``ckpt_dir/latest`` names (it may be missing: callers check)."""
+    return Path(ckpt_dir) / (Path(ckpt_dir) / "latest").read_text().strip()
+
+
 def checkpoint_state(ckpt_dir: Union[str, Path]) -> DriverState:
     """The driver state in the latest checkpoint under ``ckpt_dir`` (read without the learners, to
     check a resume before anything starts)."""
     import json
 
-    tag = (Path(ckpt_dir) / "latest").read_text().strip()
-    return DriverState(**json.loads((Path(ckpt_dir) / tag / "meta.json").read_text())["driver"])
+    return DriverState(**json.loads((latest_checkpoint(ckpt_dir) / "meta.json").read_text())["driver"])
 
 
 def reconcile_with(state: DriverState, cfg: Any) -> List[str]:
@@ -116,10 +120,9 @@ def checkpoint_space_problem(ckpt_dir: Union[str, Path], *, margin: float = 1.1)
     import shutil
 
     root = Path(ckpt_dir)
-    latest = root / "latest"
-    if not latest.is_file():
+    if not (root / "latest").is_file():
         return ""
-    last = root / latest.read_text().strip()
+    last = latest_checkpoint(root)
     if not last.is_dir():
         return ""
     need = sum(f.stat().st_size for f in last.rglob("*") if f.is_file())
